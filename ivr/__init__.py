@@ -1,0 +1,3 @@
+"""Voice IVR and speech service."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,65 @@
+"""The recognizer interface every ASR engine implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ivr.asr.grammar import Grammar
+
+
+@dataclass(frozen=True)
+class Alternative:
+    text: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class RecognitionResult:
+    """Final result of one utterance.
+
+    `text` is empty when nothing was recognized. `alternatives` is the n-best list, best first,
+    and starts with the same text as `text`.
+    """
+
+    text: str
+    confidence: float
+    engine: str
+    alternatives: list[Alternative] = field(default_factory=list)
+    words: list[tuple[str, float]] = field(default_factory=list)  # (word, confidence)
+
+
+class Recognizer(ABC):
+    """Streaming recognition of one utterance at a time. Not thread-safe: one caller at a time.
+
+    Feed 16-bit PCM at `rate`; `partial()` gives the hypothesis so far; `final()` ends the
+    utterance and resets the recognizer for the next one.
+    """
+
+    engine: str
+    rate: int
+
+    @abstractmethod
+    def feed(self, pcm: bytes) -> None: ...
+
+    @abstractmethod
+    def partial(self) -> str: ...
+
+    @abstractmethod
+    def final(self) -> RecognitionResult: ...
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Drop any audio fed so far."""
+
+
+class Engine(Protocol):
+    """A loaded ASR model shared across calls; makes recognizers for a grammar or free speech."""
+
+    name: str
+    rate: int
+
+    def create(self, grammar: Grammar | None, rate: int = 8000, nbest: int = 1) -> Recognizer: ...
+
+    def describe(self) -> str: ...

@@ -1,0 +1,267 @@
+"""Grammars: ops-editable phrase lists mapped to intents, and matching recognized text to them.
+
+A grammar file (YAML) looks like::
+
+    name: yesno
+    intents:
+      "yes": [yes, yeah, that's right]
+      "no": [no, nope]
+
+With ``sequence: {max: 16, join: ""}`` the caller may say several phrases in a row and the
+intent is the items' intents joined (the ``digits`` grammar: "four one two" → ``412``).
+
+Recognized text is scored against every phrase (rapidfuzz), so a near-miss from the decoder
+still lands on the right intent, while a weak best match is reported as no-match.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rapidfuzz import fuzz, process
+
+UNKNOWN_TOKENS = frozenset({"[unk]", "<unk>", "[noise]", "[laughter]"})
+_UNK_PLACEHOLDER = "\u2400"  # a character no phrase contains, so unknown words never match
+_PUNCT = re.compile(r"[^\w\s'\u2400-]+")
+
+
+class GrammarError(ValueError):
+    """A grammar file or phrase list that cannot be used; the message names file and field."""
+
+
+def normalize(text: str) -> str:
+    """Lower-case, NFC, punctuation dropped, unknown-word markers kept as a placeholder."""
+    words = []
+    for word in unicodedata.normalize("NFC", text).lower().split():
+        words.append(_UNK_PLACEHOLDER if word in UNKNOWN_TOKENS else word)
+    return " ".join(_PUNCT.sub(" ", " ".join(words)).split())
+
+
+@dataclass(frozen=True)
+class Match:
+    """Best intent for a text: the phrase that matched, its score in [0, 1] and the runner-up."""
+
+    intent: str | None
+    score: float
+    phrase: str | None
+    runner_up: tuple[str, float] | None = None
+    reason: str = ""
+
+    @property
+    def matched(self) -> bool:
+        return self.intent is not None
+
+
+@dataclass(frozen=True)
+class Sequence:
+    max: int = 16
+    join: str = ""
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """Phrases (with synonyms) mapped to intents."""
+
+    name: str
+    intents: dict[str, list[str]]
+    sequence: Sequence | None = None
+    threshold: float = 0.8  # minimum match score
+    min_confidence: float = 0.35  # minimum recognizer confidence
+    language: str = "en"
+    source: str = "<memory>"
+    _by_phrase: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.intents:
+            raise GrammarError(f"{self.source}: intents: a grammar needs at least one intent")
+        for intent, phrases in self.intents.items():
+            if not phrases:
+                raise GrammarError(f"{self.source}: intents.{intent}: no phrases")
+            for phrase in phrases:
+                norm = normalize(phrase)
+                if not norm:
+                    raise GrammarError(f"{self.source}: intents.{intent}: empty phrase {phrase!r}")
+                other = self._by_phrase.get(norm)
+                if other is not None and other != intent:
+                    raise GrammarError(
+                        f"{self.source}: intents.{intent}: phrase {phrase!r} "
+                        f"already belongs to intent {other!r}"
+                    )
+                self._by_phrase[norm] = intent
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        """Hashable identity of what an engine compiles: phrases and sequence settings."""
+        return (self.name, tuple(self._by_phrase.items()), self.sequence)
+
+    @property
+    def phrases(self) -> list[str]:
+        """Every phrase, normalized, in file order."""
+        return list(self._by_phrase)
+
+    def words(self) -> set[str]:
+        return {w for p in self._by_phrase for w in p.split()}
+
+    def match(self, text: str, confidence: float = 1.0) -> Match:
+        """The intent `text` means, or a no-match (intent None) with the reason."""
+        norm = normalize(text)
+        if not norm:
+            return Match(None, 0.0, None, reason="nothing recognized")
+        if confidence < self.min_confidence:
+            best = self._best(norm)
+            return Match(
+                None,
+                best.score,
+                best.phrase,
+                best.runner_up,
+                reason=f"confidence {confidence:.2f} below {self.min_confidence:.2f}",
+            )
+        best = self._best(norm)
+        if self.sequence is not None and (best.score < self.threshold or len(norm.split()) > 1):
+            seq = self._match_sequence(norm)
+            if seq is not None and (seq.score > best.score or best.score < self.threshold):
+                best = seq
+        if best.score < self.threshold:
+            return Match(
+                None,
+                best.score,
+                best.phrase,
+                best.runner_up,
+                reason=f"best phrase {best.phrase!r} scored {best.score:.2f} "
+                f"below {self.threshold:.2f}",
+            )
+        return best
+
+    def _best(self, norm: str) -> Match:
+        found = process.extract(norm, self.phrases, scorer=_similarity, limit=None)
+        best_phrase, best_score, _ = found[0]
+        intent = self._by_phrase[best_phrase]
+        runner_up = None
+        for phrase, score, _ in found[1:]:
+            if self._by_phrase[phrase] != intent:
+                runner_up = (self._by_phrase[phrase], round(score / 100, 3))
+                break
+        return Match(
+            intent,
+            round(best_score / 100, 3),
+            best_phrase,
+            runner_up,
+            reason=f"closest phrase {best_phrase!r}",
+        )
+
+    def _match_sequence(self, norm: str) -> Match | None:
+        """Split the text into consecutive phrases greedily (longest phrase first)."""
+        assert self.sequence is not None
+        words = norm.split()
+        longest = max(len(p.split()) for p in self.phrases)
+        items: list[tuple[str, str, float]] = []
+        i = 0
+        while i < len(words):
+            best: tuple[str, str, float, int] | None = None
+            for n in range(min(longest, len(words) - i), 0, -1):
+                chunk = " ".join(words[i : i + n])
+                m = self._best(chunk)
+                if m.intent is not None and (best is None or m.score > best[2]):
+                    best = (m.intent, m.phrase or "", m.score, n)
+            if best is None:
+                return None
+            items.append(best[:3])
+            i += best[3]
+        if not items or len(items) > self.sequence.max:
+            return None
+        score = min(s for _, _, s in items)
+        return Match(
+            self.sequence.join.join(intent for intent, _, _ in items),
+            score,
+            " ".join(p for _, p, _ in items),
+            None,
+            reason=f"sequence of {len(items)} phrases",
+        )
+
+
+def _similarity(a: str, b: str, **_: Any) -> float:
+    return max(fuzz.ratio(a, b), fuzz.token_sort_ratio(a, b))
+
+
+def from_phrases(phrases: list[str], name: str = "phrases") -> Grammar:
+    """A grammar where each phrase is its own intent, named by the phrase."""
+    cleaned = [p.strip() for p in phrases if p.strip()]
+    if not cleaned:
+        raise GrammarError("--phrases: give at least one non-empty phrase")
+    return Grammar(name=name, intents={p: [p] for p in cleaned}, source="--phrases")
+
+
+def parse_grammar(data: Any, source: str) -> Grammar:
+    """Build a grammar from parsed YAML, naming file and field in every error."""
+    if not isinstance(data, dict):
+        raise GrammarError(f"{source}: expected a mapping with 'name' and 'intents'")
+    unknown = set(data) - {"name", "intents", "sequence", "threshold", "min_confidence", "language"}
+    if unknown:
+        raise GrammarError(f"{source}: unknown field(s): {', '.join(sorted(unknown))}")
+    name = data.get("name") or Path(source).stem
+    if not isinstance(name, str):
+        raise GrammarError(f"{source}: name: must be a string")
+    raw = data.get("intents")
+    if not isinstance(raw, dict) or not raw:
+        raise GrammarError(f"{source}: intents: must be a non-empty mapping of intent → phrases")
+    intents: dict[str, list[str]] = {}
+    for intent, phrases in raw.items():
+        if isinstance(phrases, str):
+            phrases = [phrases]
+        if not isinstance(phrases, list) or not all(isinstance(p, str | int) for p in phrases):
+            raise GrammarError(f"{source}: intents.{intent}: must be a list of phrases")
+        intents[str(intent)] = [str(p) for p in phrases]
+    sequence = None
+    if "sequence" in data:
+        seq = data["sequence"] or {}
+        if not isinstance(seq, dict):
+            raise GrammarError(f"{source}: sequence: must be a mapping with 'max' and 'join'")
+        try:
+            sequence = Sequence(max=int(seq.get("max", 16)), join=str(seq.get("join", "")))
+        except (TypeError, ValueError) as exc:
+            raise GrammarError(f"{source}: sequence.max: must be an integer") from exc
+        if sequence.max < 1:
+            raise GrammarError(f"{source}: sequence.max: must be at least 1")
+    kwargs: dict[str, Any] = {}
+    for key in ("threshold", "min_confidence"):
+        if key in data:
+            value = data[key]
+            if not isinstance(value, int | float) or not 0 <= value <= 1:
+                raise GrammarError(f"{source}: {key}: must be a number between 0 and 1")
+            kwargs[key] = float(value)
+    return Grammar(
+        name=name,
+        intents=intents,
+        sequence=sequence,
+        language=str(data.get("language", "en")),
+        source=source,
+        **kwargs,
+    )
+
+
+def load_grammar(name_or_path: str | Path, grammar_dir: Path) -> Grammar:
+    """Load a grammar by file path or by name from `grammar_dir` (``NAME.yaml``)."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        candidate = grammar_dir / f"{name_or_path}.yaml"
+        if not candidate.is_file():
+            known = (
+                sorted(p.stem for p in grammar_dir.glob("*.yaml")) if grammar_dir.is_dir() else []
+            )
+            raise GrammarError(
+                f"grammar {str(name_or_path)!r} not found: no such file, and no {candidate} "
+                f"(known grammars: {', '.join(known) or 'none'})"
+            )
+        path = candidate
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise GrammarError(f"{path}: not valid YAML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GrammarError(f"{path}: cannot read: {exc}") from exc
+    return parse_grammar(data, str(path))

@@ -1,0 +1,334 @@
+"""Built-in English engine on pocketsphinx and the en-us model shipped inside its wheel.
+
+Telephone audio (8 kHz) is upsampled to the model's 16 kHz and low-level noise is added: the
+empty 4–8 kHz band otherwise yields log-energy features far from anything the wideband model
+saw, and single digits are misread (7 of the 10 Asterisk digit recordings; 9 with the noise).
+
+Grammar mode compiles the grammar to JSGF with a *garbage* alternative of common English words
+that sound unlike any grammar word, strongly weighted down: pocketsphinx has no ``[unk]``, so
+without it every utterance is forced onto some phrase. Garbage words come back as ``[unk]``.
+
+A decoder costs ~29 MB (grammar) / ~95 MB (free, with the language model) and ~0.13–0.3 s to
+create, so decoders live in a small pool and are held only while an utterance is decoded:
+`feed` only buffers audio and the decode runs in one batch at `final` (batch cepstral mean
+normalisation is also more accurate than the live estimate on short utterances).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from functools import lru_cache
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pocketsphinx
+from pocketsphinx import Decoder
+
+from ivr.asr.base import Alternative, RecognitionResult, Recognizer
+from ivr.asr.grammar import Grammar, GrammarError, normalize
+from ivr.audio.pcm import resample
+
+MODEL_RATE = 16000
+NOISE_STD = 33.0  # ≈ -60 dBFS: see the module docstring
+GRAMMAR_WEIGHT = 1e5  # grammar phrases vs garbage words
+SEQUENCE_MIN_WORDS = 3  # see PocketsphinxRecognizer._decode_sequence
+_MODEL_DIR = Path(pocketsphinx.__file__).parent / "model" / "en-us"
+
+# Common words used as the out-of-grammar "garbage" alternative.
+_GARBAGE_WORDS = (
+    "the and of in is you that it for on be with as this have from or by not but what all are "
+    "was we when your can said there use each which she how their if will up other about out "
+    "many then them these so some her would make like him into time has look more write go see "
+    "number way could people my than first water been call who oil its now find long down day "
+    "did get come made may part hello goodbye please thanks help sorry what where why weather "
+    "today tomorrow money transfer password account message problem question"
+).split()
+
+
+@lru_cache(maxsize=1)
+def _dictionary() -> dict[str, list[str]]:
+    prons: dict[str, list[str]] = {}
+    with open(_MODEL_DIR / "cmudict-en-us.dict", encoding="utf-8") as f:
+        for line in f:
+            word, *phones = line.split()
+            prons.setdefault(word, phones)
+    return prons
+
+
+def _phone_distance(a: list[str], b: list[str]) -> int:
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return row[-1]
+
+
+def _jsgf_word(word: str) -> str:
+    return word if word.isalnum() else f'"{word}"'
+
+
+def build_jsgf(grammar: Grammar, sequence: bool) -> tuple[str, frozenset[str]]:
+    """JSGF text for `grammar` and its garbage words. Raises GrammarError for unknown words."""
+    prons = _dictionary()
+    words = grammar.words()
+    missing = sorted(w for w in words if w not in prons)
+    if missing:
+        raise GrammarError(
+            f"{grammar.source}: the built-in English engine has no pronunciation for "
+            f"{', '.join(repr(w) for w in missing)}; use other words or a Vosk model"
+        )
+    garbage = frozenset(
+        g
+        for g in _GARBAGE_WORDS
+        if g not in words and all(_phone_distance(prons[g], prons[w]) >= 2 for w in words)
+    )
+    phrases = " | ".join(" ".join(_jsgf_word(w) for w in p.split()) for p in grammar.phrases)
+    body = f"( {phrases} )+" if sequence else f"( {phrases} )"
+    lines = ["#JSGF V1.0;", "grammar ivr;"]
+    if garbage and not sequence:
+        lines.append(f"<garbage> = {' | '.join(sorted(garbage))};")
+        lines.append(f"public <utterance> = /{GRAMMAR_WEIGHT:g}/ {body} | /1/ <garbage>;")
+    else:
+        lines.append(f"public <utterance> = {body};")
+    return "\n".join(lines) + "\n", garbage
+
+
+class DecoderPool:
+    """Idle pocketsphinx decoders, one pool for grammar decoding and one for free speech."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: dict[bool, list[Decoder]] = {False: [], True: []}
+        self.created = 0
+
+    @contextmanager
+    def decoder(self, free: bool) -> Iterator[Decoder]:
+        with self._lock:
+            dec = self._idle[free].pop() if self._idle[free] else None
+        if dec is None:
+            dec = self._create(free)
+        try:
+            yield dec
+        finally:
+            with self._lock:
+                self._idle[free].append(dec)
+
+    def _create(self, free: bool) -> Decoder:
+        kwargs: dict[str, object] = {"loglevel": "FATAL", "bestpath": False}
+        if not free:
+            kwargs["lm"] = None
+        dec = Decoder(**kwargs)
+        with self._lock:
+            self.created += 1
+        return dec
+
+
+class _Decoding:
+    """Decoders and compiled searches of one process."""
+
+    def __init__(self) -> None:
+        self.pool = DecoderPool()
+        self._searches: dict[int, set[str]] = {}
+        self._jsgf: dict[tuple[object, bool], tuple[str, str, frozenset[str]]] = {}
+        self._lock = threading.Lock()
+
+    def compiled(self, grammar: Grammar, sequence: bool) -> tuple[str, str, frozenset[str]]:
+        key = (grammar.key, sequence)
+        with self._lock:
+            found = self._jsgf.get(key)
+        if found is None:
+            jsgf, garbage = build_jsgf(grammar, sequence)
+            found = (f"g{len(self._jsgf)}", jsgf, garbage)
+            with self._lock:
+                found = self._jsgf.setdefault(key, found)
+        return found
+
+    def activate(self, dec: Decoder, grammar: Grammar | None, sequence: bool) -> frozenset[str]:
+        """Switch `dec` to the search for `grammar`, adding it once per decoder."""
+        if grammar is None:
+            dec.activate_search("_default")
+            return frozenset()
+        name, jsgf, garbage = self.compiled(grammar, sequence)
+        added = self._searches.setdefault(id(dec), set())
+        if name not in added:
+            dec.add_jsgf_string(name, jsgf)
+            added.add(name)
+        dec.activate_search(name)
+        return garbage
+
+
+_local: _Decoding | None = None
+
+
+def _decoding() -> _Decoding:
+    global _local
+    if _local is None:
+        _local = _Decoding()
+    return _local
+
+
+def _warm_worker() -> None:
+    with _decoding().pool.decoder(free=False):
+        pass
+
+
+def decode(
+    grammar: Grammar | None, pcm: bytes, rate: int, nbest: int, final: bool
+) -> RecognitionResult:
+    """Decode one utterance in this process (the body of a worker-process job)."""
+    return _Utterance(_decoding(), grammar, nbest).decode(pcm, rate, final)
+
+
+class PocketsphinxEngine:
+    """The engine that needs no download; English only.
+
+    pocketsphinx holds the GIL while it decodes, so a server runs decodes in `processes`
+    worker processes (each with its own small decoder pool); the CLI decodes in-process.
+    """
+
+    name = "pocketsphinx"
+    rate = MODEL_RATE
+
+    def __init__(self, processes: int = 0) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+        self.processes = processes
+        if processes > 0:
+            self._pool = ProcessPoolExecutor(
+                processes, mp_context=get_context("spawn"), initializer=_warm_worker
+            )
+
+    def describe(self) -> str:
+        where = f"{self.processes} worker processes" if self._pool else "in-process"
+        return f"pocketsphinx en-us (built-in model at {_MODEL_DIR}, {where})"
+
+    def create(self, grammar: Grammar | None, rate: int = 8000, nbest: int = 1) -> Recognizer:
+        if grammar is not None:
+            build_jsgf(grammar, sequence=False)  # fail early on words without a pronunciation
+        return PocketsphinxRecognizer(self, grammar, rate, nbest)
+
+    def decode(
+        self, grammar: Grammar | None, pcm: bytes, rate: int, nbest: int, final: bool
+    ) -> RecognitionResult:
+        if self._pool is None:
+            return decode(grammar, pcm, rate, nbest, final)
+        return self._pool.submit(decode, grammar, pcm, rate, nbest, final).result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class PocketsphinxRecognizer(Recognizer):
+    """Buffers an utterance; the engine decodes it at `final` (or on demand for `partial`)."""
+
+    engine = "pocketsphinx"
+
+    def __init__(self, owner: PocketsphinxEngine, grammar: Grammar | None, rate: int, nbest: int):
+        self._owner = owner
+        self._grammar = grammar
+        self.rate = rate
+        self._nbest = max(1, nbest)
+        self._chunks: list[bytes] = []
+
+    def feed(self, pcm: bytes) -> None:
+        self._chunks.append(pcm)
+
+    def reset(self) -> None:
+        self._chunks.clear()
+
+    def partial(self) -> str:
+        if not self._chunks:
+            return ""
+        pcm = b"".join(self._chunks)
+        return self._owner.decode(self._grammar, pcm, self.rate, 1, final=False).text
+
+    def final(self) -> RecognitionResult:
+        pcm = b"".join(self._chunks)
+        self.reset()
+        return self._owner.decode(self._grammar, pcm, self.rate, self._nbest, final=True)
+
+
+class _Utterance:
+    """One decode of one utterance with the decoders of the current process."""
+
+    engine = "pocketsphinx"
+
+    def __init__(self, decoding: _Decoding, grammar: Grammar | None, nbest: int) -> None:
+        self._owner = decoding
+        self._grammar = grammar
+        self._nbest = max(1, nbest)
+
+    @staticmethod
+    def _model_audio(pcm_bytes: bytes, rate: int) -> bytes:
+        rng = np.random.default_rng(0)  # fixed: the same audio always decodes the same way
+        pcm = np.frombuffer(pcm_bytes, dtype="<i2")
+        up = resample(pcm, rate, MODEL_RATE).astype(np.float32)
+        up += rng.standard_normal(len(up)).astype(np.float32) * NOISE_STD
+        return np.clip(up, -32768, 32767).astype("<i2").tobytes()
+
+    def decode(self, pcm: bytes, rate: int, final: bool) -> RecognitionResult:
+        if not pcm:
+            return RecognitionResult("", 0.0, self.engine, [])
+        audio = self._model_audio(pcm, rate)
+        free = self._grammar is None
+        with self._owner.pool.decoder(free) as dec:
+            result = self._run(dec, audio, sequence=False)
+            in_grammar = result.text and "[unk]" not in result.text
+            if final and in_grammar and self._grammar is not None and self._grammar.sequence:
+                seq = self._run(dec, audio, sequence=True)
+                # The wideband model splits single telephone-band words into two grammar words
+                # when any sequence is allowed, so a sequence wins only when clearly longer.
+                if len(seq.text.split()) >= SEQUENCE_MIN_WORDS:
+                    result = seq
+        return result
+
+    def _run(self, dec: Decoder, audio: bytes, sequence: bool) -> RecognitionResult:
+        garbage = self._owner.activate(dec, self._grammar, sequence)
+        dec.start_utt()
+        dec.process_raw(audio, full_utt=True)
+        dec.end_utt()
+        hyp = dec.hyp()
+        if hyp is None or not hyp.hypstr.strip():
+            return RecognitionResult("", 0.0, self.engine, [])
+        logmath = dec.get_logmath()
+        words = [
+            (s.word.split("(")[0], float(logmath.exp(s.prob)))
+            for s in dec.seg()
+            if s.word.split("(")[0] and not s.word.startswith(("<", "[", "+"))
+        ]
+        text = " ".join("[unk]" if w in garbage else w for w, _ in words)
+        alts = self._alternatives(dec, garbage) if self._nbest > 1 else []
+        confidence = self._confidence(text, alts)
+        alts = [Alternative(text, confidence), *(a for a in alts if a.text != text)]
+        words = [(w if w not in garbage else "[unk]", c) for w, c in words]
+        return RecognitionResult(text, confidence, self.engine, alts[: self._nbest], words)
+
+    def _alternatives(self, dec: Decoder, garbage: frozenset[str]) -> list[Alternative]:
+        """Distinct n-best texts with scores normalised to posteriors over the list."""
+        seen: dict[str, float] = {}
+        for i, hyp in enumerate(dec.nbest()):
+            if i >= 20 or len(seen) >= self._nbest:
+                break
+            words = [w.split("(")[0] for w in hyp.hypstr.split() if w.split("(")[0]]
+            text = " ".join("[unk]" if w in garbage else w for w in words)
+            if text and text not in seen:
+                seen[text] = float(hyp.score)
+        if not seen:
+            return []
+        scores = np.array(list(seen.values()), dtype=np.float64)
+        post = np.exp(scores - scores.max())
+        post /= post.sum()
+        return [Alternative(t, round(float(p), 3)) for t, p in zip(seen, post, strict=True)]
+
+    def _confidence(self, text: str, alts: list[Alternative]) -> float:
+        words = text.split()
+        if not words:
+            return 0.0
+        known = sum(1 for w in words if normalize(w) != normalize("[unk]")) / len(words)
+        top = alts[0].confidence if alts and alts[0].text == text else 1.0
+        return round(known * top, 3)

@@ -1,0 +1,82 @@
+"""Running recognizers off the event loop.
+
+Recognizer calls go to a bounded thread pool (Vosk releases the GIL while it decodes; the
+pocketsphinx engine hands its decodes on to worker processes). A semaphore bounds the jobs in
+flight so a burst of callers queues here instead of growing the executor's queue without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from ivr.asr.base import Engine, RecognitionResult, Recognizer
+from ivr.asr.grammar import Grammar
+
+T = TypeVar("T")
+
+
+class AsrRunner:
+    def __init__(self, engine: Engine, workers: int, queue: int) -> None:
+        self.engine = engine
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="asr")
+        self._slots = asyncio.Semaphore(workers + queue)
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        async with self._slots:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def recognizer(
+        self, grammar: Grammar | None, rate: int = 8000, nbest: int = 1
+    ) -> AsyncRecognizer:
+        return AsyncRecognizer(self, grammar, rate, nbest)
+
+    async def recognize(
+        self, pcm: bytes, grammar: Grammar | None, rate: int = 8000, nbest: int = 1
+    ) -> RecognitionResult:
+        """One whole utterance (e.g. the audio of a SpeechEnded event)."""
+        rec = self.recognizer(grammar, rate, nbest)
+        await rec.feed(pcm)
+        return await rec.final()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
+
+
+class AsyncRecognizer:
+    """An engine recognizer driven from asyncio; created on first use, calls serialized."""
+
+    def __init__(self, runner: AsrRunner, grammar: Grammar | None, rate: int, nbest: int) -> None:
+        self._runner = runner
+        self._grammar = grammar
+        self._rate = rate
+        self._nbest = nbest
+        self._rec: Recognizer | None = None
+        self._lock = asyncio.Lock()
+
+    async def _get(self) -> Recognizer:
+        if self._rec is None:
+            self._rec = await self._runner.run(
+                self._runner.engine.create, self._grammar, self._rate, self._nbest
+            )
+        return self._rec
+
+    async def feed(self, pcm: bytes) -> None:
+        async with self._lock:
+            rec = await self._get()
+            await self._runner.run(rec.feed, pcm)
+
+    async def partial(self) -> str:
+        async with self._lock:
+            rec = await self._get()
+            return await self._runner.run(rec.partial)
+
+    async def final(self) -> RecognitionResult:
+        async with self._lock:
+            rec = await self._get()
+            return await self._runner.run(rec.final)

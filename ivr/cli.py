@@ -1,0 +1,155 @@
+"""The `ivr` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ivr.asr.grammar import Grammar, GrammarError, from_phrases, load_grammar
+from ivr.asr.models import ModelError
+from ivr.config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("ivr")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(getattr(args, "config", None))
+
+
+def cmd_recognize(args: argparse.Namespace) -> int:
+    from ivr.asr.engines import load_engine
+    from ivr.audio.pcm import read_wav
+
+    settings = _settings(args)
+    grammar: Grammar | None = None
+    if args.phrases is not None:
+        grammar = from_phrases(args.phrases.split(","))
+    elif args.grammar:
+        grammar = load_grammar(args.grammar, settings.grammar_dir)
+    engine = load_engine(args.engine or settings.asr_engine, args.model or settings.vosk_model)
+    try:
+        audio = read_wav(args.audio)
+    except ValueError as exc:
+        raise SystemExit(f"ivr recognize: {exc}") from exc
+    rate = audio.rate if audio.rate in (8000, 16000) else 16000
+    rec = engine.create(grammar, rate=rate, nbest=args.nbest)
+    rec.feed(audio.to_rate(rate).tobytes())
+    result = rec.final()
+    out: dict[str, object] = {
+        "text": result.text,
+        "confidence": result.confidence,
+        "alternatives": [{"text": a.text, "confidence": a.confidence} for a in result.alternatives],
+        "engine": result.engine,
+    }
+    if grammar is not None:
+        match = grammar.match(result.text, result.confidence)
+        out["intent"] = match.intent
+        out["score"] = match.score
+        out["reason"] = match.reason
+    print(json.dumps(out, ensure_ascii=False))
+    return 0
+
+
+def cmd_say(args: argparse.Namespace) -> int:
+    from ivr.audio.pcm import write_wav
+    from ivr.tts import TtsEngine, TtsError
+
+    settings = _settings(args)
+    engine = TtsEngine()
+    try:
+        audio = engine.synthesize_blocking(
+            args.text,
+            voice=args.voice or settings.tts_voice,
+            speed=args.speed or settings.tts_speed,
+        )
+    except TtsError as exc:
+        raise SystemExit(f"ivr say: {exc}") from exc
+    finally:
+        engine.close()
+    write_wav(args.output, audio.to_rate(args.rate) if args.rate else audio)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from ivr.asr.models import install_model, list_models
+
+    settings = _settings(args)
+    if args.action == "list":
+        for entry in list_models():
+            if str(entry.get("obsolete", "false")) != "true":
+                print(f"{entry['name']}\t{entry.get('lang', '')}\t{entry.get('size_text', '')}")
+        return 0
+    path = install_model(args.name, args.data_dir or settings.models_dir, force=args.force)
+    print(f"installed {args.name} at {path}\nuse it with: IVR_VOSK_MODEL={path} ivr serve")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ivr.app import run
+
+    overrides = {"host": args.host, "port": args.port, "data_dir": args.data_dir}
+    run(load_settings(args.config, **overrides))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ivr", description="Voice IVR and speech service")
+    parser.add_argument("--config", type=Path, help="YAML configuration file")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the service")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--data-dir", type=Path)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("recognize", help="recognize a WAV file; prints one JSON object")
+    p.add_argument("audio", type=Path)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--grammar", help="grammar name (in the grammar dir) or YAML file path")
+    g.add_argument("--phrases", help='comma-separated phrases, each its own intent: "a,b,c"')
+    p.add_argument("--engine", choices=["vosk", "pocketsphinx"])
+    p.add_argument("--model", type=Path, help="Vosk model directory")
+    p.add_argument("--nbest", type=int, default=3, help="alternatives to report")
+    p.set_defaults(func=cmd_recognize)
+
+    p = sub.add_parser("say", help="synthesize speech to a WAV file")
+    p.add_argument("text")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--rate", type=int, help="output sample rate (default: the voice's own)")
+    p.add_argument("--voice")
+    p.add_argument("--speed", type=int, help="words per minute")
+    p.set_defaults(func=cmd_say)
+
+    p = sub.add_parser("models", help="official Vosk models")
+    msub = p.add_subparsers(dest="action", required=True)
+    pi = msub.add_parser("install", help="download, verify and unpack a model")
+    pi.add_argument("name")
+    pi.add_argument("--data-dir", type=Path, help="where models go (default: DATA_DIR/models)")
+    pi.add_argument("--force", action="store_true")
+    msub.add_parser("list", help="list the official models")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args))
+    except (GrammarError, ModelError, ConfigError) as exc:
+        print(f"ivr {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Service configuration: defaults, then a YAML file, then ``IVR_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_dir(name: str) -> Path:
+    """`./NAME` when run from a checkout or image that has it, else the one beside the package."""
+    local = Path.cwd() / name
+    return local if local.is_dir() else _REPO_ROOT / name
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "ivr"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IVR_", extra="forbid")
+
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=0, le=65535)
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    grammar_dir: Path = Field(default_factory=lambda: _default_dir("grammars"))
+    prompts_dir: Path = Field(default_factory=lambda: _default_dir("prompts"))
+
+    # ASR: "auto" uses Vosk when a model is configured, else the built-in pocketsphinx engine.
+    asr_engine: Literal["auto", "vosk", "pocketsphinx"] = "auto"
+    vosk_model: Path | None = None
+    asr_workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
+    asr_queue: int = Field(64, ge=1)  # jobs waiting for a worker before callers must wait
+
+    tts_voice: str | None = None
+    tts_speed: int = Field(160, ge=60, le=400)  # words per minute
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from `path` (YAML) with environment variables and `overrides` on top."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read configuration: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings")
+        data.update(loaded)
+    # Environment variables beat the file: drop file keys that the environment sets.
+    for key in list(data):
+        if f"IVR_{key.upper()}" in os.environ:
+            del data[key]
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{path or 'settings'}: {problems}") from exc
