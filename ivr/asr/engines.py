@@ -19,6 +19,9 @@ VOSK_HINT = (
 def load_engine(kind: str = "auto", vosk_model: Path | None = None, processes: int = 0) -> Engine:
     """The engine to use: Vosk when a model is configured, else the built-in English one.
 
+    `processes` > 0 moves pocketsphinx decoding to that many worker processes (it holds the
+    GIL while decoding); 0 decodes in the calling thread, as the CLI does.
+
     A configured model that is missing or not a Vosk model fails here, at start-up, with a
     message naming the path and what is wrong.
     """

@@ -19,10 +19,13 @@ from ivr.audio.pcm import (
     resample,
     write_wav,
 )
+from ivr.audio.vad import Endpointer, EndpointerConfig
 
 __all__ = [
     "Audio",
     "Encoding",
+    "Endpointer",
+    "EndpointerConfig",
     "FrameSplitter",
     "alaw_decode",
     "alaw_encode",
