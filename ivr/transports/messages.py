@@ -1,0 +1,123 @@
+"""Transport-neutral messages between a telephony leg and the call logic.
+
+Serializers (`twilio`, `audiosocket`) turn wire messages into the inbound types below and
+outbound types into wire messages; nothing outside `ivr.transports` sees a wire format.
+Audio is always 16-bit little-endian linear PCM at the leg's rate (`CallStart.rate`):
+serializers decode and encode the wire codec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ivr.audio.codecs import Encoding
+
+FRAME_MS = 20
+"""Outbound audio is cut into frames of this many milliseconds, one per wire message."""
+
+
+class ProtocolError(ValueError):
+    """The far end sent something malformed; the message names what is wrong."""
+
+
+def _check_pcm(kind: str, pcm: bytes) -> None:
+    if len(pcm) % 2:
+        raise ValueError(f"{kind}.pcm must be 16-bit PCM (even length), got {len(pcm)} bytes")
+
+
+# --- inbound: from the far end -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallStart:
+    """The leg is up. `encoding` is the wire codec (already decoded in `Audio`)."""
+
+    call_id: str
+    stream_id: str
+    caller: str | None
+    params: dict[str, str]
+    encoding: Encoding
+    rate: int
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Caller audio: 16-bit linear PCM at the leg's rate."""
+
+    pcm: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        _check_pcm("Audio", self.pcm)
+
+
+@dataclass(frozen=True)
+class Dtmf:
+    """A key press: one of 0-9 * # A-D."""
+
+    digit: str
+
+
+@dataclass(frozen=True)
+class Mark:
+    """Playback reached a mark set earlier with `SetMark`."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Hangup:
+    """The far end ended the leg."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class TransportError:
+    """The far end reported an error."""
+
+    message: str
+
+
+InboundMessage = CallStart | Audio | Dtmf | Mark | Hangup | TransportError
+
+
+# --- outbound: to the far end ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlayAudio:
+    """Audio to play: 16-bit linear PCM at the leg's rate."""
+
+    pcm: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        _check_pcm("PlayAudio", self.pcm)
+
+
+@dataclass(frozen=True)
+class SetMark:
+    """Ask to be told (`Mark`) when playback reaches this point."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class ClearAudio:
+    """Drop queued playback now (barge-in)."""
+
+
+@dataclass(frozen=True)
+class EndCall:
+    """Hang up the leg."""
+
+    reason: str
+
+
+OutboundMessage = PlayAudio | SetMark | ClearAudio | EndCall
+
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
+
+
+def split_frames(data: bytes, size: int) -> list[bytes]:
+    """`data` cut into `size`-byte pieces; the last may be shorter (never padded)."""
+    return [data[i : i + size] for i in range(0, len(data), size)]
