@@ -244,15 +244,21 @@ def parse_grammar(data: Any, source: str) -> Grammar:
     )
 
 
+def _is_flow(path: Path) -> bool:
+    """Flow files share the grammar folder; they have nodes."""
+    try:
+        return any(line.startswith("nodes:") for line in path.read_text("utf-8").splitlines())
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def load_grammar(name_or_path: str | Path, grammar_dir: Path) -> Grammar:
     """Load a grammar by file path or by name from `grammar_dir` (``NAME.yaml``)."""
     path = Path(name_or_path)
     if not path.is_file():
         candidate = grammar_dir / f"{name_or_path}.yaml"
         if not candidate.is_file():
-            known = (
-                sorted(p.stem for p in grammar_dir.glob("*.yaml")) if grammar_dir.is_dir() else []
-            )
+            known = sorted(p.stem for p in grammar_dir.glob("*.yaml") if not _is_flow(p))
             raise GrammarError(
                 f"grammar {str(name_or_path)!r} not found: no such file, and no {candidate} "
                 f"(known grammars: {', '.join(known) or 'none'})"

@@ -1,0 +1,55 @@
+"""Dialog stage: flow files (YAML) → validated Flow → pure engine (state + event → actions).
+
+flow = load_flow("grammars/hotline.yaml")
+engine = DialogEngine(flow)
+state, actions = engine.start(Start(caller="+15551230001"))
+actions = engine.handle(state, Recognized("check my balance", 0.9))
+"""
+
+from ivr.dialog.demo import DemoProvider, lookup
+from ivr.dialog.engine import DialogEngine
+from ivr.dialog.flow import Flow, FlowError, load_flow
+from ivr.dialog.state import DialogState, Interp, Pending
+from ivr.dialog.store import FlowRegistry, FlowStore
+from ivr.dialog.types import (
+    Action,
+    DtmfEntered,
+    Event,
+    Fetch,
+    FetchDone,
+    Handoff,
+    Hangup,
+    Listen,
+    NoInput,
+    Recognized,
+    Say,
+    Start,
+    Turn,
+)
+
+__all__ = [
+    "Action",
+    "DemoProvider",
+    "DialogEngine",
+    "DialogState",
+    "DtmfEntered",
+    "Event",
+    "Fetch",
+    "FetchDone",
+    "Flow",
+    "FlowError",
+    "FlowRegistry",
+    "FlowStore",
+    "Handoff",
+    "Hangup",
+    "Interp",
+    "Listen",
+    "NoInput",
+    "Pending",
+    "Recognized",
+    "Say",
+    "Start",
+    "Turn",
+    "load_flow",
+    "lookup",
+]

@@ -1,0 +1,297 @@
+"""The dialog engine: a pure function of (state, event) → actions. No I/O, no asyncio.
+
+The call pipeline executes the actions (Say, Listen, Fetch, Handoff, Hangup; Turn is for the
+transcript) and feeds what happens back as events (Recognized, DtmfEntered, NoInput,
+FetchDone). Matching uses the flow's compiled grammars (`ivr.asr.grammar`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Literal
+
+from ivr.dialog.flow import Flow
+from ivr.dialog.interpret import Interpreter
+from ivr.dialog.schema import (
+    AnswerNode,
+    HandoffNode,
+    HangupNode,
+    MenuNode,
+    Node,
+    Prompt,
+    QuestionNode,
+)
+from ivr.dialog.state import DialogState, Interp, Pending
+from ivr.dialog.types import (
+    Action,
+    DtmfEntered,
+    Event,
+    Fetch,
+    FetchDone,
+    Handoff,
+    Hangup,
+    Listen,
+    NoInput,
+    Recognized,
+    Say,
+    Start,
+    Turn,
+)
+from ivr.dialog.values import render
+
+MAX_HOPS = 32  # answer → answer → ... chain length before the call is ended as a flow bug
+
+
+@dataclass
+class _Out:
+    actions: list[Action] = field(default_factory=list)
+    said: list[Say] = field(default_factory=list)  # repeatable prompts of this step
+    listened: bool = False
+
+
+class DialogEngine:
+    """Runs one flow. `today` is the clock used for date answers (injectable for tests)."""
+
+    def __init__(self, flow: Flow, today: Callable[[], date] = date.today) -> None:
+        self.flow = flow
+        self.spec = flow.spec
+        self.interpret = Interpreter(flow, today)
+
+    def start(self, event: Start) -> tuple[DialogState, list[Action]]:
+        variables = dict(event.params)
+        if event.caller:
+            variables["caller"] = event.caller
+        state = DialogState(self.spec.start, self.flow.version, variables)
+        out = _Out()
+        self._goto(state, self.spec.start, out)
+        return state, self._finish(state, out)
+
+    def handle(self, state: DialogState, event: Event) -> list[Action]:
+        """Actions for `event`; events that do not fit the state (e.g. after the end) → []."""
+        out = _Out()
+        if isinstance(event, FetchDone):
+            if state.waiting == "fetch":
+                self._fetch_done(state, event, out)
+        elif state.waiting == "input":
+            if isinstance(event, NoInput):
+                self._failed(state, "no_input", "", out)
+            elif isinstance(event, Recognized):
+                self._recognized(state, event, out)
+            elif isinstance(event, DtmfEntered):
+                self._dtmf(state, event, out)
+        return self._finish(state, out)
+
+    # --- moving between nodes -------------------------------------------------------------
+
+    def _finish(self, state: DialogState, out: _Out) -> list[Action]:
+        if out.listened and out.said:
+            state.last_prompts = list(out.said)
+        return out.actions
+
+    def _node(self, state: DialogState) -> Node:
+        return self.spec.nodes[state.node]
+
+    def _goto(self, state: DialogState, name: str, out: _Out, reason: str | None = None) -> None:
+        for _ in range(MAX_HOPS):
+            node = self.spec.nodes[name]
+            state.node, state.no_input, state.no_match, state.pending = name, 0, 0, None
+            if isinstance(node, MenuNode | QuestionNode):
+                self._say(state, out, node.prompt)
+                self._listen(state, out)
+                return
+            if node.prompt is not None:
+                self._say(state, out, node.prompt)
+            if isinstance(node, AnswerNode):
+                if node.fetch is None:
+                    name = node.next
+                    continue
+                f, v = node.fetch, state.variables
+                params = dict(v) if f.params is None else {k: v[k] for k in f.params if k in v}
+                out.actions.append(Fetch(f.source, f.item, f.url, params, f.timeout_ms))
+                state.waiting = "fetch"
+                return
+            end = Handoff if isinstance(node, HandoffNode) else Hangup
+            reason = reason or node.reason
+            break
+        else:
+            end, reason = Hangup, "flow_loop"
+        state.waiting, state.end_reason = "ended", reason
+        out.actions.append(end(reason))
+
+    def _say(self, state: DialogState, out: _Out, prompt: Prompt, repeatable: bool = True,
+             **extra: str) -> Say:  # fmt: skip
+        """Say `prompt` (placeholders from call variables and `extra`; missing ones → "")."""
+        text, _ = render(prompt, state.variables | extra)
+        node = self._node(state)
+        final = isinstance(node, HandoffNode | HangupNode)  # last words: let them finish
+        say = Say(text, prompt.key, node.barge_in and not final)
+        out.actions += [say, Turn(state.node, "prompt", text)]
+        if repeatable:
+            out.said.append(say)
+        return say
+
+    def _listen(self, state: DialogState, out: _Out) -> None:
+        node = self._node(state)
+        assert isinstance(node, MenuNode | QuestionNode)
+        grammar = self.flow.grammars.get(state.node)
+        max_digits, terminator = 1, None
+        if state.pending is not None:
+            grammar = state.pending.grammar
+        elif isinstance(node, MenuNode):
+            grammar = None if node.faq else grammar
+            keys = [c.dtmf for c in node.choices.values() if c.dtmf]
+            keys += list(self.flow.global_dtmf) if node.globals else []
+            max_digits = max((len(k) for k in keys), default=1)
+        elif node.type == "text":
+            grammar = None
+        elif node.type != "yesno":
+            max_digits = {"digits": node.max_digits, "date": 8, "time": 4}[node.type]
+            terminator = node.terminator
+        no_input_ms = node.no_input_ms or self.spec.defaults.no_input_ms
+        out.actions.append(Listen(grammar, max_digits, terminator, no_input_ms))
+        out.listened, state.waiting = True, "input"
+
+    # --- input --------------------------------------------------------------------------
+
+    def _recognized(self, state: DialogState, ev: Recognized, out: _Out) -> None:
+        was_pending = state.pending is not None
+        interp, reason = self.interpret.speech(state, ev.text, ev.confidence)
+        intent = interp.intent if interp is not None and interp.kind != "ambiguous" else None
+        out.actions.append(Turn(state.node, "recognized", ev.text, intent, ev.confidence))
+        if interp is None:
+            self._failed(state, "no_match", reason, out)
+        else:
+            self._act(state, interp, 1.0 if was_pending else ev.confidence, out)
+
+    def _dtmf(self, state: DialogState, ev: DtmfEntered, out: _Out) -> None:
+        interp = self.interpret.keys(state, ev.digits)
+        intent = interp.intent if interp is not None else None
+        out.actions.append(Turn(state.node, "dtmf", ev.digits, intent, None))
+        if interp is None:
+            self._failed(state, "no_match", f"key {ev.digits!r} is not an option here", out)
+        else:
+            self._act(state, interp, 1.0, out)
+
+    # --- acting on input ----------------------------------------------------------------
+
+    def _act(self, state: DialogState, interp: Interp, confidence: float, out: _Out) -> None:
+        node, d = self._node(state), self.spec.defaults
+        assert isinstance(node, MenuNode | QuestionNode)
+        g = self.spec.globals.get(interp.intent) if interp.kind == "global" else None
+        if g is not None and g.action == "repeat":
+            state.intents.append(interp.intent)
+            self._repeat(state, out)
+            return
+        confirm_below = d.confirm_below if node.confirm_below is None else node.confirm_below
+        if interp.kind not in ("ambiguous", "reject") and confidence < confirm_below:
+            grammar = self.flow.confirm_grammars[node.globals]
+            say = self._say(state, out, d.confirm, choice=interp.title)
+            state.pending = Pending("confirm", say, grammar, interp=interp)
+            self._listen(state, out)
+            return
+        state.pending = None
+        if interp.kind == "ambiguous":
+            self._disambiguate(state, interp, out)
+        elif interp.kind == "reject":
+            self._say(state, out, d.confirm_rejected, repeatable=False)
+            self._say(state, out, node.prompt)
+            self._listen(state, out)
+        elif interp.kind == "value":
+            assert isinstance(node, QuestionNode)
+            state.variables[node.var] = interp.value or ""
+            yesno = node.type == "yesno"
+            state.intents.append(f"{node.var}={interp.value}" if yesno else node.var)
+            target = node.branches.get(interp.value or "", node.next)
+            assert target is not None  # load-time check: next, or yes and no branches
+            self._goto(state, target, out)
+        else:
+            state.intents.append(interp.intent)
+            if g is not None and g.goto is not None:
+                self._goto(state, g.goto, out)
+            elif interp.kind == "choice":
+                assert isinstance(node, MenuNode)
+                self._goto(state, node.choices[interp.intent].goto, out)
+            else:
+                self._faq_answer(state, interp.intent, out)
+
+    def _faq_answer(self, state: DialogState, faq_id: str, out: _Out) -> None:
+        node, faq = self._node(state), self.spec.faq[faq_id]
+        self._say(state, out, faq.answer)
+        default = node.faq_next if isinstance(node, MenuNode) else None
+        self._goto(state, faq.next or default or self.spec.faq_next or state.node, out)
+
+    def _disambiguate(self, state: DialogState, interp: Interp, out: _Out) -> None:
+        first, second = interp.options
+        grammar = self.interpret.choice_grammar(state, first, second)
+        if grammar is None:  # a title clashes with another phrase: answer the best match
+            self._faq_answer(state, first, out)
+            return
+        t1, t2 = self.flow.title(first), self.flow.title(second)
+        say = self._say(state, out, self.spec.defaults.disambiguate, first=t1, second=t2)
+        state.pending = Pending("disambiguate", say, grammar, options=(first, second))
+        self._listen(state, out)
+
+    def _repeat(self, state: DialogState, out: _Out) -> None:
+        node = self._node(state)
+        prompts = state.last_prompts
+        if not prompts and node.prompt is not None:
+            prompts = [Say(render(node.prompt, state.variables)[0], node.prompt.key)]
+        for say in prompts:
+            out.actions += [say, Turn(state.node, "prompt", say.text)]
+        self._listen(state, out)
+
+    # --- failures -----------------------------------------------------------------------
+
+    def _failed(self, state: DialogState, kind: Literal["no_input", "no_match"], why: str,
+                out: _Out) -> None:  # fmt: skip
+        """Escalating message + re-prompt, or the flow's escalation node at the limit."""
+        node, d = self._node(state), self.spec.defaults
+        out.actions.append(Turn(state.node, kind, why))
+        if kind == "no_input":
+            state.no_input += 1
+            count, limit = state.no_input, node.max_no_input or d.max_no_input
+            messages = node.no_input or d.no_input
+        else:
+            state.no_match += 1
+            count, limit = state.no_match, node.max_no_match or d.max_no_match
+            messages = node.no_match or d.no_match
+        if count >= limit:
+            self._goto(state, self.spec.escalation, out, reason=f"{kind}_max")
+            return
+        if messages:
+            self._say(state, out, messages[min(count, len(messages)) - 1], repeatable=False)
+        if state.pending is not None:
+            say = state.pending.question
+            out.actions += [say, Turn(state.node, "prompt", say.text)]
+            out.said.append(say)
+        elif node.reprompts:
+            self._say(state, out, node.reprompts[min(count, len(node.reprompts)) - 1])
+        elif node.prompt is not None:
+            self._say(state, out, node.prompt)
+        self._listen(state, out)
+
+    # --- fetch results ------------------------------------------------------------------
+
+    def _fetch_done(self, state: DialogState, ev: FetchDone, out: _Out) -> None:
+        node, d = self._node(state), self.spec.defaults
+        assert isinstance(node, AnswerNode) and node.fetch is not None
+        if ev.values is not None and ev.error is None:
+            state.not_found = 0
+            state.variables.update({k: str(v) for k, v in ev.values.items()})
+            assert node.say is not None  # load-time check
+            _, missing = render(node.say, state.variables)
+            self._say(state, out, node.fallback or d.fallback if missing else node.say)
+        elif ev.error == "not_found" and node.fetch.missing is not None:
+            state.not_found += 1
+            if state.not_found > (node.max_no_match or d.max_no_match):
+                self._goto(state, self.spec.escalation, out, reason="not_found_max")
+                return
+            if state.not_found > 1:
+                self._say(state, out, d.not_found, repeatable=False)
+            self._goto(state, node.fetch.missing, out)
+            return
+        else:
+            self._say(state, out, node.fallback or d.fallback)
+        self._goto(state, node.next, out)

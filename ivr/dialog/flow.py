@@ -1,0 +1,172 @@
+"""Loading a flow file: YAML → pydantic models → cross-checks → compiled grammars.
+
+Every problem is reported as a FlowError whose messages name file, node and field, e.g.
+``grammars/bad.yaml: node 'main_menu': choices.balance.goto: unknown node 'balace'``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from ivr.asr.grammar import Grammar, GrammarError, load_grammar
+from ivr.dialog.checks import check_flow
+from ivr.dialog.schema import NODE_KINDS, FlowSpec, MenuNode, Node, QuestionNode
+from ivr.dialog.values import DATE_PHRASES, TIME_PHRASES
+
+BUNDLED_GRAMMARS = Path(__file__).resolve().parents[2] / "grammars"
+
+
+class FlowError(ValueError):
+    """A flow file that cannot be used; `errors` holds one message per problem."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A validated flow with its grammars compiled. `version` is a short hash of the file."""
+
+    spec: FlowSpec
+    source: str
+    version: str
+    grammars: dict[str, Grammar]  # per menu/question node: phrases it listens for (+ globals)
+    confirm_grammars: dict[bool, Grammar]  # yes/no, with (True) or without the globals
+    faq_grammar: Grammar | None
+    global_dtmf: dict[str, str]  # key → global intent id
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def nodes(self) -> dict[str, Node]:
+        return self.spec.nodes
+
+    def title(self, intent: str, node: Node | None = None) -> str:
+        """A spoken name for an intent (global, choice of `node`, or FAQ)."""
+        if isinstance(node, MenuNode) and intent in node.choices:
+            choice = node.choices[intent]
+            return choice.title or (choice.phrases[0] if choice.phrases else intent)
+        if intent in self.spec.globals:
+            g = self.spec.globals[intent]
+            return g.title or g.phrases[0]
+        if intent in self.spec.faq:
+            return self.spec.faq[intent].title or intent.replace("_", " ")
+        return intent
+
+
+def load_flow(path: str | Path, grammar_dir: Path | None = None) -> Flow:
+    """Read, validate and compile the flow in `path` (digits/yesno grammars from `grammar_dir`,
+    default: the flow's own folder, else the bundled ``grammars/``)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise FlowError([f"{path}: cannot read: {exc}"]) from exc
+    try:
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise FlowError([f"{path}: not valid YAML: {exc}"]) from exc
+    version = hashlib.sha256(raw).hexdigest()[:10]
+    return parse_flow(data, str(path), version, grammar_dir or _grammar_dir(path))
+
+
+def parse_flow(data: Any, source: str, version: str, grammar_dir: Path) -> Flow:
+    if not isinstance(data, dict):
+        raise FlowError([f"{source}: expected a mapping with 'start', 'escalation' and 'nodes'"])
+    try:
+        spec = FlowSpec.model_validate(data)
+    except ValidationError as exc:
+        raise FlowError([_pydantic_message(source, err) for err in exc.errors()]) from exc
+    errors = [f"{source}: {msg}" for msg in check_flow(spec)]
+    if errors:
+        raise FlowError(errors)
+    return _compile(spec, source, version, grammar_dir)
+
+
+def _grammar_dir(path: Path) -> Path:
+    own = path.resolve().parent
+    return own if (own / "digits.yaml").is_file() else BUNDLED_GRAMMARS
+
+
+def _pydantic_message(source: str, err: Any) -> str:
+    loc = [str(p) for p in err["loc"]]
+    msg = str(err["msg"])
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        loc.append("kind")
+        tag = err.get("input", {}).get("kind") if isinstance(err.get("input"), dict) else None
+        msg = f"unknown node kind {tag!r}" if tag is not None else "missing"
+        msg += f" (expected one of: {', '.join(NODE_KINDS)})"
+    if len(loc) >= 2 and loc[0] == "nodes":
+        rest = loc[3:] if len(loc) > 2 and loc[2] in NODE_KINDS else loc[2:]
+        return f"{source}: node {loc[1]!r}: {'.'.join(rest) or 'node'}: {msg}"
+    return f"{source}: {'.'.join(loc) or 'flow'}: {msg}"
+
+
+def _compile(spec: FlowSpec, source: str, version: str, grammar_dir: Path) -> Flow:
+    errors: list[str] = []
+    try:
+        digits = load_grammar("digits", grammar_dir)
+        yesno = load_grammar("yesno", grammar_dir)
+    except GrammarError as exc:
+        raise FlowError([f"{source}: {exc}"]) from exc
+    globals_ = {gid: list(g.phrases) for gid, g in spec.globals.items()}
+
+    def build(
+        label: str, intents: dict[str, list[str]], base: Grammar | None = None, **kwargs: Any
+    ) -> Grammar:
+        if base is not None:
+            kwargs = {
+                "sequence": base.sequence,
+                "threshold": base.threshold,
+                "min_confidence": base.min_confidence,
+            }
+        try:
+            return Grammar(
+                name=f"{spec.name}.{label}",
+                intents=intents,
+                language=spec.language,
+                source=f"{source}: {where(label)}",
+                **kwargs,
+            )
+        except GrammarError as exc:
+            errors.append(str(exc).replace(": intents.", ": phrases of intent ", 1))
+            return yesno
+
+    def where(label: str) -> str:
+        return f"node {label!r}" if label in spec.nodes else label
+
+    grammars: dict[str, Grammar] = {}
+    for name, node in spec.nodes.items():
+        extra = globals_ if node.globals else {}
+        if isinstance(node, MenuNode):
+            own = {cid: list(c.phrases) for cid, c in node.choices.items() if c.phrases}
+            grammars[name] = build(name, own | extra)
+        elif isinstance(node, QuestionNode):
+            if node.type == "yesno":
+                grammars[name] = build(name, dict(yesno.intents) | extra, yesno)
+            elif node.type in ("digits", "date", "time"):
+                words = {"date": DATE_PHRASES, "time": TIME_PHRASES}.get(node.type, {})
+                grammars[name] = build(name, dict(digits.intents) | words | extra, digits)
+            elif extra:
+                grammars[name] = build(name, extra)
+    confirm = {
+        True: build("confirmation", dict(yesno.intents) | globals_, yesno),
+        False: yesno,
+    }
+    faq = None
+    if spec.faq:
+        questions = {fid: list(f.questions) for fid, f in spec.faq.items()}
+        faq = build("faq", questions, threshold=spec.defaults.faq_threshold)
+    if errors:
+        raise FlowError(errors)
+    dtmf = {g.dtmf: gid for gid, g in spec.globals.items() if g.dtmf}
+    return Flow(spec, source, version, grammars, confirm, faq, dtmf)

@@ -1,0 +1,122 @@
+"""What the caller's speech or keys mean at the current node (menu, question, FAQ, pending)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+
+from ivr.asr.grammar import Grammar, GrammarError, normalize
+from ivr.dialog.flow import Flow
+from ivr.dialog.schema import MenuNode, QuestionNode
+from ivr.dialog.state import DialogState, Interp
+from ivr.dialog.values import YESNO_DTMF, keyed_value, question_value, readback
+
+TEXT_MIN_CONFIDENCE = 0.35  # free-text answers below this recognizer confidence are no-match
+FIRST = ["the first", "the first one", "first", "first one"]
+SECOND = ["the second", "the second one", "second", "second one"]
+NEITHER = ["neither", "neither of them", "none of them", "no", "something else"]
+
+
+class Interpreter:
+    def __init__(self, flow: Flow, today: Callable[[], date]) -> None:
+        self.flow = flow
+        self.spec = flow.spec
+        self.today = today
+
+    def speech(self, state: DialogState, text: str, conf: float) -> tuple[Interp | None, str]:
+        """The interpretation of recognized text (None: no-match) and the matcher's reason."""
+        if state.pending is not None:
+            m = state.pending.grammar.match(text, conf)
+            return self.pending(state, m.intent), m.reason
+        node = self.spec.nodes[state.node]
+        grammar = self.flow.grammars.get(state.node)
+        reason = "no grammar"
+        if grammar is not None:
+            m = grammar.match(text, conf)
+            interp, reason = self.intent(state, m.intent), m.reason
+            if interp is not None:
+                return interp, reason
+            if m.intent is not None:
+                reason = f"{m.intent!r} is not a valid answer here"
+        if isinstance(node, QuestionNode) and node.type == "text":
+            words = normalize(text).replace("\u2400", "").strip()
+            if words and conf >= TEXT_MIN_CONFIDENCE:
+                return Interp("value", "text", text.strip(), text.strip()), "free text"
+        faq = self.flow.faq_grammar
+        if isinstance(node, MenuNode) and node.faq and faq is not None:
+            f = faq.match(text, conf)
+            if f.intent is None:
+                return None, f"menu: {reason}; faq: {f.reason}"
+            if (
+                f.runner_up is not None
+                and f.score - f.runner_up[1] <= self.spec.defaults.faq_margin
+            ):
+                return Interp("ambiguous", f.intent, options=(f.intent, f.runner_up[0])), f.reason
+            return Interp("faq", f.intent, title=self.flow.title(f.intent)), f.reason
+        return None, reason
+
+    def keys(self, state: DialogState, digits: str) -> Interp | None:
+        """The interpretation of keypad input (None: no-match)."""
+        node = self.spec.nodes[state.node]
+        globals_ = self.flow.global_dtmf if node.globals else {}
+        p = state.pending
+        if p is not None:
+            picks = dict(zip(("1", "2"), p.options, strict=False))
+            intent = YESNO_DTMF.get(digits) if p.kind == "confirm" else picks.get(digits)
+            return self.pending(state, intent or globals_.get(digits))
+        if isinstance(node, MenuNode):
+            cid = next((c for c, ch in node.choices.items() if ch.dtmf == digits), None)
+            return self.intent(state, cid or globals_.get(digits))
+        if isinstance(node, QuestionNode):
+            value = keyed_value(node, digits, self.today())
+            if value is not None:
+                return Interp("value", value, value, readback(node, value))
+            if node.type in ("yesno", "text"):  # keys are the answer for digits/date/time
+                return self.intent(state, globals_.get(digits))
+        return None
+
+    def intent(self, state: DialogState, intent: str | None) -> Interp | None:
+        """A grammar intent (or key's intent) at the current node with nothing pending."""
+        node = self.spec.nodes[state.node]
+        if intent is None:
+            return None
+        if node.globals and intent in self.spec.globals:
+            return Interp("global", intent, title=self.flow.title(intent))
+        if isinstance(node, MenuNode) and intent in node.choices:
+            return Interp("choice", intent, title=self.flow.title(intent, node))
+        if isinstance(node, QuestionNode):
+            value = question_value(node, intent, self.today())
+            if value is not None:
+                return Interp("value", intent, value, readback(node, value))
+        return None
+
+    def pending(self, state: DialogState, intent: str | None) -> Interp | None:
+        """An answer to the pending confirmation or "did you mean A or B" question."""
+        p = state.pending
+        assert p is not None
+        if intent is None:
+            return None
+        if intent in self.spec.globals and self.spec.nodes[state.node].globals:
+            return Interp("global", intent, title=self.flow.title(intent))
+        if p.kind == "confirm" and intent in ("yes", "no"):
+            return p.interp if intent == "yes" else Interp("reject", intent)
+        if p.kind == "disambiguate" and intent in p.options:
+            return Interp("faq", intent, title=self.flow.title(intent))
+        if intent == "neither":
+            return Interp("reject", intent)
+        return None
+
+    def choice_grammar(self, state: DialogState, first: str, second: str) -> Grammar | None:
+        """Grammar for "Did you mean A or B?" (titles, the first/the second, neither, globals);
+        None when a title clashes with another phrase."""
+        intents = {
+            first: [self.flow.title(first), *FIRST],
+            second: [self.flow.title(second), *SECOND],
+            "neither": NEITHER,
+        }
+        if self.spec.nodes[state.node].globals:
+            intents |= {gid: list(g.phrases) for gid, g in self.spec.globals.items()}
+        try:
+            return Grammar(name="disambiguation", intents=intents, language=self.spec.language)
+        except GrammarError:
+            return None

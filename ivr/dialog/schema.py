@@ -1,0 +1,199 @@
+"""Pydantic models of a flow file (the YAML ops edit). Cross-checks live in `flow.py`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+
+def _scalar(value: object) -> object:
+    """YAML 1.1 reads ``yes``/``no`` as booleans and ``1`` as a number: take them as text."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value) if isinstance(value, int | float) else value
+
+
+def _keys(value: object) -> object:
+    return {_scalar(k): v for k, v in value.items()} if isinstance(value, dict) else value
+
+
+def _items(value: object) -> object:
+    return [_scalar(v) for v in value] if isinstance(value, list) else value
+
+
+Text = Annotated[str, BeforeValidator(_scalar)]
+Phrases = Annotated[list[str], BeforeValidator(_items)]
+DtmfKey = Annotated[str, BeforeValidator(_scalar), Field(pattern=r"^[0-9*#]{1,8}$")]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Prompt(_Model):
+    """TTS text with ``{placeholders}``; `key` names a recorded prompt played instead."""
+
+    text: str = Field(min_length=1)
+    key: str | None = None
+
+
+def _prompt(value: object) -> object:
+    return {"text": value} if isinstance(value, str) else value
+
+
+def _prompts(value: object) -> object:
+    if isinstance(value, str | dict):
+        value = [value]
+    return [_prompt(v) for v in value] if isinstance(value, list) else value
+
+
+class _WithPrompts(_Model):
+    @field_validator("prompt", "fallback", "say", mode="before", check_fields=False)
+    @classmethod
+    def _one(cls, value: object) -> object:
+        return _prompt(value)
+
+    @field_validator("reprompts", "no_input", "no_match", mode="before", check_fields=False)
+    @classmethod
+    def _many(cls, value: object) -> object:
+        return _prompts(value)
+
+
+class Choice(_Model):
+    """One menu intent: phrases the caller may say, a keypad key, and where it goes."""
+
+    phrases: Phrases = Field(default_factory=list)
+    dtmf: DtmfKey | None = None
+    goto: str
+    title: str | None = None  # read back in "Did you say ...?"; default: first phrase
+
+
+class GlobalIntent(_Model):
+    """An intent reachable from every node (unless the node sets ``globals: false``)."""
+
+    phrases: Phrases = Field(min_length=1)
+    dtmf: DtmfKey | None = None
+    action: Literal["goto", "repeat"] = "goto"
+    goto: str | None = None
+    title: str | None = None
+
+
+class FaqIntent(_Model):
+    questions: Phrases = Field(min_length=1)
+    answer: Prompt
+    title: str | None = None  # used in "Did you mean A or B?"; default: the id, spaced
+    next: str | None = None  # default: the flow's faq_next
+
+    @field_validator("answer", mode="before")
+    @classmethod
+    def _answer(cls, value: object) -> object:
+        return _prompt(value)
+
+
+class FetchSpec(_Model):
+    source: Literal["demo", "http"]
+    item: str = Field(min_length=1)
+    url: str | None = None
+    timeout_ms: int = Field(default=2000, ge=100, le=30000)
+    values: list[str] | None = None  # names the fetch provides (placeholders); default [item]
+    params: list[str] | None = None  # variables sent; default: all call variables
+    missing: str | None = None  # node to go to when the lookup answers "not_found"
+
+
+class _Node(_WithPrompts):
+    prompt: Prompt | None = None
+    reprompts: list[Prompt] = Field(default_factory=list)
+    no_input: list[Prompt] = Field(default_factory=list)
+    no_match: list[Prompt] = Field(default_factory=list)
+    max_no_input: int | None = Field(default=None, ge=1)
+    max_no_match: int | None = Field(default=None, ge=1)
+    no_input_ms: int | None = Field(default=None, ge=500)
+    confirm_below: Probability | None = None
+    barge_in: bool = True
+    globals: bool = True
+
+
+class MenuNode(_Node):
+    kind: Literal["menu"]
+    prompt: Prompt
+    choices: Annotated[dict[str, Choice], BeforeValidator(_keys)] = Field(min_length=1)
+    faq: bool = False
+    faq_next: str | None = None
+
+
+class QuestionNode(_Node):
+    kind: Literal["question"]
+    prompt: Prompt
+    type: Literal["digits", "yesno", "date", "time", "text"]
+    var: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    next: str | None = None
+    branches: Annotated[dict[str, Text], BeforeValidator(_keys)] = Field(
+        default_factory=dict
+    )  # value → node (yesno: yes/no)
+    min_digits: int = Field(default=1, ge=1)
+    max_digits: int = Field(default=12, ge=1, le=32)
+    terminator: DtmfKey | None = "#"
+
+
+class AnswerNode(_Node):
+    kind: Literal["answer"]
+    fetch: FetchSpec | None = None
+    say: Prompt | None = None  # spoken after a successful fetch
+    fallback: Prompt | None = None  # spoken when the fetch fails; default: flow default
+    next: str
+
+
+class HandoffNode(_Node):
+    kind: Literal["handoff"]
+    reason: str = "caller_request"
+
+
+class HangupNode(_Node):
+    kind: Literal["hangup"]
+    reason: str = "caller_goodbye"
+
+
+Node = Annotated[
+    MenuNode | QuestionNode | AnswerNode | HandoffNode | HangupNode, Field(discriminator="kind")
+]
+NODE_KINDS = ("menu", "question", "answer", "handoff", "hangup")
+
+
+class Defaults(_WithPrompts):
+    max_no_input: int = Field(default=3, ge=1)
+    max_no_match: int = Field(default=3, ge=1)
+    no_input_ms: int = Field(default=5000, ge=500)
+    confirm_below: Probability = 0.5
+    faq_threshold: Probability = 0.7
+    faq_margin: Probability = 0.05
+    no_input: list[Prompt] = Field(
+        default_factory=lambda: [Prompt(text="Sorry, I didn't hear you.")]
+    )
+    no_match: list[Prompt] = Field(
+        default_factory=lambda: [Prompt(text="Sorry, I didn't understand.")]
+    )
+    confirm: Prompt = Prompt(text="Did you say {choice}?")
+    confirm_rejected: Prompt = Prompt(text="Sorry about that.")
+    disambiguate: Prompt = Prompt(text="Did you mean {first}, or {second}?")
+    fallback: Prompt = Prompt(text="Sorry, I can't look that up right now.")
+    not_found: Prompt = Prompt(text="Sorry, I couldn't find that account.")
+
+    @field_validator("confirm", "confirm_rejected", "disambiguate", "not_found", mode="before")
+    @classmethod
+    def _single(cls, value: object) -> object:
+        return _prompt(value)
+
+
+class FlowSpec(_Model):
+    name: str = Field(min_length=1)
+    language: str = "en"
+    start: str
+    escalation: str
+    faq_next: str | None = None
+    variables: list[str] = Field(default_factory=list)  # documented Start params / placeholders
+    defaults: Defaults = Defaults()
+    globals: dict[str, GlobalIntent] = Field(default_factory=dict)
+    faq: dict[str, FaqIntent] = Field(default_factory=dict)
+    nodes: dict[str, Node] = Field(min_length=1)

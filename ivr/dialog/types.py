@@ -1,0 +1,115 @@
+"""Events the dialog engine consumes and actions it asks the call pipeline to perform.
+
+All are frozen dataclasses so a call's history can be logged, compared and replayed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ivr.asr.grammar import Grammar
+
+# --- input events ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Start:
+    """A call was answered. `params` (e.g. dialled number, language) become call variables."""
+
+    caller: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Recognized:
+    """The recognizer's text for one utterance and its confidence in [0, 1]."""
+
+    text: str
+    confidence: float = 1.0
+
+
+@dataclass(frozen=True)
+class DtmfEntered:
+    """Keypad input collected per the last Listen (may end with the terminator, e.g. ``1234#``)."""
+
+    digits: str
+
+
+@dataclass(frozen=True)
+class NoInput:
+    """Neither speech nor keys arrived within the Listen's ``no_input_ms``."""
+
+
+@dataclass(frozen=True)
+class FetchDone:
+    """Result of a Fetch: `values` on success, else `error` (``not_found``, ``timeout``, ...)."""
+
+    values: dict[str, str] | None = None
+    error: str | None = None
+
+
+Event = Start | Recognized | DtmfEntered | NoInput | FetchDone
+
+# --- output actions -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Say:
+    """Speak `text` (TTS), or play the recorded prompt `prompt_key` when one exists."""
+
+    text: str
+    prompt_key: str | None = None
+    barge_in: bool = True
+
+
+@dataclass(frozen=True)
+class Listen:
+    """Listen for speech and keys. `grammar` None means free speech (no grammar constraint)."""
+
+    grammar: Grammar | None
+    dtmf_max_digits: int
+    dtmf_terminator: str | None
+    no_input_ms: int
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """Look up `item` from `source` (``demo`` or ``http``); answer with a FetchDone event."""
+
+    source: str
+    item: str
+    url: str | None
+    params: dict[str, str]
+    timeout_ms: int
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """Hand the call to a person (for now: the pipeline ends the call politely)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Hangup:
+    """End the call after any queued prompts have played."""
+
+    reason: str
+
+
+TurnKind = Literal["prompt", "recognized", "dtmf", "no_input", "no_match"]
+
+
+@dataclass(frozen=True)
+class Turn:
+    """Transcript / analytics record of one thing that happened at `node`."""
+
+    node: str
+    kind: TurnKind
+    text: str
+    intent: str | None = None
+    confidence: float | None = None
+
+
+Action = Say | Listen | Fetch | Handoff | Hangup | Turn
