@@ -5,42 +5,112 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
+import aiohttp
 from aiohttp import web
 
+from ivr.asr.base import Engine
 from ivr.asr.engines import load_engine
+from ivr.asr.grammar import GrammarError
 from ivr.asr.runner import AsrRunner
+from ivr.call.registry import CallRegistry
+from ivr.call.session import CallLimits, CallServices
 from ivr.config import Settings
+from ivr.dialog.flow import Flow, FlowError, load_flow
+from ivr.fulfillment import Fulfillment
+from ivr.server.audiosocket import AudioSocketServer
+from ivr.server.websocket import SERVICES, call_events, media_stream
+from ivr.tts import PromptCache, PromptRenderer, TtsEngine
 
 log = logging.getLogger(__name__)
 
 SETTINGS = web.AppKey("settings", Settings)
-ASR = web.AppKey("asr", AsrRunner)
+AUDIOSOCKET_PORT = web.AppKey("audiosocket_port", int)
 
 
-async def _asr_ctx(app: web.Application) -> AsyncIterator[None]:
+async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    flow = load_flow(settings.flow_path, settings.grammar_dir)  # a bad flow stops start-up
     engine = load_engine(settings.asr_engine, settings.vosk_model, processes=settings.asr_workers)
-    runner = AsrRunner(engine, settings.asr_workers, settings.asr_queue)
-    log.info("ASR engine: %s", engine.describe())
-    app[ASR] = runner
-    yield
-    runner.close()
+    check_flow_grammars(flow, engine)
+    asr = AsrRunner(engine, settings.asr_workers, settings.asr_queue)
+    tts = TtsEngine(default_voice=settings.tts_voice or "en-us", default_speed=settings.tts_speed)
+    await tts.synthesize("ready")  # start the worker now, not on the first call
+    prompts = PromptRenderer(tts, PromptCache(settings.cache_dir / "prompts"), settings.prompts_dir)
+    http = aiohttp.ClientSession()
+    limits = CallLimits(
+        max_call_s=settings.max_call_seconds,
+        idle_s=settings.idle_timeout_seconds,
+        interdigit_ms=settings.interdigit_ms,
+        end_silence_ms=settings.end_silence_ms,
+    )
+    services = CallServices(
+        asr=asr,
+        prompts=prompts,
+        fulfillment=Fulfillment(http),
+        registry=CallRegistry(settings.max_calls),
+        flow=flow,
+        limits=limits,
+    )
+    app[SERVICES] = services
+    audiosocket = AudioSocketServer(services)
+    app[AUDIOSOCKET_PORT] = await audiosocket.start(settings.host, settings.audiosocket_port)
+    log.info(
+        "ASR engine: %s; flow %s (version %s); AudioSocket on port %d",
+        engine.describe(),
+        flow.name,
+        flow.version,
+        app[AUDIOSOCKET_PORT],
+    )
+    try:
+        yield
+    finally:
+        await audiosocket.close()
+        await http.close()
+        tts.close()
+        asr.close()
+
+
+def check_flow_grammars(flow: Flow, engine: Engine) -> None:
+    """Every grammar the flow listens with must compile for this engine (e.g. all words in
+    its vocabulary): fail at start-up, not in the middle of a call."""
+    errors = []
+    grammars = [*flow.grammars.values(), *(flow.hint(node) for node in flow.nodes)]
+    for grammar in grammars:
+        if grammar is None:
+            continue
+        try:
+            engine.create(grammar)
+        except GrammarError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise FlowError([f"{flow.source}: {e}" for e in errors])
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """200 once the speech resources are loaded (cleanup_ctx runs before the server listens)."""
-    runner = request.app[ASR]
-    return web.json_response({"status": "ok", "asr": runner.engine.describe()})
+    """200 once the server can take calls (cleanup_ctx runs before the server listens)."""
+    services = request.app[SERVICES]
+    return web.json_response(
+        {
+            "status": "ok",
+            "asr": services.asr.engine.describe(),
+            "flow": services.flow.name,
+            "flow_version": services.flow.version,
+            "active_calls": services.registry.active,
+            "audiosocket_port": request.app[AUDIOSOCKET_PORT],
+        }
+    )
 
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application()
     app[SETTINGS] = settings
-    app.cleanup_ctx.append(_asr_ctx)
+    app.cleanup_ctx.append(_services_ctx)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/v1/media-stream", media_stream)
+    app.router.add_get("/v1/calls/{call_id}/events", call_events)
     return app
 
 
 def run(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    web.run_app(create_app(settings), host=settings.host, port=settings.port)
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)

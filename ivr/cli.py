@@ -12,6 +12,7 @@ from pathlib import Path
 from ivr.asr.grammar import Grammar, GrammarError, from_phrases, load_grammar
 from ivr.asr.models import ModelError
 from ivr.config import ConfigError, Settings, load_settings
+from ivr.dialog.flow import FlowError
 
 log = logging.getLogger("ivr")
 
@@ -88,10 +89,62 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dial(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from ivr.dial import Caller
+
+    turns = args.turns or []
+    for turn in turns:
+        if turn.wav is not None and not turn.wav.is_file():
+            raise SystemExit(f"ivr dial: no such file: {turn.wav}")
+    caller = Caller(
+        args.url,
+        turns,
+        args.caller,
+        barge_in_after=args.barge_in_after,
+        record=args.record,
+        max_seconds=args.max_seconds,
+    )
+    try:
+        report = asyncio.run(caller.run())
+    except OSError as exc:
+        raise SystemExit(f"ivr dial: cannot connect to {args.url}: {exc}") from exc
+    return 0 if report.hangup is not None else 1
+
+
+class _TurnAction(argparse.Action):
+    """--wav and --dtmf append turns in the order given on the command line."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        from ivr.dial import Turn
+
+        turns = list(getattr(namespace, "turns", None) or [])
+        if option_string == "--wav":
+            turns.append(Turn(wav=Path(str(values))))
+        else:
+            keys = str(values)
+            if keys != "-" and not all(k in "0123456789*#ABCD" for k in keys):
+                parser.error(f"--dtmf {keys!r}: keys are 0-9 * # A-D, or - for no input")
+            turns.append(Turn(dtmf=keys))
+        namespace.turns = turns
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from ivr.app import run
 
-    overrides = {"host": args.host, "port": args.port, "data_dir": args.data_dir}
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "audiosocket_port": args.audiosocket_port,
+        "data_dir": args.data_dir,
+    }
     run(load_settings(args.config, **overrides))
     return 0
 
@@ -105,8 +158,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the service")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+    p.add_argument("--audiosocket-port", type=int)
     p.add_argument("--data-dir", type=Path)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("dial", help="simulate a caller over the WebSocket media stream")
+    p.add_argument("url", nargs="?", default="ws://127.0.0.1:8080/v1/media-stream")
+    p.add_argument("--wav", action=_TurnAction, dest="turns", help="speak this WAV (a turn)")
+    p.add_argument(
+        "--dtmf",
+        action=_TurnAction,
+        dest="turns",
+        help="key these digits (a turn); - sends no input this turn",
+    )
+    p.add_argument("--from", dest="caller", help="caller number")
+    p.add_argument("--record", type=Path, help="write the call's audio (both sides) here")
+    p.add_argument(
+        "--barge-in-after",
+        type=float,
+        help="speak this many seconds into a prompt instead of waiting for its end",
+    )
+    p.add_argument("--max-seconds", type=float, default=300.0)
+    p.set_defaults(func=cmd_dial)
 
     p = sub.add_parser("recognize", help="recognize a WAV file; prints one JSON object")
     p.add_argument("audio", type=Path)
@@ -146,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except (GrammarError, ModelError, ConfigError) as exc:
+    except (GrammarError, ModelError, ConfigError, FlowError) as exc:
         print(f"ivr {args.command}: {exc}", file=sys.stderr)
         return 2
 

@@ -29,6 +29,7 @@ class Settings(BaseSettings):
 
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=0, le=65535)
+    audiosocket_port: int = Field(9092, ge=0, le=65535)
     data_dir: Path = Field(default_factory=_default_data_dir)
     grammar_dir: Path = Field(default_factory=lambda: _default_dir("grammars"))
     prompts_dir: Path = Field(default_factory=lambda: _default_dir("prompts"))
@@ -39,12 +40,25 @@ class Settings(BaseSettings):
     asr_workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
     asr_queue: int = Field(64, ge=1)  # jobs waiting for a worker before callers must wait
 
+    flow: Path | None = None  # default: GRAMMAR_DIR/hotline.yaml
+
+    # Call limits.
+    max_calls: int = Field(200, ge=1)
+    max_call_seconds: float = Field(1800, gt=0)
+    idle_timeout_seconds: float = Field(10, gt=0)
+    end_silence_ms: int = Field(600, ge=100, le=5000)
+    interdigit_ms: int = Field(3000, ge=500)
+
     tts_voice: str | None = None
     tts_speed: int = Field(160, ge=60, le=400)  # words per minute
 
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
+
+    @property
+    def flow_path(self) -> Path:
+        return self.flow or self.grammar_dir / "hotline.yaml"
 
     @property
     def models_dir(self) -> Path:

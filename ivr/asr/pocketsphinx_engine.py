@@ -35,7 +35,8 @@ from ivr.audio.pcm import resample
 MODEL_RATE = 16000
 NOISE_STD = 33.0  # ≈ -60 dBFS: see the module docstring
 GRAMMAR_WEIGHT = 1e5  # grammar phrases vs garbage words
-SEQUENCE_MIN_WORDS = 3  # see PocketsphinxRecognizer._decode_sequence
+SEQUENCE_MIN_WORDS = 3
+NBEST_FOR_CONFIDENCE = 5  # see PocketsphinxRecognizer._decode_sequence
 _MODEL_DIR = Path(pocketsphinx.__file__).parent / "model" / "en-us"
 
 # Common words used as the out-of-grammar "garbage" alternative.
@@ -68,10 +69,6 @@ def _phone_distance(a: list[str], b: list[str]) -> int:
     return row[-1]
 
 
-def _jsgf_word(word: str) -> str:
-    return word if word.isalnum() else f'"{word}"'
-
-
 def build_jsgf(grammar: Grammar, sequence: bool) -> tuple[str, frozenset[str]]:
     """JSGF text for `grammar` and its garbage words. Raises GrammarError for unknown words."""
     prons = _dictionary()
@@ -87,7 +84,7 @@ def build_jsgf(grammar: Grammar, sequence: bool) -> tuple[str, frozenset[str]]:
         for g in _GARBAGE_WORDS
         if g not in words and all(_phone_distance(prons[g], prons[w]) >= 2 for w in words)
     )
-    phrases = " | ".join(" ".join(_jsgf_word(w) for w in p.split()) for p in grammar.phrases)
+    phrases = " | ".join(p for p in grammar.phrases)
     body = f"( {phrases} )+" if sequence else f"( {phrases} )"
     lines = ["#JSGF V1.0;", "grammar ivr;"]
     if garbage and not sequence:
@@ -302,7 +299,7 @@ class _Utterance:
             if s.word.split("(")[0] and not s.word.startswith(("<", "[", "+"))
         ]
         text = " ".join("[unk]" if w in garbage else w for w, _ in words)
-        alts = self._alternatives(dec, garbage) if self._nbest > 1 else []
+        alts = self._alternatives(dec, garbage)  # also gives the confidence
         confidence = self._confidence(text, alts)
         alts = [Alternative(text, confidence), *(a for a in alts if a.text != text)]
         words = [(w if w not in garbage else "[unk]", c) for w, c in words]
@@ -312,7 +309,7 @@ class _Utterance:
         """Distinct n-best texts with scores normalised to posteriors over the list."""
         seen: dict[str, float] = {}
         for i, hyp in enumerate(dec.nbest()):
-            if i >= 20 or len(seen) >= self._nbest:
+            if i >= 20 or len(seen) >= max(self._nbest, NBEST_FOR_CONFIDENCE):
                 break
             words = [w.split("(")[0] for w in hyp.hypstr.split() if w.split("(")[0]]
             text = " ".join("[unk]" if w in garbage else w for w in words)

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from ivr.asr.base import Engine, RecognitionResult, Recognizer
-from ivr.asr.grammar import Grammar
+from ivr.asr.grammar import Grammar, normalize
 
 T = TypeVar("T")
 
@@ -34,9 +34,28 @@ class AsrRunner:
         return AsyncRecognizer(self, grammar, rate, nbest)
 
     async def recognize(
-        self, pcm: bytes, grammar: Grammar | None, rate: int = 8000, nbest: int = 1
+        self,
+        pcm: bytes,
+        grammar: Grammar | None,
+        rate: int = 8000,
+        nbest: int = 1,
+        hint: Grammar | None = None,
     ) -> RecognitionResult:
-        """One whole utterance (e.g. the audio of a SpeechEnded event)."""
+        """One whole utterance (e.g. the audio of a SpeechEnded event).
+
+        With free speech (`grammar` None) and a `hint`, the hint's phrases are tried first:
+        constrained decoding is far more accurate on short commands ("balance") and cheap,
+        and only speech it does not cover ([unk]) is decoded again as free speech.
+        """
+        if grammar is None and hint is not None:
+            first = await self._once(pcm, hint, rate, nbest)
+            if covered(first, hint):
+                return first
+        return await self._once(pcm, grammar, rate, nbest)
+
+    async def _once(
+        self, pcm: bytes, grammar: Grammar | None, rate: int, nbest: int
+    ) -> RecognitionResult:
         rec = self.recognizer(grammar, rate, nbest)
         await rec.feed(pcm)
         return await rec.final()
@@ -46,6 +65,16 @@ class AsrRunner:
         close = getattr(self.engine, "close", None)
         if close is not None:
             close()
+
+
+def covered(result: RecognitionResult, grammar: Grammar) -> bool:
+    """The result is grammar words only, with enough confidence to trust."""
+    words = result.text.split()
+    return (
+        bool(words)
+        and all(normalize(w) != normalize("[unk]") for w in words)
+        and result.confidence >= grammar.min_confidence
+    )
 
 
 class AsyncRecognizer:

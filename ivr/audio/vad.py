@@ -155,6 +155,13 @@ class Endpointer:
         """(Re)start the no-input timer from now, e.g. for a dialog state that plays no prompt."""
         self._arm(self._bytes_in // 2)
 
+    def set_no_input_ms(self, ms: int) -> None:
+        """Change the no-input timeout (each dialog state may set its own); applies from the
+        next time the timer is armed."""
+        if ms < 1:
+            raise ValueError(f"no_input_ms must be >= 1, got {ms}")
+        self._no_input_samples = self.rate * ms // 1000
+
     def cancel_no_input_timer(self) -> None:
         """Stop the no-input timer until the next prompt end, utterance end or restart."""
         self._timer_on = False

@@ -150,7 +150,8 @@ class DialogEngine:
             max_digits = {"digits": node.max_digits, "date": 8, "time": 4}[node.type]
             terminator = node.terminator
         no_input_ms = node.no_input_ms or self.spec.defaults.no_input_ms
-        out.actions.append(Listen(grammar, max_digits, terminator, no_input_ms))
+        hint = self.flow.hint(state.node) if grammar is None else None
+        out.actions.append(Listen(grammar, max_digits, terminator, no_input_ms, hint))
         out.listened, state.waiting = True, "input"
 
     # --- input --------------------------------------------------------------------------

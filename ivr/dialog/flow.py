@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from ivr.asr.grammar import Grammar, GrammarError, load_grammar
+from ivr.asr.grammar import Grammar, GrammarError, from_phrases, load_grammar
 from ivr.dialog.checks import check_flow
 from ivr.dialog.schema import NODE_KINDS, FlowSpec, MenuNode, Node, QuestionNode
 from ivr.dialog.values import DATE_PHRASES, TIME_PHRASES
@@ -41,6 +41,15 @@ class Flow:
     confirm_grammars: dict[bool, Grammar]  # yes/no, with (True) or without the globals
     faq_grammar: Grammar | None
     global_dtmf: dict[str, str]  # key → global intent id
+
+    def hint(self, node: str) -> Grammar | None:
+        """For a node that listens to free speech: the phrases callers are likely to say
+        there (its own, the globals, the FAQ questions). Recognizers try these first."""
+        phrases = list(self.grammars[node].phrases) if node in self.grammars else []
+        menu = self.spec.nodes.get(node)
+        if isinstance(menu, MenuNode) and menu.faq and self.faq_grammar is not None:
+            phrases += self.faq_grammar.phrases
+        return from_phrases(list(dict.fromkeys(phrases)), f"{node}-hint") if phrases else None
 
     @property
     def name(self) -> str:

@@ -65,12 +65,14 @@ class Say:
 
 @dataclass(frozen=True)
 class Listen:
-    """Listen for speech and keys. `grammar` None means free speech (no grammar constraint)."""
+    """Listen for speech and keys. `grammar` None means free speech (no grammar constraint);
+    `hint` then lists the phrases likely said, which a recognizer may try first."""
 
     grammar: Grammar | None
     dtmf_max_digits: int
     dtmf_terminator: str | None
     no_input_ms: int
+    hint: Grammar | None = None
 
 
 @dataclass(frozen=True)

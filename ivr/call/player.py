@@ -1,0 +1,96 @@
+"""Outbound audio paced at real time in 20 ms frames.
+
+Frames are sent on a fixed schedule taken from the loop clock (so delays do not accumulate),
+`LEAD_FRAMES` ahead of the far end's playback so its jitter buffer holds a little audio. A
+frame sent after the far end would have played it is counted as an underrun: its buffer ran
+dry. `stop()` drops what is queued and tells the far end to clear its buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from ivr.transports.messages import ClearAudio, OutboundMessage, PlayAudio
+
+FRAME_MS = 20
+LEAD_FRAMES = 3
+
+
+class Player:
+    def __init__(self, send: Callable[[OutboundMessage], Awaitable[None]], rate: int) -> None:
+        self._send = send
+        self.frame_bytes = rate * FRAME_MS // 1000 * 2
+        self._queue: deque[bytes] = deque()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.underruns = 0
+        self.frames_sent = 0
+        self.on_first_frame: Callable[[], None] | None = None
+        self.on_drained: Callable[[], None] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="player")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @property
+    def playing(self) -> bool:
+        return not self._idle.is_set()
+
+    def enqueue(self, pcm: bytes) -> None:
+        size = self.frame_bytes
+        for i in range(0, len(pcm), size):
+            frame = pcm[i : i + size]
+            self._queue.append(frame + b"\x00" * (size - len(frame)))
+        if self._queue:
+            self._idle.clear()
+            self._wake.set()
+
+    async def stop(self) -> None:
+        """Barge-in: drop queued audio and clear the far end's buffer at once."""
+        had_audio = bool(self._queue) or self.playing
+        self._queue.clear()
+        if had_audio:
+            await self._send(ClearAudio())
+        self._finish()
+
+    async def drained(self) -> None:
+        await self._idle.wait()
+
+    def _finish(self) -> None:
+        if not self._idle.is_set():
+            self._idle.set()
+            if self.on_drained is not None:
+                self.on_drained()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = FRAME_MS / 1000
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            start = loop.time()  # the far end starts playing about now
+            n = 0
+            while self._queue:
+                frame = self._queue.popleft()
+                if n and loop.time() > start + n * period:
+                    self.underruns += 1
+                    start = loop.time() - n * period  # resynchronise; don't burst to catch up
+                await self._send(PlayAudio(frame))
+                self.frames_sent += 1
+                if n == 0 and self.on_first_frame is not None:
+                    self.on_first_frame()
+                n += 1
+                delay = start + (n - LEAD_FRAMES) * period - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            self._finish()

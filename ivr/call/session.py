@@ -1,0 +1,390 @@
+"""One call's pipeline: transport frames → VAD endpointer → recognizer → dialog engine →
+TTS/prompt audio → transport.
+
+A single consumer loop handles every input of the call in order (caller audio and keys from
+the receiver task, recognition and fetch results from their tasks, the end of playback), so
+the dialog state has one writer and needs no locks. Every task the call starts is owned by
+the session and cancelled when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from ivr.asr.base import RecognitionResult
+from ivr.asr.runner import AsrRunner
+from ivr.audio.codecs import Encoding
+from ivr.audio.vad import Endpointer, EndpointerConfig
+from ivr.call.leg import Leg
+from ivr.call.player import Player
+from ivr.call.registry import CallRegistry
+from ivr.dialog.engine import DialogEngine
+from ivr.dialog.flow import Flow
+from ivr.dialog.state import DialogState
+from ivr.dialog.types import (
+    Action,
+    DtmfEntered,
+    Fetch,
+    FetchDone,
+    Handoff,
+    Hangup,
+    Listen,
+    NoInput,
+    Recognized,
+    Say,
+    Start,
+    Turn,
+)
+from ivr.events import NoInput as VadNoInput
+from ivr.events import SpeechEnded, SpeechStarted
+from ivr.fulfillment import Fulfillment
+from ivr.transports.messages import (
+    Audio,
+    CallStart,
+    Dtmf,
+    EndCall,
+    InboundMessage,
+    Mark,
+    ProtocolError,
+    SetMark,
+    TransportError,
+)
+from ivr.transports.messages import Hangup as LegHangup
+from ivr.tts import PromptRenderer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CallLimits:
+    max_call_s: float = 1800.0
+    idle_s: float = 10.0  # no message at all from the far end for this long ends the call
+    start_s: float = 5.0  # the far end must say who is calling within this
+    interdigit_ms: int = 3000
+    end_silence_ms: int = 600
+    busy_prompt: str = "All our lines are busy. Please call again later. Goodbye."
+    too_long_prompt: str = "We have to end the call now. Goodbye."
+
+
+@dataclass
+class CallServices:
+    """What every call shares; built once by the app."""
+
+    asr: AsrRunner
+    prompts: PromptRenderer
+    fulfillment: Fulfillment
+    registry: CallRegistry
+    flow: Flow
+    limits: CallLimits = field(default_factory=CallLimits)
+
+
+@dataclass
+class _Input:
+    kind: str  # inbound | asr | fetch | drained | closed | error | dtmf_timeout
+    value: Any = None
+
+
+class CallSession:
+    def __init__(self, leg: Leg, services: CallServices) -> None:
+        self.leg = leg
+        self.s = services
+        self.call_id = ""
+        self.end_reason = "unknown"
+        self._inputs: asyncio.Queue[_Input] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._listen: Listen | None = None
+        self._digits = ""
+        self._dtmf_timer: asyncio.TimerHandle | None = None
+        self._ending: str | None = None  # set by Hangup/Handoff: end once playback drains
+        self._utterance = 0  # ignore recognition results of utterances overtaken by events
+        self._speech_end_at: float | None = None
+        self.turn_latencies: list[float] = []
+        self._prompt_text = ""
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def run(self) -> str:
+        try:
+            first = await asyncio.wait_for(self.leg.receive(), self.s.limits.start_s)
+        except TimeoutError:
+            return await self._abort("no start message")
+        except ProtocolError as exc:
+            return await self._abort(f"protocol error: {exc}")
+        if not isinstance(first, CallStart):
+            return await self._abort(f"expected the call to start, got {type(first).__name__}")
+        self.call_id = first.call_id
+        if not self.s.registry.admit(self.call_id):
+            log.warning(
+                "call %s rejected: %d calls in progress", self.call_id, self.s.registry.active
+            )
+            await self._busy(first)
+            return "busy"
+        try:
+            await asyncio.wait_for(self._serve(first), self.s.limits.max_call_s)
+        except TimeoutError:
+            self.end_reason = "max_duration"
+            with contextlib.suppress(Exception):
+                await self._say_now(self.s.limits.too_long_prompt, first.rate)
+        except Exception:
+            log.exception("call %s failed", self.call_id)
+            self.end_reason = "internal_error"
+        finally:
+            await self._shutdown()
+        return self.end_reason
+
+    async def _abort(self, reason: str) -> str:
+        log.warning("call on %s ended: %s", self.leg.name, reason)
+        self.end_reason = reason
+        with contextlib.suppress(Exception):
+            await self.leg.send(EndCall(reason))
+            await self.leg.close()
+        return reason
+
+    async def _busy(self, start: CallStart) -> None:
+        self._rate = start.rate
+        self.player = Player(self.leg.send, start.rate)
+        self.player.start()
+        try:
+            await self._say_now(self.s.limits.busy_prompt, start.rate)
+        finally:
+            await self.player.close()
+            with contextlib.suppress(Exception):
+                await self.leg.send(EndCall("busy"))
+                await self.leg.close()
+
+    async def _say_now(self, text: str, rate: int) -> None:
+        pcm = await self.s.prompts.render(text, rate=rate, encoding=Encoding.PCM16)
+        self.player.enqueue(pcm)
+        await self.player.drained()
+
+    async def _shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._dtmf_timer is not None:
+            self._dtmf_timer.cancel()
+        player = getattr(self, "player", None)
+        if player is not None:
+            await player.close()
+        with contextlib.suppress(Exception):
+            await self.leg.send(EndCall(self.end_reason))
+        with contextlib.suppress(Exception):
+            await self.leg.close()
+        self._publish({"event": "hangup", "reason": self.end_reason})
+        self.s.registry.end(self.call_id)
+        self.s.registry.release(self.call_id)
+        log.info("call %s ended: %s", self.call_id, self.end_reason)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.create_task(coro, name=f"{self.call_id}:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _publish(self, event: dict[str, Any]) -> None:
+        event.setdefault("at", round(time.time(), 3))
+        self.s.registry.publish(self.call_id, event)
+
+    # --- the call -------------------------------------------------------------------------
+
+    async def _serve(self, start: CallStart) -> None:
+        self._rate = start.rate
+        self.endpointer = Endpointer(
+            start.rate, EndpointerConfig(end_silence_ms=self.s.limits.end_silence_ms)
+        )
+        self.player = Player(self.leg.send, start.rate)
+        self.player.on_first_frame = self._first_bot_frame
+        self.player.on_drained = lambda: self._inputs.put_nowait(_Input("drained"))
+        self.player.start()
+        self._spawn(self._receive(), "receive")
+        flow = self.s.flow
+        self._publish(
+            {
+                "event": "call_started",
+                "call_id": self.call_id,
+                "caller": start.caller,
+                "transport": self.leg.name,
+                "flow": flow.name,
+                "flow_version": flow.version,
+            }
+        )
+        self.engine = DialogEngine(flow)
+        self.state: DialogState
+        self.state, actions = self.engine.start(Start(caller=start.caller, params=start.params))
+        await self._act(actions)
+        while self.end_reason == "unknown":
+            item = await self._inputs.get()
+            await self._handle(item)
+
+    async def _receive(self) -> None:
+        idle = self.s.limits.idle_s
+        while True:
+            try:
+                msg = await asyncio.wait_for(self.leg.receive(), idle)
+            except TimeoutError:
+                self._inputs.put_nowait(_Input("error", f"idle for {idle:g} s"))
+                return
+            except ProtocolError as exc:
+                self._inputs.put_nowait(_Input("error", f"protocol error: {exc}"))
+                return
+            if msg is None:
+                self._inputs.put_nowait(_Input("closed"))
+                return
+            self._inputs.put_nowait(_Input("inbound", msg))
+
+    async def _handle(self, item: _Input) -> None:
+        if item.kind == "inbound":
+            await self._inbound(item.value)
+        elif item.kind == "asr":
+            utterance, result = item.value
+            if utterance == self._utterance and self._listen is not None:
+                await self._recognized(result)
+        elif item.kind == "fetch":
+            await self._dialog(item.value)
+        elif item.kind == "drained":
+            self.endpointer.prompt_finished()
+            if self._ending is not None:
+                self.end_reason = self._ending
+        elif item.kind == "dtmf_timeout":
+            if self._digits and self._listen is not None:
+                await self._submit_digits()
+        elif item.kind == "closed":
+            self.end_reason = "caller_hangup"
+        elif item.kind == "error":
+            log.warning("call %s: %s", self.call_id, item.value)
+            self.end_reason = str(item.value)
+
+    async def _inbound(self, msg: InboundMessage) -> None:
+        if isinstance(msg, Audio):
+            for event in self.endpointer.feed(msg.pcm):
+                await self._vad(event)
+        elif isinstance(msg, Dtmf):
+            await self._dtmf(msg.digit)
+        elif isinstance(msg, LegHangup):
+            self.end_reason = "caller_hangup"
+        elif isinstance(msg, TransportError):
+            self.end_reason = f"transport error: {msg.message}"
+        elif isinstance(msg, CallStart):
+            self.end_reason = "protocol error: a second start message"
+        elif isinstance(msg, Mark):
+            pass  # playback position is tracked by the player itself
+
+    async def _vad(self, event: SpeechStarted | SpeechEnded | VadNoInput) -> None:
+        if self._listen is None:
+            return
+        if isinstance(event, SpeechStarted):
+            if event.barge_in and self.player.playing:
+                await self.player.stop()
+                self._publish({"event": "barge_in", "node": self.state.node})
+        elif isinstance(event, SpeechEnded):
+            self._utterance += 1
+            self._speech_end_at = time.perf_counter()
+            self._spawn(self._recognize(self._utterance, event.audio, self._listen), "asr")
+        else:
+            self._utterance += 1
+            await self._dialog(NoInput())
+
+    async def _recognize(self, utterance: int, audio: bytes, listen: Listen) -> None:
+        try:
+            result = await self.s.asr.recognize(
+                audio, listen.grammar, rate=self._rate, hint=listen.hint
+            )
+        except Exception:  # the caller hears a no-match reprompt rather than silence
+            log.exception("call %s: recognition failed", self.call_id)
+            result = RecognitionResult("", 0.0, "error")
+        self._inputs.put_nowait(_Input("asr", (utterance, result)))
+
+    async def _recognized(self, result: RecognitionResult) -> None:
+        await self._dialog(Recognized(result.text, result.confidence))
+
+    async def _dtmf(self, digit: str) -> None:
+        listen = self._listen
+        if listen is None:
+            return
+        if self.player.playing:
+            await self.player.stop()  # a key press interrupts the prompt, like speech
+        self._utterance += 1  # a key press overrides speech being recognized
+        self.endpointer.cancel_no_input_timer()
+        self._digits += digit
+        if self._dtmf_timer is not None:
+            self._dtmf_timer.cancel()
+        done = len(self._digits) >= listen.dtmf_max_digits or digit == listen.dtmf_terminator
+        if done:
+            await self._submit_digits()
+        else:
+            loop = asyncio.get_running_loop()
+            self._dtmf_timer = loop.call_later(
+                self.s.limits.interdigit_ms / 1000,
+                lambda: self._inputs.put_nowait(_Input("dtmf_timeout")),
+            )
+
+    async def _submit_digits(self) -> None:
+        digits, self._digits = self._digits, ""
+        if self._dtmf_timer is not None:
+            self._dtmf_timer.cancel()
+            self._dtmf_timer = None
+        self._speech_end_at = time.perf_counter()
+        await self._dialog(DtmfEntered(digits))
+
+    async def _dialog(self, event: Any) -> None:
+        self._listen = None  # a new Listen comes with the engine's answer
+        await self._act(self.engine.handle(self.state, event))
+
+    # --- actions --------------------------------------------------------------------------
+
+    async def _act(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Say):
+                pcm = await self.s.prompts.render(
+                    action.text, key=action.prompt_key, rate=self._rate, encoding=Encoding.PCM16
+                )
+                self.player.enqueue(pcm)
+                self.player.enqueue(b"\x00" * (self._rate // 10))  # a short pause between prompts
+                self.endpointer.prompt_started()
+                await self.leg.send(SetMark(f"prompt-{self.player.frames_sent}"))
+            elif isinstance(action, Listen):
+                self._listen = action
+                self._digits = ""
+                self.endpointer.set_no_input_ms(action.no_input_ms)
+                if not self.player.playing:
+                    self.endpointer.prompt_finished()
+                self._publish({"event": "listen", "node": self.state.node})
+            elif isinstance(action, Fetch):
+                self._spawn(self._fetch(action), "fetch")
+            elif isinstance(action, Handoff | Hangup):
+                reason = (
+                    action.reason if isinstance(action, Hangup) else f"handoff: {action.reason}"
+                )
+                self._listen = None
+                if self.player.playing:
+                    self._ending = reason
+                else:
+                    self.end_reason = reason
+            elif isinstance(action, Turn):
+                self._turn(action)
+
+    async def _fetch(self, action: Fetch) -> None:
+        done: FetchDone = await self.s.fulfillment.fetch(action)
+        self._inputs.put_nowait(_Input("fetch", done))
+
+    def _turn(self, turn: Turn) -> None:
+        event: dict[str, Any] = {"event": turn.kind, "node": turn.node}
+        if turn.kind == "prompt":
+            event["text"] = turn.text
+        elif turn.kind == "dtmf":
+            event.update(digits=turn.text, intent=turn.intent)
+        else:
+            event.update(text=turn.text, intent=turn.intent, confidence=turn.confidence)
+        self._publish(event)
+
+    def _first_bot_frame(self) -> None:
+        if self._speech_end_at is not None:
+            self.turn_latencies.append(time.perf_counter() - self._speech_end_at)
+            self._speech_end_at = None

@@ -1,0 +1,243 @@
+"""A caller simulator: dials the service over the WebSocket media stream like a telephony
+provider would, answers each bot prompt with the next WAV or DTMF keys, and prints what
+happened as JSON lines (the call's events from the server's live feed).
+
+Audio flows both ways in real time, as on a phone line: the caller sends 20 ms frames
+continuously (silence between its utterances); bot audio is played out (and recorded) as it
+arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import numpy as np
+
+from ivr.audio.pcm import Audio as PcmAudio
+from ivr.audio.pcm import read_wav, write_wav
+from ivr.transports.messages import ClearAudio, PlayAudio, SetMark
+from ivr.transports.twilio import TwilioClient
+
+RATE = 8000
+FRAME = RATE * 20 // 1000 * 2  # 20 ms of 16-bit PCM
+PRINTED = {"prompt", "recognized", "dtmf", "no_input", "no_match", "barge_in", "hangup"}
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What the caller does when the bot next listens: speak a WAV, key digits, or nothing."""
+
+    wav: Path | None = None
+    dtmf: str | None = None  # "-" means: send no input this turn
+
+    @property
+    def silent(self) -> bool:
+        return self.dtmf == "-"
+
+
+@dataclass
+class CallReport:
+    events: list[dict[str, Any]] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)  # caller end of speech → bot audio
+    bot_frames: int = 0
+    hangup: str | None = None
+
+
+def events_url(media_url: str, call_sid: str) -> str:
+    parts = urlsplit(media_url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/v1/calls/{call_sid}/events", "", ""))
+
+
+class Caller:
+    def __init__(
+        self,
+        url: str,
+        turns: list[Turn],
+        caller: str | None = None,
+        *,
+        out: TextIO | None = sys.stdout,
+        barge_in_after: float | None = None,
+        record: Path | None = None,
+        max_seconds: float = 300.0,
+    ) -> None:
+        self.url = url
+        self.turns = list(turns)
+        self.caller = caller
+        self.out = out
+        self.barge_in_after = barge_in_after
+        self.record = record
+        self.max_seconds = max_seconds
+        self.report = CallReport()
+        self.call_sid = "CA" + uuid.uuid4().hex
+        self._client = TwilioClient()
+        self._speech: list[bytes] = []  # frames still to send for the current utterance
+        self._spoken = asyncio.Event()  # set when the current utterance has been sent
+        self._listening = asyncio.Event()
+        self._last_bot_audio = 0.0
+        self._bot_audio_since: float | None = None
+        self._speech_ended_at: float | None = None
+        self._ended = asyncio.Event()
+        self._sent: list[bytes] = []
+        self._heard: list[bytes] = []
+
+    async def run(self) -> CallReport:
+        async with aiohttp.ClientSession() as http:
+            feed = await http.ws_connect(events_url(self.url, self.call_sid))
+            media = await http.ws_connect(self.url)
+            await media.send_str(self._client.connected())
+            params = {"from": self.caller} if self.caller else {}
+            await media.send_str(self._client.start(self.call_sid, "MZ" + uuid.uuid4().hex, params))
+            tasks = [
+                asyncio.create_task(self._read_feed(feed)),
+                asyncio.create_task(self._read_media(media)),
+                asyncio.create_task(self._send_audio(media)),
+                asyncio.create_task(self._converse(media)),
+            ]
+            try:
+                await asyncio.wait_for(self._ended.wait(), self.max_seconds)
+            except TimeoutError:
+                self._emit({"event": "hangup", "reason": "simulator timeout"})
+            finally:
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+                with contextlib.suppress(Exception):
+                    await media.close()
+                    await feed.close()
+        if self.record is not None:
+            self._write_recording(self.record)
+        return self.report
+
+    # --- what the server says ---------------------------------------------------------
+
+    async def _read_feed(self, feed: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in feed:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            event = json.loads(msg.data)
+            kind = event.get("event")
+            if kind == "listen":
+                self._listening.set()
+            elif kind in ("recognized", "dtmf", "no_input"):
+                self._listening.clear()
+            if kind in PRINTED:
+                self._emit(event)
+            if kind == "hangup":
+                self.report.hangup = event.get("reason")
+                self._ended.set()
+                return
+        self._ended.set()
+
+    async def _read_media(self, media: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in media:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            for item in self._client.parse_server(msg.data):
+                now = time.perf_counter()
+                if isinstance(item, PlayAudio):
+                    if self._speech_ended_at is not None:
+                        self.report.latencies.append(now - self._speech_ended_at)
+                        self._speech_ended_at = None
+                    if now - self._last_bot_audio > 0.1:
+                        self._bot_audio_since = now
+                    self._last_bot_audio = now
+                    self.report.bot_frames += 1
+                    self._heard.append(item.pcm)
+                elif isinstance(item, SetMark):
+                    await media.send_str(self._client.ack_mark(item.name))
+                elif isinstance(item, ClearAudio):
+                    self._bot_audio_since = None
+        # The media socket closed; the call's feed still brings the hangup and its reason.
+
+    # --- what the caller does ---------------------------------------------------------
+
+    async def _send_audio(self, media: aiohttp.ClientWebSocketResponse) -> None:
+        """A continuous real-time stream of 20 ms frames: speech when there is some."""
+        loop = asyncio.get_running_loop()
+        silence = b"\x00" * FRAME
+        start = loop.time()
+        n = 0
+        while True:
+            if self._speech:
+                frame = self._speech.pop(0)
+                if not self._speech:
+                    self._speech_ended_at = time.perf_counter()
+                    self._spoken.set()
+            else:
+                frame = silence
+            self._sent.append(frame)
+            for text in self._client.media(frame):
+                await media.send_str(text)
+            n += 1
+            await asyncio.sleep(max(0.0, start + n * 0.02 - loop.time()))
+
+    def _bot_quiet(self) -> bool:
+        return time.perf_counter() - self._last_bot_audio > 0.3
+
+    async def _converse(self, media: aiohttp.ClientWebSocketResponse) -> None:
+        for turn in self.turns:
+            await self._wait_for_turn()
+            if turn.silent:
+                self._listening.clear()  # the next prompt (a reprompt) comes after no-input
+                continue
+            if turn.dtmf:
+                for key in turn.dtmf:
+                    await media.send_str(self._client.dtmf(key))
+                    await asyncio.sleep(0.12)
+                self._speech_ended_at = time.perf_counter()
+                self._listening.clear()
+            elif turn.wav is not None:
+                pcm = read_wav(turn.wav, RATE).tobytes()
+                frames = [pcm[i : i + FRAME] for i in range(0, len(pcm), FRAME)]
+                frames[-1] = frames[-1] + b"\x00" * (FRAME - len(frames[-1]))
+                self._spoken.clear()
+                self._speech = frames
+                self._listening.clear()
+                await self._spoken.wait()
+        await self._wait_for_turn()
+        self._emit({"event": "caller_hangup"})
+        await media.send_str(self._client.stop())
+        await media.close()
+
+    async def _wait_for_turn(self) -> None:
+        """Until the bot listens and has finished speaking (or, to barge in, has spoken
+        `barge_in_after` seconds)."""
+        while True:
+            await self._listening.wait()
+            if self._bot_quiet():
+                return
+            since = self._bot_audio_since
+            if (
+                self.barge_in_after is not None
+                and since is not None
+                and time.perf_counter() - since >= self.barge_in_after
+            ):
+                return
+            await asyncio.sleep(0.02)
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        event = {k: v for k, v in event.items() if k != "at"}
+        self.report.events.append(event)
+        if self.out is not None:
+            print(json.dumps(event, ensure_ascii=False), file=self.out, flush=True)
+
+    def _write_recording(self, path: Path) -> None:
+        caller = np.frombuffer(b"".join(self._sent), dtype="<i2")
+        bot = np.frombuffer(b"".join(self._heard), dtype="<i2")
+        n = max(len(caller), len(bot))
+        mixed = np.zeros(n, dtype=np.int32)
+        mixed[: len(caller)] += caller
+        mixed[: len(bot)] += bot
+        write_wav(path, PcmAudio(np.clip(mixed, -32768, 32767).astype(np.int16), RATE))

@@ -1,0 +1,1 @@
+"""Network front-ends that turn connections into call legs."""

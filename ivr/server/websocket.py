@@ -1,0 +1,79 @@
+"""WebSocket media streams (Twilio Media Streams format) at /v1/media-stream, and each call's
+live event feed at /v1/calls/{call_id}/events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+
+from aiohttp import WSMsgType, web
+
+from ivr.call.session import CallServices, CallSession
+from ivr.transports.messages import EndCall, InboundMessage, OutboundMessage, ProtocolError
+from ivr.transports.twilio import TwilioSerializer
+
+log = logging.getLogger(__name__)
+
+SERVICES = web.AppKey("call_services", CallServices)
+
+
+class WebSocketLeg:
+    name = "websocket"
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self._ws = ws
+        self._serializer = TwilioSerializer()
+        self._pending: deque[InboundMessage] = deque()
+
+    async def receive(self) -> InboundMessage | None:
+        while not self._pending:
+            msg = await self._ws.receive()
+            if msg.type == WSMsgType.TEXT:
+                self._pending.extend(self._serializer.parse(msg.data))
+            elif msg.type == WSMsgType.BINARY:
+                raise ProtocolError("binary WebSocket message: media streams send JSON text")
+            else:  # close, closing, closed, error
+                return None
+        return self._pending.popleft()
+
+    async def send(self, message: OutboundMessage) -> None:
+        if self._ws.closed or isinstance(message, EndCall):
+            return  # the server ends a media stream by closing the socket
+        if self._serializer.stream_sid is None:
+            return  # nothing can be addressed before the stream started
+        for text in self._serializer.render(message):
+            await self._ws.send_str(text)
+
+    async def close(self) -> None:
+        if not self._ws.closed:
+            await self._ws.close()
+
+
+async def media_stream(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 20)
+    await ws.prepare(request)
+    session = CallSession(WebSocketLeg(ws), request.app[SERVICES])
+    await session.run()
+    return ws
+
+
+async def call_events(request: web.Request) -> web.WebSocketResponse:
+    """The call's transcript so far, then live events until it ends; one JSON text each."""
+    ws = web.WebSocketResponse(heartbeat=30)
+    await ws.prepare(request)
+    registry = request.app[SERVICES].registry
+    call_id = request.match_info["call_id"]
+
+    async def forward() -> None:
+        async for event in registry.subscribe(call_id):
+            await ws.send_str(json.dumps(event))
+
+    task = asyncio.create_task(forward())
+    closer = asyncio.create_task(ws.receive())  # the client closing ends the subscription
+    await asyncio.wait({task, closer}, return_when=asyncio.FIRST_COMPLETED)
+    for t in (task, closer):
+        t.cancel()
+    await ws.close()
+    return ws
