@@ -95,7 +95,7 @@ async def healthz(request: web.Request) -> web.Response:
             "asr": services.asr.engine.describe(),
             "flow": services.flow.name,
             "flow_version": services.flow.version,
-            "active_calls": services.registry.active,
+            **services.registry.stats(),
             "audiosocket_port": request.app[AUDIOSOCKET_PORT],
         }
     )

@@ -84,6 +84,7 @@ class Caller:
         self._spoken = asyncio.Event()  # set when the current utterance has been sent
         self._listening = asyncio.Event()
         self._last_bot_audio = 0.0
+        self._answered = False  # bot audio arrived since the caller's last input
         self._bot_audio_since: float | None = None
         self._speech_ended_at: float | None = None
         self._ended = asyncio.Event()
@@ -153,6 +154,7 @@ class Caller:
                     if now - self._last_bot_audio > 0.1:
                         self._bot_audio_since = now
                     self._last_bot_audio = now
+                    self._answered = True
                     self.report.bot_frames += 1
                     self._heard.append(item.pcm)
                 elif isinstance(item, SetMark):
@@ -189,22 +191,23 @@ class Caller:
     async def _converse(self, media: aiohttp.ClientWebSocketResponse) -> None:
         for turn in self.turns:
             await self._wait_for_turn()
+            # Cleared before the input goes out: the server's next "listen" may come back
+            # before this coroutine runs again.
+            self._listening.clear()
+            self._answered = False
             if turn.silent:
-                self._listening.clear()  # the next prompt (a reprompt) comes after no-input
-                continue
+                continue  # the next listen comes after the no-input reprompt
             if turn.dtmf:
                 for key in turn.dtmf:
                     await media.send_str(self._client.dtmf(key))
                     await asyncio.sleep(0.12)
                 self._speech_ended_at = time.perf_counter()
-                self._listening.clear()
             elif turn.wav is not None:
                 pcm = read_wav(turn.wav, RATE).tobytes()
                 frames = [pcm[i : i + FRAME] for i in range(0, len(pcm), FRAME)]
                 frames[-1] = frames[-1] + b"\x00" * (FRAME - len(frames[-1]))
                 self._spoken.clear()
                 self._speech = frames
-                self._listening.clear()
                 await self._spoken.wait()
         await self._wait_for_turn()
         self._emit({"event": "caller_hangup"})
@@ -216,7 +219,8 @@ class Caller:
         `barge_in_after` seconds)."""
         while True:
             await self._listening.wait()
-            if self._bot_quiet():
+            # "listen" comes as soon as the prompts are queued: wait for them to be heard.
+            if self._answered and self._bot_quiet():
                 return
             since = self._bot_audio_since
             if (

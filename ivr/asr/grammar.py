@@ -71,7 +71,7 @@ class Grammar:
     intents: dict[str, list[str]]
     sequence: Sequence | None = None
     threshold: float = 0.8  # minimum match score
-    min_confidence: float = 0.35  # minimum recognizer confidence
+    min_confidence: float = 0.25  # minimum recognizer confidence
     language: str = "en"
     source: str = "<memory>"
     _by_phrase: dict[str, str] = field(default_factory=dict, repr=False, compare=False)

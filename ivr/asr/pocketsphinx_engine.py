@@ -29,14 +29,14 @@ import pocketsphinx
 from pocketsphinx import Decoder
 
 from ivr.asr.base import Alternative, RecognitionResult, Recognizer
-from ivr.asr.grammar import Grammar, GrammarError, normalize
+from ivr.asr.grammar import Grammar, GrammarError
 from ivr.audio.pcm import resample
 
 MODEL_RATE = 16000
 NOISE_STD = 33.0  # ≈ -60 dBFS: see the module docstring
 GRAMMAR_WEIGHT = 1e5  # grammar phrases vs garbage words
 SEQUENCE_MIN_WORDS = 3
-NBEST_FOR_CONFIDENCE = 5  # see PocketsphinxRecognizer._decode_sequence
+NBEST_FOR_CONFIDENCE = 20  # see PocketsphinxRecognizer._decode_sequence
 _MODEL_DIR = Path(pocketsphinx.__file__).parent / "model" / "en-us"
 
 # Common words used as the out-of-grammar "garbage" alternative.
@@ -299,33 +299,35 @@ class _Utterance:
             if s.word.split("(")[0] and not s.word.startswith(("<", "[", "+"))
         ]
         text = " ".join("[unk]" if w in garbage else w for w, _ in words)
-        alts = self._alternatives(dec, garbage)  # also gives the confidence
-        confidence = self._confidence(text, alts)
-        alts = [Alternative(text, confidence), *(a for a in alts if a.text != text)]
+        hyps = self._nbest_texts(dec, garbage)
+        confidence = _agreement(text, hyps)
+        alts = [Alternative(text, confidence)]
+        for alt in dict.fromkeys(hyps):
+            if alt != text and len(alts) < self._nbest:
+                alts.append(Alternative(alt, _agreement(alt, hyps)))
         words = [(w if w not in garbage else "[unk]", c) for w, c in words]
-        return RecognitionResult(text, confidence, self.engine, alts[: self._nbest], words)
+        return RecognitionResult(text, confidence, self.engine, alts, words)
 
-    def _alternatives(self, dec: Decoder, garbage: frozenset[str]) -> list[Alternative]:
-        """Distinct n-best texts with scores normalised to posteriors over the list."""
-        seen: dict[str, float] = {}
+    @staticmethod
+    def _nbest_texts(dec: Decoder, garbage: frozenset[str]) -> list[str]:
+        texts = []
         for i, hyp in enumerate(dec.nbest()):
-            if i >= 20 or len(seen) >= max(self._nbest, NBEST_FOR_CONFIDENCE):
+            if i >= NBEST_FOR_CONFIDENCE:
                 break
             words = [w.split("(")[0] for w in hyp.hypstr.split() if w.split("(")[0]]
-            text = " ".join("[unk]" if w in garbage else w for w in words)
-            if text and text not in seen:
-                seen[text] = float(hyp.score)
-        if not seen:
-            return []
-        scores = np.array(list(seen.values()), dtype=np.float64)
-        post = np.exp(scores - scores.max())
-        post /= post.sum()
-        return [Alternative(t, round(float(p), 3)) for t, p in zip(seen, post, strict=True)]
+            texts.append(" ".join("[unk]" if w in garbage else w for w in words))
+        return texts
 
-    def _confidence(self, text: str, alts: list[Alternative]) -> float:
-        words = text.split()
-        if not words:
-            return 0.0
-        known = sum(1 for w in words if normalize(w) != normalize("[unk]")) / len(words)
-        top = alts[0].confidence if alts and alts[0].text == text else 1.0
-        return round(known * top, 3)
+
+def _agreement(text: str, hyps: list[str]) -> float:
+    """Confidence as n-best agreement: for each word, the share of the n-best hypotheses that
+    contain it, averaged over the words ([unk] counts 0). pocketsphinx's own posteriors are
+    flat (1.0) with these models, while words the decoder is unsure of vary across the n-best.
+    """
+    words = text.split()
+    if not words or not hyps:
+        return 0.0
+    sets = [set(h.split()) for h in hyps]
+    unk = "[unk]"
+    per_word = [0.0 if w == unk else sum(w in s for s in sets) / len(sets) for w in words]
+    return round(sum(per_word) / len(per_word), 3)

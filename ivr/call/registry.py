@@ -29,6 +29,8 @@ class CallRegistry:
         self._keep = keep_finished
         self.total = 0
         self.rejected = 0
+        self.underruns = 0
+        self.frames_sent = 0
 
     @property
     def active(self) -> int:
@@ -44,8 +46,19 @@ class CallRegistry:
         self._feed(call_id)
         return True
 
-    def release(self, call_id: str) -> None:
+    def release(self, call_id: str, frames_sent: int = 0, underruns: int = 0) -> None:
         self._active.discard(call_id)
+        self.frames_sent += frames_sent
+        self.underruns += underruns
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "active_calls": self.active,
+            "calls_total": self.total,
+            "calls_rejected": self.rejected,
+            "frames_sent": self.frames_sent,
+            "underruns": self.underruns,
+        }
 
     def _feed(self, call_id: str) -> CallFeed:
         feed = self._feeds.get(call_id)

@@ -157,6 +157,8 @@ class CallSession:
             with contextlib.suppress(Exception):
                 await self.leg.send(EndCall("busy"))
                 await self.leg.close()
+            self._publish({"event": "hangup", "reason": "busy"})
+            self.s.registry.end(self.call_id)
 
     async def _say_now(self, text: str, rate: int) -> None:
         pcm = await self.s.prompts.render(text, rate=rate, encoding=Encoding.PCM16)
@@ -164,23 +166,23 @@ class CallSession:
         await self.player.drained()
 
     async def _shutdown(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        """End the call: stop our own work, hang up the leg, then stop reading from it."""
+        receive = [t for t in self._tasks if t.get_name().endswith(":receive")]
+        await _cancel([t for t in self._tasks if t not in receive])
         if self._dtmf_timer is not None:
             self._dtmf_timer.cancel()
         player = getattr(self, "player", None)
         if player is not None:
             await player.close()
         with contextlib.suppress(Exception):
-            await self.leg.send(EndCall(self.end_reason))
+            await asyncio.wait_for(self.leg.send(EndCall(self.end_reason)), 5)
         with contextlib.suppress(Exception):
-            await self.leg.close()
+            await asyncio.wait_for(self.leg.close(), 5)
+        await _cancel(receive)
         self._publish({"event": "hangup", "reason": self.end_reason})
         self.s.registry.end(self.call_id)
-        self.s.registry.release(self.call_id)
+        sent = player.frames_sent if player is not None else 0
+        self.s.registry.release(self.call_id, sent, player.underruns if player is not None else 0)
         log.info("call %s ended: %s", self.call_id, self.end_reason)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
@@ -249,6 +251,8 @@ class CallSession:
         elif item.kind == "fetch":
             await self._dialog(item.value)
         elif item.kind == "drained":
+            if self.player.playing:
+                return  # stale: a barge-in stop, and new prompts are already queued
             self.endpointer.prompt_finished()
             if self._ending is not None:
                 self.end_reason = self._ending
@@ -388,3 +392,11 @@ class CallSession:
         if self._speech_end_at is not None:
             self.turn_latencies.append(time.perf_counter() - self._speech_end_at)
             self._speech_end_at = None
+
+
+async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        # Bounded: a task stuck in a transport read must not keep the call open.
+        await asyncio.wait(tasks, timeout=2)

@@ -1,0 +1,99 @@
+"""Start a real `ivr serve` subprocess on free loopback ports for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    port: int
+    audiosocket_port: int
+    proc: subprocess.Popen[str]
+    log: Path
+
+    @property
+    def media_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/media-stream"
+
+    def events_url(self, call_id: str) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/calls/{call_id}/events"
+
+    def health(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5) as r:
+            return json.loads(r.read())  # type: ignore[no-any-return]
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def live_server(tmp: Path, **env: str) -> Iterator[LiveServer]:
+    port, as_port = free_port(), free_port()
+    log = tmp / "server.log"
+    full_env = {
+        **os.environ,
+        "IVR_DATA_DIR": str(tmp / "data"),
+        "IVR_END_SILENCE_MS": "500",
+        **env,
+    }
+    full_env.pop("IVR_VOSK_MODEL", None)
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ivr",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--audiosocket-port",
+                str(as_port),
+            ],
+            cwd=ROOT,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    server = LiveServer(port, as_port, proc, log)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                server.health()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"ivr serve did not start:\n{server.log_text()}") from None
+                time.sleep(0.2)
+        yield server
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
