@@ -303,5 +303,37 @@ def test_busy_when_over_the_call_limit(tmp_path: Path) -> None:
     with live_server(tmp_path, IVR_MAX_CALLS="1") as server:
         first, second = asyncio.run(two_calls(server))
         assert second.hangup == "busy", second.events
+        assert "lines are busy" in prompts(second)
         assert first.hangup == "handoff: caller_request"
         assert server.health()["calls_rejected"] == 1
+
+
+def test_idle_and_maximum_duration_limits(tmp_path: Path) -> None:
+    async def silent_provider(server: LiveServer) -> str:
+        """Starts a stream and then sends nothing at all."""
+        client = TwilioClient()
+        sid = "CA" + uuid.uuid4().hex
+        async with aiohttp.ClientSession() as http:
+            feed = await http.ws_connect(server.events_url(sid))
+            ws = await http.ws_connect(server.media_url)
+            await ws.send_str(client.start(sid, "MZ" + uuid.uuid4().hex, {"from": KNOWN}))
+            reason = ""
+            async for msg in feed:
+                event = json.loads(msg.data)
+                if event["event"] == "hangup":
+                    reason = event["reason"]
+                    break
+            await ws.close()
+            return reason
+
+    async def both(server: LiveServer) -> tuple[str, CallReport]:
+        idle = await silent_provider(server)
+        never_answers = Caller(server.media_url, [Turn(dtmf="-")] * 10, KNOWN, out=None)
+        return idle, await never_answers.run()
+
+    env = {"IVR_IDLE_TIMEOUT_SECONDS": "2", "IVR_MAX_CALL_SECONDS": "8"}
+    with live_server(tmp_path, **env) as server:
+        idle, long_call = asyncio.run(both(server))
+    assert idle == "idle for 2 s"
+    assert long_call.hangup == "max_duration", long_call.events
+    assert "We have to end the call now" in prompts(long_call)

@@ -161,6 +161,8 @@ class CallSession:
             self.s.registry.end(self.call_id)
 
     async def _say_now(self, text: str, rate: int) -> None:
+        """A prompt outside the flow (busy, call too long), played to the end."""
+        self._publish({"event": "prompt", "node": None, "text": text})
         pcm = await self.s.prompts.render(text, rate=rate, encoding=Encoding.PCM16)
         self.player.enqueue(pcm)
         await self.player.drained()
