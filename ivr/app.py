@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -32,6 +33,9 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     flow = load_flow(settings.flow_path, settings.grammar_dir)  # a bad flow stops start-up
     engine = load_engine(settings.asr_engine, settings.vosk_model, processes=settings.asr_workers)
     check_flow_grammars(flow, engine)
+    warm = getattr(engine, "warm", None)
+    if warm is not None:
+        await asyncio.get_running_loop().run_in_executor(None, warm)
     asr = AsrRunner(engine, settings.asr_workers, settings.asr_queue)
     tts = TtsEngine(default_voice=settings.tts_voice or "en-us", default_speed=settings.tts_speed)
     await tts.synthesize("ready")  # start the worker now, not on the first call

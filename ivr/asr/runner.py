@@ -21,7 +21,9 @@ T = TypeVar("T")
 class AsrRunner:
     def __init__(self, engine: Engine, workers: int, queue: int) -> None:
         self.engine = engine
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="asr")
+        # Threads mostly wait (Vosk decodes without the GIL; pocketsphinx jobs wait on its
+        # worker processes), so there are more threads than CPU-bound workers.
+        self._executor = ThreadPoolExecutor(workers * 4, thread_name_prefix="asr")
         self._slots = asyncio.Semaphore(workers + queue)
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
@@ -56,15 +58,22 @@ class AsrRunner:
     async def _once(
         self, pcm: bytes, grammar: Grammar | None, rate: int, nbest: int
     ) -> RecognitionResult:
-        rec = self.recognizer(grammar, rate, nbest)
-        await rec.feed(pcm)
-        return await rec.final()
+        return await self.run(_recognize_whole, self.engine, grammar, rate, nbest, pcm)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
         close = getattr(self.engine, "close", None)
         if close is not None:
             close()
+
+
+def _recognize_whole(
+    engine: Engine, grammar: Grammar | None, rate: int, nbest: int, pcm: bytes
+) -> RecognitionResult:
+    """A whole utterance in one executor job: one queue slot instead of three."""
+    rec = engine.create(grammar, rate, nbest)
+    rec.feed(pcm)
+    return rec.final()
 
 
 def covered(result: RecognitionResult, grammar: Grammar) -> bool:
