@@ -1,0 +1,761 @@
+"""Concurrent calls: N simulated callers at once against one `ivr serve`, end to end over the
+WebSocket media stream (VAD → ASR → dialog → TTS → paced playback).
+
+    python bench/calls.py [--n 10 50 100] [--end-silence-ms 600] [--caller-procs 0]
+                          [--url ws://HOST:PORT/v1/media-stream]
+
+Each caller (the known demo numbers rotated) says "balance", "data usage", "what are your
+opening hours" (flite voices rms/slt/awb rotated, 8 kHz mono 16-bit via sox), then keys 0
+(agent handoff ends the call). Call starts are staggered over --stagger seconds; all N calls
+overlap. Unless --url is given, a fresh server is started for every N (temp IVR_DATA_DIR
+shared by the runs) and stopped at the end. Before each measured run, three warm-up calls (one
+per known number, full flow, ~50 s; not counted) fill the TTS prompt cache and get the
+decoder worker processes started (they spawn lazily: without this the first calls' turns
+take ~1.5 s more). With --url only latency, underruns, calls and accuracy are measured.
+
+Columns (per N):
+  speech turn latency  p50/p95 of the caller's end of speech (last speech frame sent) → first
+                       bot audio frame received, MINUS the configured end-of-speech silence
+                       (the endpointer waits that long by design), i.e. what the server adds.
+                       The DTMF turn is reported separately (no endpointer wait).
+  underruns            delta of /healthz `underruns` over the run (frames the server's player
+                       sent later than real time).
+  srv CPU s/call-min   CPU time (user+sys) of the server process tree (server, pocketsphinx
+                       worker processes, TTS worker) over the run / total simulated call minutes.
+  caller CPU s/call-min  the same for the caller simulator process(es) (they share the machine).
+  RSS MB/call          (peak RSS of the server tree during the run − idle RSS before) / N.
+                       RSS is summed over the tree's processes (shared pages counted per process).
+  ok / failed          calls that ended with a hangup reason starting "handoff" / all others.
+  accuracy             `recognized` events whose intent was the expected one / all recognized.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import pct
+
+from ivr.dial import Caller, Turn
+
+ROOT = Path(__file__).resolve().parent.parent
+NUMBERS = ["+15551230001", "+15551230002", "+15551230003"]
+VOICES = ["rms", "slt", "awb"]
+# (text, expected intent) per spoken turn, in call order; then DTMF "0" → agent.
+PHRASES = [
+    ("balance", "balance"),
+    ("data usage", "data_usage"),
+    ("what are your opening hours", "opening_hours"),
+]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+# --- audio -------------------------------------------------------------------------------
+
+
+def synthesize(out_dir: Path) -> dict[tuple[str, str], Path]:
+    """flite → sox: 8 kHz mono 16-bit WAVs for every (voice, phrase)."""
+    for tool in ("flite", "sox"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"bench/calls.py needs `{tool}` (apt-get install {tool})")
+    wavs = {}
+    for voice in VOICES:
+        for text, _ in PHRASES:
+            raw = out_dir / f"raw-{voice}-{text.replace(' ', '_')}.wav"
+            wav = out_dir / f"{voice}-{text.replace(' ', '_')}.wav"
+            subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(raw)], check=True)
+            subprocess.run(
+                ["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed", str(wav)],
+                check=True,
+            )
+            wavs[voice, text] = wav
+    return wavs
+
+
+# --- the process tree's CPU and memory (/proc) -------------------------------------------
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data[data.rindex(")") + 2 :].split()  # fields from 3 (state) on
+
+
+def tree_pids(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            fields = _stat(int(name))
+            if fields is not None:
+                children.setdefault(int(fields[1]), []).append(int(name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def tree_usage(root: int, pids: list[int] | None = None) -> tuple[float, float, int]:
+    """(CPU seconds user+sys incl. reaped children, RSS MB summed, process count)."""
+    cpu = rss = 0.0
+    pids = tree_pids(root) if pids is None else pids
+    for pid in pids:
+        fields = _stat(pid)
+        if fields is None:
+            continue
+        # stat fields 14-17 (utime stime cutime cstime) are at index 11-14 here
+        ticks = int(fields[11]) + int(fields[12])
+        if pid == root:
+            ticks += int(fields[13]) + int(fields[14])  # children already waited for
+        cpu += ticks / CLK_TCK
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                rss += int(f.read().split()[1]) * PAGE / 1e6
+        except OSError:
+            pass
+    return cpu, rss, len(pids)
+
+
+def healthz(base: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{base}/healthz", timeout=5) as resp:
+        data: dict[str, Any] = json.loads(resp.read())
+    return data
+
+
+class Sampler(threading.Thread):
+    """Peak RSS of the server tree and peak active_calls, every `interval` seconds."""
+
+    def __init__(self, pid: int | None, base: str, interval: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.base, self.interval = pid, base, interval
+        self.peak_rss = 0.0
+        self.peak_active = 0
+        self.procs = 0
+        self.rtt_ms: list[float] = []
+        self.cpu = 0.0  # this thread's own CPU time (it runs in the callers' process)
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        n = 0
+        pids: list[int] = []
+        t = time.thread_time()
+        while not self._halt.wait(self.interval):
+            if self.pid is not None:
+                if n % 8 == 0:  # the /proc scan for children costs ~2 ms: not every time
+                    pids = tree_pids(self.pid)
+                _, rss, procs = tree_usage(self.pid, pids)
+                self.peak_rss = max(self.peak_rss, rss)
+                self.procs = max(self.procs, procs)
+            n += 1
+            if n % 4 == 0:  # also a probe of the server's event loop lag: /healthz time
+                with contextlib.suppress(Exception):
+                    t0 = time.perf_counter()
+                    active = healthz(self.base)["active_calls"]
+                    self.rtt_ms.append((time.perf_counter() - t0) * 1000)
+                    self.peak_active = max(self.peak_active, active)
+        self.cpu = time.thread_time() - t
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(5)
+
+
+# --- the server --------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    data_dir: Path
+    end_silence_ms: int
+    max_calls: int
+    asr_workers: int | None
+    log_path: Path
+    verbose: bool = False
+    proc: subprocess.Popen[bytes] | None = None
+    port: int = 0
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 90.0) -> None:
+        self.port = free_port()
+        env = dict(os.environ)
+        env.update(
+            IVR_DATA_DIR=str(self.data_dir),
+            IVR_END_SILENCE_MS=str(self.end_silence_ms),
+            IVR_MAX_CALLS=str(self.max_calls),
+        )
+        if self.asr_workers:
+            env["IVR_ASR_WORKERS"] = str(self.asr_workers)
+        cmd = [sys.executable, "-m", "ivr", *(["-v"] if self.verbose else []), "serve"]
+        cmd += ["--host", "127.0.0.1"]
+        cmd += ["--port", str(self.port), "--audiosocket-port", str(free_port())]
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=ROOT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"server exited ({self.proc.returncode}); see {self.log_path}")
+            with contextlib.suppress(Exception):
+                healthz(self.base)
+                return
+            time.sleep(0.25)
+        raise SystemExit(f"server not healthy after {timeout:g} s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+# --- the callers -------------------------------------------------------------------------
+
+
+class TimedCaller(Caller):
+    """A Caller that also times each turn's stages: end of speech → `recognized` event
+    (endpointer silence + ASR + queueing) → first bot audio after it (dialog, prompt render,
+    playout start). Hooks the base class's attribute writes; no copied logic."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.stages: list[dict[str, float]] = []
+        self._await_reply = False
+        super().__init__(*args, **kwargs)
+
+    @property
+    def _speech_ended_at(self) -> float | None:
+        return self.__dict__.get("_sea")
+
+    @_speech_ended_at.setter
+    def _speech_ended_at(self, value: float | None) -> None:
+        self.__dict__["_sea"] = value
+        if value is not None and hasattr(self, "stages"):
+            self.stages.append({"end": value})
+
+    @property
+    def _last_bot_audio(self) -> float:
+        return float(self.__dict__.get("_lba", 0.0))
+
+    @_last_bot_audio.setter
+    def _last_bot_audio(self, value: float) -> None:  # set on every bot audio frame
+        self.__dict__["_lba"] = value
+        if value and self._await_reply:
+            self._await_reply = False
+            self.stages[-1]["reply"] = value
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "recognized" and self.stages and "rec" not in self.stages[-1]:
+            self.stages[-1]["rec"] = time.perf_counter()
+            self._await_reply = True
+        super()._emit(event)
+
+
+@dataclass
+class CallSpec:
+    index: int
+    offset: float  # seconds after t0
+    number: str
+    wavs: list[str]
+
+
+def call_turns(spec: CallSpec) -> list[Turn]:
+    return [*(Turn(wav=Path(w)) for w in spec.wavs), Turn(dtmf="0")]
+
+
+async def _loop_lag(samples: list[float], stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        t = loop.time()
+        await asyncio.sleep(0.02)
+        samples.append(loop.time() - t - 0.02)
+
+
+async def run_callers_async(
+    url: str, specs: list[CallSpec], t0: float, max_seconds: float, hard_timeout: float
+) -> dict[str, Any]:
+    cpu0 = time.process_time()
+    lag: list[float] = []
+    stop = asyncio.Event()
+    lag_task = asyncio.create_task(_loop_lag(lag, stop))
+
+    async def one(spec: CallSpec) -> dict[str, Any]:
+        await asyncio.sleep(max(0.0, t0 + spec.offset - time.time()))
+        caller = TimedCaller(url, call_turns(spec), spec.number, out=None, max_seconds=max_seconds)
+        started = time.time()
+        try:
+            rep = await caller.run()
+        except Exception as exc:  # connect failure etc.: a failed call, not a crash
+            return {
+                "index": spec.index,
+                "error": repr(exc),
+                "started": started,
+                "ended": time.time(),
+                "latencies": [],
+                "events": [],
+                "hangup": None,
+                "stages": [],
+            }
+        return {
+            "index": spec.index,
+            "started": started,
+            "ended": time.time(),
+            "latencies": rep.latencies,
+            "events": rep.events,
+            "hangup": rep.hangup,
+            "stages": caller.stages,
+        }
+
+    tasks = [asyncio.create_task(one(s)) for s in specs]
+    done, pending = await asyncio.wait(tasks, timeout=hard_timeout)
+    for task in pending:
+        task.cancel()
+    results = []
+    for spec, task in zip(specs, tasks, strict=True):
+        if task in done and task.exception() is None:
+            results.append(task.result())
+        else:
+            results.append(
+                {
+                    "index": spec.index,
+                    "error": "bench hard timeout",
+                    "started": t0,
+                    "ended": time.time(),
+                    "latencies": [],
+                    "events": [],
+                    "hangup": None,
+                    "stages": [],
+                }
+            )
+    await asyncio.gather(*pending, return_exceptions=True)
+    stop.set()
+    await lag_task
+    return {"results": results, "cpu": time.process_time() - cpu0, "lag": lag}
+
+
+def run_callers(
+    url: str, specs: list[CallSpec], t0: float, max_seconds: float, hard_timeout: float
+) -> dict[str, Any]:
+    """Entry point of a caller worker process (also used in-process)."""
+    return asyncio.run(run_callers_async(url, specs, t0, max_seconds, hard_timeout))
+
+
+# --- one run -----------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    n: int
+    procs: int
+    speech_lat: list[float] = field(default_factory=list)  # s, minus end silence
+    dtmf_lat: list[float] = field(default_factory=list)
+    to_rec: list[float] = field(default_factory=list)  # end of speech → recognized, − silence
+    rec_to_audio: list[float] = field(default_factory=list)  # recognized → first bot audio
+    early: int = 0  # speech turns whose "latency" was < end silence: audio of an earlier prompt
+    barge_ins: int = 0
+    srv_main_cpu: float | None = None
+    healthz_ms: list[float] = field(default_factory=list)
+    underruns: int | None = None
+    frames: int | None = None
+    srv_cpu: float | None = None
+    caller_cpu: float = 0.0
+    call_min: float = 0.0
+    rss_idle: float | None = None
+    rss_peak: float | None = None
+    ok: int = 0
+    failed: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    rec_ok: int = 0
+    rec_total: int = 0
+    misrec: dict[str, int] = field(default_factory=dict)
+    overlap_s: float = 0.0
+    peak_active: int = 0
+    lag_p99_ms: float = 0.0
+    lag_max_ms: float = 0.0
+    wall: float = 0.0
+
+
+def make_specs(n: int, wavs: dict[tuple[str, str], Path], stagger: float) -> list[CallSpec]:
+    specs = []
+    for i in range(n):
+        voice = VOICES[i % len(VOICES)]
+        number = NUMBERS[(i // len(VOICES) + i) % len(NUMBERS)]  # vary voice × number pairs
+        specs.append(
+            CallSpec(
+                i,
+                stagger * i / max(1, n - 1) if n > 1 else 0.0,
+                number,
+                [str(wavs[voice, text]) for text, _ in PHRASES],
+            )
+        )
+    return specs
+
+
+def dispatch(
+    url: str, specs: list[CallSpec], procs: int, max_seconds: float, hard_timeout: float
+) -> tuple[list[dict[str, Any]], float, list[float]]:
+    """Run the callers (in this process, or `procs` worker processes); results by index."""
+    if procs <= 1:
+        out = run_callers(url, specs, time.time() + 0.5, max_seconds, hard_timeout)
+        return out["results"], out["cpu"], out["lag"]
+    shares = [specs[i::procs] for i in range(procs)]
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(procs, mp_context=ctx)
+    try:
+        t0 = time.time() + 3.0  # time for the workers to start and import
+        futures = [
+            pool.submit(run_callers, url, share, t0, max_seconds, hard_timeout) for share in shares
+        ]
+        results: list[dict[str, Any]] = []
+        cpu, lag = 0.0, []
+        for share, fut in zip(shares, futures, strict=True):
+            try:
+                out = fut.result(timeout=max(1.0, t0 - time.time()) + hard_timeout + 30)
+            except (FutureTimeout, Exception) as exc:
+                results += [
+                    {
+                        "index": s.index,
+                        "error": f"worker: {exc!r}",
+                        "started": t0,
+                        "ended": time.time(),
+                        "latencies": [],
+                        "events": [],
+                        "hangup": None,
+                        "stages": [],
+                    }
+                    for s in share
+                ]
+                continue
+            results += out["results"]
+            cpu += out["cpu"]
+            lag += out["lag"]
+        return sorted(results, key=lambda r: r["index"]), cpu, lag
+    finally:
+        workers = list(getattr(pool, "_processes", {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for p in workers:  # only our own workers, by handle, if any hung
+            p.join(5)
+            if p.is_alive():
+                p.kill()
+
+
+def measure(
+    n: int,
+    url: str,
+    base: str,
+    server_pid: int | None,
+    wavs: dict[tuple[str, str], Path],
+    args: argparse.Namespace,
+) -> RunResult:
+    procs = args.caller_procs or max(1, math.ceil(n / args.callers_per_proc))
+    res = RunResult(n, procs)
+    specs = make_specs(n, wavs, args.stagger)
+    silence = args.end_silence_ms / 1000
+
+    h0 = healthz(base)
+    if server_pid is not None:
+        time.sleep(1.0)  # let the warm-up's garbage settle
+        cpu0, res.rss_idle, _ = tree_usage(server_pid)
+        main0, _, _ = tree_usage(server_pid, [server_pid])
+    sampler = Sampler(server_pid, base)
+    sampler.start()
+    t = time.monotonic()
+    try:
+        results, res.caller_cpu, lag = dispatch(
+            url, specs, procs, args.max_call_seconds, args.max_call_seconds + args.stagger + 30
+        )
+    finally:
+        sampler.stop()
+    if procs <= 1:
+        res.caller_cpu -= sampler.cpu  # the sampler thread shares the callers' process
+    res.wall = time.monotonic() - t
+    if args.dump_dir is not None:
+        (args.dump_dir / f"calls-n{n}.json").write_text(json.dumps(results, indent=1))
+    if server_pid is not None:
+        cpu1, _, _ = tree_usage(server_pid)
+        res.srv_cpu = cpu1 - cpu0
+        res.srv_main_cpu = tree_usage(server_pid, [server_pid])[0] - main0
+        res.rss_peak = sampler.peak_rss
+    h1 = healthz(base)
+    res.underruns = h1["underruns"] - h0["underruns"]
+    res.frames = h1["frames_sent"] - h0["frames_sent"]
+    res.peak_active = sampler.peak_active
+    res.healthz_ms = sampler.rtt_ms
+    if lag:
+        res.lag_p99_ms = pct(lag, 99) * 1000
+        res.lag_max_ms = max(lag) * 1000
+
+    for r in results:
+        reason = r.get("error") or r["hangup"] or "no hangup"
+        res.reasons[reason] = res.reasons.get(reason, 0) + 1
+        if r["hangup"] and r["hangup"].startswith("handoff") and not r.get("error"):
+            res.ok += 1
+        else:
+            res.failed += 1
+        res.call_min += (r["ended"] - r["started"]) / 60
+        lats = r["latencies"]
+        res.speech_lat += [x - silence for x in lats[: len(PHRASES)]]
+        res.dtmf_lat += lats[len(PHRASES) : len(PHRASES) + 1]
+        res.early += sum(1 for x in lats[: len(PHRASES)] if x < silence)
+        for st in r["stages"][: len(PHRASES)]:
+            if "rec" in st:
+                res.to_rec.append(st["rec"] - st["end"] - silence)
+                if "reply" in st:
+                    res.rec_to_audio.append(st["reply"] - st["rec"])
+        res.barge_ins += sum(1 for e in r["events"] if e.get("event") == "barge_in")
+        recognized = [e for e in r["events"] if e.get("event") == "recognized"]
+        for k, e in enumerate(recognized):
+            expected = PHRASES[k][1] if k < len(PHRASES) else None
+            res.rec_total += 1
+            if e.get("intent") == expected:
+                res.rec_ok += 1
+            else:
+                key = f"{expected}→{e.get('intent')} ({e.get('text')!r})"
+                res.misrec[key] = res.misrec.get(key, 0) + 1
+    starts = [r["started"] for r in results]
+    ends = [r["ended"] for r in results]
+    res.overlap_s = min(ends) - max(starts)
+    return res
+
+
+# --- output ------------------------------------------------------------------------------
+
+
+def fmt(x: float | None, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def row(r: RunResult) -> str:
+    lat = r.speech_lat
+    p50 = pct(lat, 50) * 1000 if lat else None
+    p95 = pct(lat, 95) * 1000 if lat else None
+    srv = r.srv_cpu / r.call_min if r.srv_cpu is not None and r.call_min else None
+    clr = r.caller_cpu / r.call_min if r.call_min else None
+    rss = (r.rss_peak - r.rss_idle) / r.n if r.rss_peak is not None and r.rss_idle else None
+    acc = r.rec_ok / r.rec_total if r.rec_total else None
+    return (
+        f"{r.n:>4} {r.procs:>5} {fmt(p50, '8.0f')} {fmt(p95, '8.0f')} {fmt(r.underruns, '9')} "
+        f"{fmt(srv, '10.3f')} {fmt(clr, '10.3f')} {fmt(rss, '8.2f')} {r.ok:>5} {r.failed:>6} "
+        f"{fmt(acc, '8.3f')} {r.rec_ok:>4}/{r.rec_total:<4}"
+    )
+
+
+HEADER = (
+    "   N procs  p50 ms   p95 ms underruns srvCPU s/  clrCPU s/  RSS MB/    ok failed "
+    "accuracy   rec\n"
+    "                                        call-min   call-min     call"
+)
+
+
+def details(r: RunResult, silence_ms: int) -> list[str]:
+    out = []
+    if r.speech_lat:
+        p95 = pct(r.speech_lat, 95) * 1000
+        out.append(
+            f"N={r.n}: p95 {p95:.0f} ms vs 300 ms target: {p95 / 300:.2f}x "
+            f"({'meets' if p95 <= 300 else 'misses'} target); raw (incl. {silence_ms} ms "
+            f"endpointer silence) p95 {p95 + silence_ms:.0f} ms"
+        )
+    if r.to_rec:
+        out.append(
+            f"   split per speech turn: end of speech → `recognized` event, minus {silence_ms} ms"
+            f" (endpointing lag + ASR + queueing) p50 {pct(r.to_rec, 50) * 1000:.0f} ms p95 "
+            f"{pct(r.to_rec, 95) * 1000:.0f} ms; `recognized` → next bot audio (dialog + prompt "
+            f"render + playout start) p50 {pct(r.rec_to_audio, 50) * 1000:.0f} ms p95 "
+            f"{pct(r.rec_to_audio, 95) * 1000:.0f} ms"
+            if r.rec_to_audio
+            else "   split: -"
+        )
+    if r.early or r.barge_ins:
+        out.append(
+            f"   {r.early} speech turns timed < {silence_ms} ms (bot audio before the endpointer "
+            f"could end the utterance: the caller heard a >0.3 s gap in a prompt, took it for "
+            f"the end and spoke over the rest); server barge-in events: {r.barge_ins}"
+        )
+    if r.dtmf_lat:
+        # Caller starts the DTMF clock 120 ms after the key (its inter-key pause); a reply
+        # that starts within that pause shows as a few ms (the next frame's arrival).
+        out.append(
+            f"   DTMF turn (clock starts 120 ms after the key; no endpointer wait): p50 "
+            f"{pct(r.dtmf_lat, 50) * 1000:.0f} ms p95 {pct(r.dtmf_lat, 95) * 1000:.0f} ms"
+            " (< 20 ms means the reply started within the 120 ms)"
+        )
+    out.append(
+        f"   {r.call_min:.1f} call-min in {r.wall:.0f} s wall; all {r.n} calls overlapped for "
+        f"{r.overlap_s:.0f} s (peak active_calls seen {r.peak_active}); frames sent "
+        f"{r.frames}; caller loop lag p99 {r.lag_p99_ms:.1f} ms max {r.lag_max_ms:.0f} ms"
+    )
+    if r.rss_peak is not None:
+        out.append(f"   server tree RSS idle {r.rss_idle:.0f} MB → peak {r.rss_peak:.0f} MB")
+    if r.srv_cpu and r.srv_main_cpu is not None:
+        out.append(
+            f"   server CPU {r.srv_cpu:.1f} s over {r.wall:.0f} s wall "
+            f"({r.srv_cpu / r.wall:.2f} cores): main process (event loop) {r.srv_main_cpu:.1f} s "
+            f"({r.srv_main_cpu / r.wall:.2f} cores), ASR/TTS worker processes "
+            f"{r.srv_cpu - r.srv_main_cpu:.1f} s; callers {r.caller_cpu:.1f} s"
+        )
+    if r.healthz_ms:
+        out.append(
+            f"   /healthz response time during the run (server loop lag probe): p50 "
+            f"{pct(r.healthz_ms, 50):.0f} ms max {max(r.healthz_ms):.0f} ms"
+        )
+    out.append("   endings: " + ", ".join(f"{k} ×{v}" for k, v in sorted(r.reasons.items())))
+    if r.misrec:
+        out.append("   misrecognized: " + "; ".join(f"{k} ×{v}" for k, v in r.misrec.items()))
+    return out
+
+
+def log_problems(path: Path, limit: int = 8) -> list[str]:
+    if not path.exists():
+        return []
+    lines = path.read_text(errors="replace").splitlines()
+    bad = [ln for ln in lines if any(w in ln for w in ("WARNING", "ERROR", "Traceback"))]
+    bad = [ln for ln in bad if "No Vosk model configured" not in ln]
+    if not bad:
+        return ["server log: no warnings or errors"]
+    kinds: dict[str, int] = {}
+    for ln in bad:
+        key = ln.split(" ", 3)[-1][:110]
+        key = "".join("#" if c.isdigit() else c for c in key)
+        kinds[key] = kinds.get(key, 0) + 1
+    return [f"server log: {len(bad)} warning/error lines ({path}):"] + [
+        f"   ×{v} {k}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])[:limit]
+    ]
+
+
+# --- main --------------------------------------------------------------------------------
+
+
+def warm_up(url: str, wavs: dict[tuple[str, str], Path]) -> None:
+    """One call per known number and voice (fills the prompt cache, starts decoders)."""
+    specs = [
+        CallSpec(i, 0.3 * i, NUMBERS[i], [str(wavs[VOICES[i], t]) for t, _ in PHRASES])
+        for i in range(len(NUMBERS))
+    ]
+    run_callers(url, specs, time.time(), 120.0, 150.0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, nargs="+", default=[10, 50, 100])
+    p.add_argument("--url", help="target a running server's media-stream URL (ws://…)")
+    p.add_argument("--end-silence-ms", type=int, default=600, help="IVR_END_SILENCE_MS")
+    p.add_argument("--asr-workers", type=int, help="IVR_ASR_WORKERS (default: server's)")
+    p.add_argument("--stagger", type=float, default=2.5, help="spread call starts (s)")
+    p.add_argument(
+        "--caller-procs",
+        type=int,
+        default=0,
+        help="caller worker processes (0: one per --callers-per-proc callers)",
+    )
+    p.add_argument("--callers-per-proc", type=int, default=50)
+    p.add_argument("--max-call-seconds", type=float, default=180.0)
+    p.add_argument("--no-warmup", action="store_true")
+    p.add_argument("--server-verbose", action="store_true", help="run `ivr -v serve`")
+    p.add_argument(
+        "--keep", action="store_true", help="keep the temp dir (server logs, per-call JSON)"
+    )
+    args = p.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="ivr-bench-calls-"))
+    server: Server | None = None
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    rows: list[RunResult] = []
+    notes: list[str] = []
+    try:
+        args.dump_dir = tmp if args.keep else None
+        wavs = synthesize(tmp)
+        print(
+            f"calls bench: flow hotline, turns balance → data usage → opening hours → DTMF 0; "
+            f"starts staggered over {args.stagger:g} s; IVR_END_SILENCE_MS={args.end_silence_ms}"
+        )
+        print(
+            f"latency = caller end of speech → first bot audio MINUS the {args.end_silence_ms} ms "
+            "end-of-speech silence the endpointer waits (speech turns only)"
+        )
+        print(f"machine: {os.cpu_count()} CPUs; callers run in this script's process(es)\n")
+        print(HEADER)
+        for n in args.n:
+            if args.url:
+                url = args.url
+                base = "http://" + url.split("://", 1)[1].split("/", 1)[0]
+                pid = None
+            else:
+                server = Server(
+                    tmp / "data",
+                    args.end_silence_ms,
+                    max(args.n) + 50,
+                    args.asr_workers,
+                    tmp / f"server-n{n}.log",
+                    args.server_verbose,
+                )
+                server.start()
+                url = f"ws://127.0.0.1:{server.port}/v1/media-stream"
+                base = server.base
+                pid = server.proc.pid if server.proc else None
+            if not args.no_warmup:
+                warm_up(url, wavs)
+            r = measure(n, url, base, pid, wavs, args)
+            rows.append(r)
+            print(row(r), flush=True)
+            notes += details(r, args.end_silence_ms)
+            if server is not None:
+                server.stop()
+                notes += [f"N={n} " + ln for ln in log_problems(server.log_path)]
+                server = None
+        print()
+        for ln in notes:
+            print(ln)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+    finally:
+        if server is not None:
+            server.stop()
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
