@@ -1,0 +1,259 @@
+"""The one persistence interface: records, errors and the `Store` protocol.
+
+Every side effect that must survive a restart (call records, agent callbacks, webhook
+events) goes through a `Store`. Two implementations behave the same: SQLite (embedded
+default) and PostgreSQL (several server processes sharing one database).
+
+Timestamps go in as timezone-aware datetimes (naive ones are refused) and come back as
+timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
+
+TurnKind = Literal["prompt", "recognized", "dtmf", "no_input", "no_match"]
+CallbackStatus = Literal["scheduled", "claimed", "completed", "cancelled", "expired"]
+
+TURN_KINDS: tuple[TurnKind, ...] = ("prompt", "recognized", "dtmf", "no_input", "no_match")
+CALLBACK_STATUSES: tuple[CallbackStatus, ...] = (
+    "scheduled",
+    "claimed",
+    "completed",
+    "cancelled",
+    "expired",
+)
+OPEN_STATUSES: tuple[CallbackStatus, ...] = ("scheduled", "claimed")
+"""At most one callback per number is in one of these states (a partial unique index)."""
+
+
+class StoreError(Exception):
+    """Base of the store's own errors."""
+
+
+class NotFound(StoreError, LookupError):
+    """No record with that id."""
+
+    def __init__(self, kind: str, id: str) -> None:
+        super().__init__(f"{kind} {id!r} not found")
+        self.kind = kind
+        self.id = id
+
+
+class Conflict(StoreError):
+    """The record exists but is not in a state that allows the change."""
+
+    def __init__(self, kind: str, id: str, action: str, status: str) -> None:
+        super().__init__(f"cannot {action} {kind} {id!r}: it is {status}")
+        self.kind = kind
+        self.id = id
+        self.action = action
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    id: str
+    caller: str | None
+    transport: str
+    flow: str | None
+    flow_version: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    end_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    call_id: str
+    seq: int
+    at: datetime
+    node: str | None
+    kind: TurnKind
+    text: str | None
+    intent: str | None
+    confidence: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Callback:
+    id: str
+    number: str
+    due_at: datetime
+    status: CallbackStatus
+    reason: str | None
+    priority: int
+    attempts: int
+    max_attempts: int
+    agent: str | None
+    outcome: str | None
+    transcript: Any
+    """JSON value (None when absent)."""
+    lease_until: datetime | None
+    """Set by `claim_due_callbacks`: after it the dispatcher's claim lapses and is retaken."""
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A webhook event in the outbox."""
+
+    id: str
+    type: str
+    payload: Any
+    created_at: datetime
+    attempts: int
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+    last_error: str | None
+
+
+class Store(Protocol):
+    """Async persistence. Get one with `ivr.store.open_store(url)`; `close()` it at the end.
+
+    `transaction()` yields a Store bound to one transaction: everything done through it
+    commits together (or not at all if the block raises), e.g. a callback change and the
+    webhook event announcing it. Inside the block use the yielded object, not the outer store.
+    """
+
+    backend: str
+    """"sqlite" or "postgresql"."""
+
+    async def close(self) -> None: ...
+
+    def transaction(self) -> AbstractAsyncContextManager[Store]: ...
+
+    async def schema_version(self) -> int:
+        """The highest migration applied."""
+        ...
+
+    async def applied_migrations(self) -> list[tuple[int, str, datetime]]:
+        """(version, name, applied_at) of each applied migration, in order."""
+        ...
+
+    # calls and turns
+    async def start_call(
+        self,
+        id: str,
+        *,
+        transport: str,
+        caller: str | None = None,
+        flow: str | None = None,
+        flow_version: str | None = None,
+        started_at: datetime | None = None,
+    ) -> Call: ...
+
+    async def end_call(self, id: str, end_reason: str, *, ended_at: datetime | None = None) -> Call:
+        """NotFound for an unknown call, Conflict if it has already ended."""
+        ...
+
+    async def get_call(self, id: str) -> Call: ...
+
+    async def add_turn(
+        self,
+        call_id: str,
+        kind: TurnKind,
+        *,
+        node: str | None = None,
+        text: str | None = None,
+        intent: str | None = None,
+        confidence: float | None = None,
+        at: datetime | None = None,
+    ) -> Turn:
+        """Append a turn; `seq` is the call's next number from 1. NotFound for no such call."""
+        ...
+
+    async def list_turns(self, call_id: str) -> list[Turn]: ...
+
+    # callbacks
+    async def upsert_open_callback(
+        self,
+        number: str,
+        due_at: datetime,
+        *,
+        reason: str | None = None,
+        priority: int = 0,
+        max_attempts: int = 3,
+        transcript: Any = None,
+        now: datetime | None = None,
+    ) -> tuple[Callback, bool]:
+        """Schedule a callback, or update the number's open one: returns (callback, created).
+
+        An update sets due_at and reason, keeps the higher priority, replaces the transcript
+        when one is given and leaves status, attempts and agent alone.
+        """
+        ...
+
+    async def get_callback(self, id: str) -> Callback: ...
+
+    async def claim(self, id: str, agent: str, *, now: datetime | None = None) -> Callback:
+        """scheduled → claimed by `agent` (attempts + 1)."""
+        ...
+
+    async def complete(
+        self, id: str, outcome: str, *, transcript: Any = None, now: datetime | None = None
+    ) -> Callback:
+        """claimed → completed."""
+        ...
+
+    async def reschedule(
+        self, id: str, due_at: datetime, *, now: datetime | None = None
+    ) -> Callback:
+        """scheduled|claimed → scheduled at `due_at` (agent and lease cleared)."""
+        ...
+
+    async def cancel(self, id: str, *, now: datetime | None = None) -> Callback:
+        """scheduled|claimed → cancelled."""
+        ...
+
+    async def expire(self, id: str, *, now: datetime | None = None) -> Callback:
+        """scheduled|claimed → expired (e.g. attempts exhausted)."""
+        ...
+
+    async def list_callbacks(
+        self,
+        status: CallbackStatus | Sequence[CallbackStatus] | None = None,
+        due_before: datetime | None = None,
+        due_after: datetime | None = None,
+        number: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Callback], str | None]:
+        """Callbacks by (due_at, id); due_after <= due_at < due_before. Returns the page and
+        the cursor of the next one (None on the last page)."""
+        ...
+
+    async def claim_due_callbacks(
+        self, limit: int, now: datetime, lease: timedelta
+    ) -> list[Callback]:
+        """For the dispatcher: take up to `limit` callbacks that are scheduled and due, or
+        claimed by an earlier dispatch whose lease ran out, with attempts left; they become
+        claimed (agent None) until `now + lease`, attempts + 1. Concurrent callers (other
+        processes) never get the same callback."""
+        ...
+
+    # webhook outbox
+    async def add_event(self, type: str, payload: Any, *, now: datetime | None = None) -> Event: ...
+
+    async def claim_due_events(
+        self, limit: int, now: datetime, lease: timedelta = ...
+    ) -> list[Event]:
+        """Take up to `limit` undelivered events due at `now`; each is leased (next attempt
+        at `now + lease`, attempts + 1) so concurrent callers never get the same one."""
+        ...
+
+    async def mark_delivered(self, id: str, *, now: datetime | None = None) -> Event:
+        """Idempotent: delivering an already delivered event keeps the first time."""
+        ...
+
+    async def mark_failed(self, id: str, error: str, retry_at: datetime) -> Event:
+        """Record a failed attempt; the event is due again at `retry_at`. Conflict if it
+        was delivered."""
+        ...
+
+    async def get_event(self, id: str) -> Event: ...

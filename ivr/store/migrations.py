@@ -1,0 +1,123 @@
+"""The schema, as numbered migrations applied in order when a store opens.
+
+One logical schema for both databases. The only dialect differences are the column types
+below ({ts}, {json}, {uuid}); everything else (checks, partial indexes) is the same SQL.
+Never edit an applied migration: add the next number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Dialect = Literal["sqlite", "postgresql"]
+
+TYPES: dict[Dialect, dict[str, str]] = {
+    # SQLite keeps timestamps as fixed-width UTC ISO-8601 text, so text order is time order.
+    "sqlite": {"ts": "TEXT", "json": "TEXT", "uuid": "TEXT"},
+    "postgresql": {"ts": "TIMESTAMPTZ", "json": "JSONB", "uuid": "UUID"},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+    def sql(self, dialect: Dialect) -> list[str]:
+        return [s.format(**TYPES[dialect]) for s in self.statements]
+
+
+SCHEMA_MIGRATIONS = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at {ts} NOT NULL
+)"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "calls and turns",
+        (
+            """
+            CREATE TABLE calls (
+                id TEXT PRIMARY KEY,
+                caller TEXT,
+                transport TEXT NOT NULL,
+                flow TEXT,
+                flow_version TEXT,
+                started_at {ts} NOT NULL,
+                ended_at {ts},
+                end_reason TEXT
+            )""",
+            "CREATE INDEX calls_started_at ON calls (started_at)",
+            """
+            CREATE TABLE turns (
+                call_id TEXT NOT NULL REFERENCES calls (id) ON DELETE CASCADE,
+                seq INTEGER NOT NULL,
+                at {ts} NOT NULL,
+                node TEXT,
+                kind TEXT NOT NULL
+                    CHECK (kind IN ('prompt', 'recognized', 'dtmf', 'no_input', 'no_match')),
+                text TEXT,
+                intent TEXT,
+                confidence DOUBLE PRECISION,
+                PRIMARY KEY (call_id, seq)
+            )""",
+        ),
+    ),
+    Migration(
+        2,
+        "callbacks",
+        (
+            """
+            CREATE TABLE callbacks (
+                id {uuid} PRIMARY KEY,
+                number TEXT NOT NULL,
+                due_at {ts} NOT NULL,
+                status TEXT NOT NULL DEFAULT 'scheduled'
+                    CHECK (status IN ('scheduled', 'claimed', 'completed', 'cancelled', 'expired')),
+                reason TEXT,
+                priority INTEGER NOT NULL DEFAULT 0,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                max_attempts INTEGER NOT NULL DEFAULT 3,
+                agent TEXT,
+                outcome TEXT,
+                transcript {json},
+                lease_until {ts},
+                created_at {ts} NOT NULL,
+                updated_at {ts} NOT NULL
+            )""",
+            # One open callback per number: a second request updates the open one.
+            """
+            CREATE UNIQUE INDEX callbacks_one_open_per_number ON callbacks (number)
+                WHERE status IN ('scheduled', 'claimed')""",
+            "CREATE INDEX callbacks_due ON callbacks (due_at, id)",
+            "CREATE INDEX callbacks_status_due ON callbacks (status, due_at, id)",
+        ),
+    ),
+    Migration(
+        3,
+        "webhook outbox",
+        (
+            """
+            CREATE TABLE outbox (
+                id {uuid} PRIMARY KEY,
+                type TEXT NOT NULL,
+                payload {json} NOT NULL,
+                created_at {ts} NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at {ts} NOT NULL,
+                delivered_at {ts},
+                last_error TEXT
+            )""",
+            """
+            CREATE INDEX outbox_due ON outbox (next_attempt_at, id)
+                WHERE delivered_at IS NULL""",
+        ),
+    ),
+)
+
+assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))

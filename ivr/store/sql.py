@@ -1,0 +1,608 @@
+"""The Store operations, written once for both databases.
+
+A backend supplies connections (`Conn`: `$1`-style parameters, rows as dicts) and units of
+work (`_unit()`: one transaction). Dialect differences are kept to the column types in
+`migrations.py` and the two claim statements below (`FOR UPDATE SKIP LOCKED` on PostgreSQL;
+SQLite has one writer at a time, taken with `BEGIN IMMEDIATE`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, cast
+
+from ivr.store.base import (
+    CALLBACK_STATUSES,
+    OPEN_STATUSES,
+    TURN_KINDS,
+    Call,
+    Callback,
+    CallbackStatus,
+    Conflict,
+    Event,
+    NotFound,
+    Store,
+    Turn,
+    TurnKind,
+)
+from ivr.store.migrations import MIGRATIONS, SCHEMA_MIGRATIONS, TYPES, Dialect
+
+Row = dict[str, Any]
+DEFAULT_EVENT_LEASE = timedelta(seconds=30)
+
+
+class Conn(Protocol):
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+
+    async def execute(self, sql: str, *args: Any) -> None: ...
+
+
+def utc(value: datetime) -> datetime:
+    """`value` in UTC; naive datetimes are refused (their zone is a guess)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value!r}: pass a timezone-aware one")
+    return value.astimezone(UTC)
+
+
+def now_or(value: datetime | None) -> datetime:
+    return datetime.now(UTC) if value is None else utc(value)
+
+
+def to_text(value: datetime) -> str:
+    """Fixed-width UTC ISO-8601, so that text order is time order (SQLite)."""
+    return utc(value).isoformat(timespec="microseconds")
+
+
+def _ts(value: Any) -> datetime:
+    d = datetime.fromisoformat(value) if isinstance(value, str) else cast(datetime, value)
+    return utc(d)
+
+
+def _ts_opt(value: Any) -> datetime | None:
+    return None if value is None else _ts(value)
+
+
+def _json_in(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def _json_out(value: Any) -> Any:
+    return None if value is None else json.loads(value)
+
+
+def _uuid(kind: str, id: str) -> str:
+    """Callback and event ids are UUIDs; anything else cannot exist."""
+    try:
+        return str(uuid.UUID(str(id)))
+    except ValueError:
+        raise NotFound(kind, id) from None
+
+
+def _call(r: Row) -> Call:
+    return Call(
+        id=r["id"],
+        caller=r["caller"],
+        transport=r["transport"],
+        flow=r["flow"],
+        flow_version=r["flow_version"],
+        started_at=_ts(r["started_at"]),
+        ended_at=_ts_opt(r["ended_at"]),
+        end_reason=r["end_reason"],
+    )
+
+
+def _turn(r: Row) -> Turn:
+    return Turn(
+        call_id=r["call_id"],
+        seq=int(r["seq"]),
+        at=_ts(r["at"]),
+        node=r["node"],
+        kind=r["kind"],
+        text=r["text"],
+        intent=r["intent"],
+        confidence=None if r["confidence"] is None else float(r["confidence"]),
+    )
+
+
+def _callback(r: Row) -> Callback:
+    return Callback(
+        id=str(r["id"]),
+        number=r["number"],
+        due_at=_ts(r["due_at"]),
+        status=r["status"],
+        reason=r["reason"],
+        priority=int(r["priority"]),
+        attempts=int(r["attempts"]),
+        max_attempts=int(r["max_attempts"]),
+        agent=r["agent"],
+        outcome=r["outcome"],
+        transcript=_json_out(r["transcript"]),
+        lease_until=_ts_opt(r["lease_until"]),
+        created_at=_ts(r["created_at"]),
+        updated_at=_ts(r["updated_at"]),
+    )
+
+
+def _event(r: Row) -> Event:
+    return Event(
+        id=str(r["id"]),
+        type=r["type"],
+        payload=_json_out(r["payload"]),
+        created_at=_ts(r["created_at"]),
+        attempts=int(r["attempts"]),
+        next_attempt_at=_ts(r["next_attempt_at"]),
+        delivered_at=_ts_opt(r["delivered_at"]),
+        last_error=r["last_error"],
+    )
+
+
+def encode_cursor(due_at: datetime, id: str) -> str:
+    raw = json.dumps([to_text(due_at), id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        due, id = json.loads(raw)
+        return _ts(due), str(uuid.UUID(id))
+    except (ValueError, TypeError, binascii.Error) as e:
+        raise ValueError(f"bad cursor {cursor!r}") from e
+
+
+_OPEN = "('scheduled', 'claimed')"
+
+_DUE_CALLBACKS = """
+    SELECT id FROM callbacks
+    WHERE attempts < max_attempts
+      AND ((status = 'scheduled' AND due_at <= $1)
+           OR (status = 'claimed' AND lease_until <= $1))
+    ORDER BY priority DESC, due_at, id
+    LIMIT $2"""
+_CLAIM_CALLBACKS_SET = (
+    "status = 'claimed', agent = NULL, attempts = callbacks.attempts + 1,"
+    " lease_until = $3, updated_at = $1"
+)
+_DUE_EVENTS = """
+    SELECT id FROM outbox
+    WHERE delivered_at IS NULL AND next_attempt_at <= $1
+    ORDER BY next_attempt_at, id
+    LIMIT $2"""
+_CLAIM_EVENTS_SET = "next_attempt_at = $3, attempts = outbox.attempts + 1"
+
+# The explicit dialect difference: PostgreSQL locks the chosen rows and skips rows another
+# transaction holds; SQLite runs this inside BEGIN IMMEDIATE, so no one else is writing.
+CLAIM_SQL: dict[Dialect, dict[str, str]] = {
+    "postgresql": {
+        "callbacks": f"WITH due AS ({_DUE_CALLBACKS} FOR UPDATE SKIP LOCKED)"
+        f" UPDATE callbacks SET {_CLAIM_CALLBACKS_SET}"
+        " FROM due WHERE callbacks.id = due.id RETURNING callbacks.*",
+        "events": f"WITH due AS ({_DUE_EVENTS} FOR UPDATE SKIP LOCKED)"
+        f" UPDATE outbox SET {_CLAIM_EVENTS_SET}"
+        " FROM due WHERE outbox.id = due.id RETURNING outbox.*",
+    },
+    "sqlite": {
+        "callbacks": f"UPDATE callbacks SET {_CLAIM_CALLBACKS_SET}"
+        f" WHERE id IN ({_DUE_CALLBACKS}) RETURNING *",
+        "events": f"UPDATE outbox SET {_CLAIM_EVENTS_SET} WHERE id IN ({_DUE_EVENTS}) RETURNING *",
+    },
+}
+
+
+class SqlStore:
+    """Implements `Store` on top of `_unit()`; subclasses provide connections."""
+
+    backend: str = ""
+    dialect: Dialect = "sqlite"
+
+    def _unit(self, write: bool = True) -> AbstractAsyncContextManager[Conn]:
+        """One transaction on one connection (reads may skip the write lock)."""
+        raise NotImplementedError
+
+    def transaction(self) -> AbstractAsyncContextManager[Store]:
+        return self._transaction()
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Store]:
+        async with self._unit() as conn:
+            yield TxStore(conn, self.backend, self.dialect)
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> SqlStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # schema
+
+    async def _migrate(self, conn: Conn, lock_sql: str | None = None) -> None:
+        if lock_sql:
+            await conn.execute(lock_sql)
+        await conn.execute(SCHEMA_MIGRATIONS.format(**TYPES[self.dialect]))
+        rows = await conn.fetch("SELECT version FROM schema_migrations")
+        done = {int(r["version"]) for r in rows}
+        for m in MIGRATIONS:
+            if m.version in done:
+                continue
+            for statement in m.sql(self.dialect):
+                await conn.execute(statement)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                m.version,
+                m.name,
+                datetime.now(UTC),
+            )
+
+    async def schema_version(self) -> int:
+        async with self._unit(write=False) as c:
+            rows = await c.fetch("SELECT MAX(version) AS v FROM schema_migrations")
+        return int(rows[0]["v"] or 0)
+
+    async def applied_migrations(self) -> list[tuple[int, str, datetime]]:
+        async with self._unit(write=False) as c:
+            rows = await c.fetch(
+                "SELECT version, name, applied_at FROM schema_migrations ORDER BY version"
+            )
+        return [(int(r["version"]), r["name"], _ts(r["applied_at"])) for r in rows]
+
+    # calls and turns
+
+    async def start_call(
+        self,
+        id: str,
+        *,
+        transport: str,
+        caller: str | None = None,
+        flow: str | None = None,
+        flow_version: str | None = None,
+        started_at: datetime | None = None,
+    ) -> Call:
+        async with self._unit() as c:
+            rows = await c.fetch(
+                "INSERT INTO calls (id, caller, transport, flow, flow_version, started_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING RETURNING *",
+                id,
+                caller,
+                transport,
+                flow,
+                flow_version,
+                now_or(started_at),
+            )
+        if not rows:
+            raise Conflict("call", id, "start", "already started")
+        return _call(rows[0])
+
+    async def end_call(self, id: str, end_reason: str, *, ended_at: datetime | None = None) -> Call:
+        async with self._unit() as c:
+            rows = await c.fetch(
+                "UPDATE calls SET ended_at = $2, end_reason = $3"
+                " WHERE id = $1 AND ended_at IS NULL RETURNING *",
+                id,
+                now_or(ended_at),
+                end_reason,
+            )
+            if not rows:
+                if not await c.fetch("SELECT id FROM calls WHERE id = $1", id):
+                    raise NotFound("call", id)
+                raise Conflict("call", id, "end", "ended")
+        return _call(rows[0])
+
+    async def get_call(self, id: str) -> Call:
+        async with self._unit(write=False) as c:
+            rows = await c.fetch("SELECT * FROM calls WHERE id = $1", id)
+        if not rows:
+            raise NotFound("call", id)
+        return _call(rows[0])
+
+    async def add_turn(
+        self,
+        call_id: str,
+        kind: TurnKind,
+        *,
+        node: str | None = None,
+        text: str | None = None,
+        intent: str | None = None,
+        confidence: float | None = None,
+        at: datetime | None = None,
+    ) -> Turn:
+        if kind not in TURN_KINDS:
+            raise ValueError(f"turn kind {kind!r} is not one of {TURN_KINDS}")
+        async with self._unit() as c:
+            rows = await c.fetch(
+                "SELECT (SELECT COALESCE(MAX(seq), 0) + 1 FROM turns WHERE call_id = $1) AS seq"
+                " FROM calls WHERE id = $1",
+                call_id,
+            )
+            if not rows:
+                raise NotFound("call", call_id)
+            rows = await c.fetch(
+                "INSERT INTO turns (call_id, seq, at, node, kind, text, intent, confidence)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+                call_id,
+                int(rows[0]["seq"]),
+                now_or(at),
+                node,
+                kind,
+                text,
+                intent,
+                confidence,
+            )
+        return _turn(rows[0])
+
+    async def list_turns(self, call_id: str) -> list[Turn]:
+        async with self._unit(write=False) as c:
+            rows = await c.fetch("SELECT * FROM turns WHERE call_id = $1 ORDER BY seq", call_id)
+        return [_turn(r) for r in rows]
+
+    # callbacks
+
+    async def upsert_open_callback(
+        self,
+        number: str,
+        due_at: datetime,
+        *,
+        reason: str | None = None,
+        priority: int = 0,
+        max_attempts: int = 3,
+        transcript: Any = None,
+        now: datetime | None = None,
+    ) -> tuple[Callback, bool]:
+        new_id = str(uuid.uuid4())
+        async with self._unit() as c:
+            rows = await c.fetch(
+                "INSERT INTO callbacks (id, number, due_at, status, reason, priority, attempts,"
+                " max_attempts, transcript, created_at, updated_at)"
+                " VALUES ($1, $2, $3, 'scheduled', $4, $5, 0, $6, $7, $8, $8)"
+                f" ON CONFLICT (number) WHERE status IN {_OPEN} DO UPDATE SET"
+                " due_at = excluded.due_at,"
+                " reason = excluded.reason,"
+                " priority = CASE WHEN excluded.priority > callbacks.priority"
+                " THEN excluded.priority ELSE callbacks.priority END,"
+                " transcript = COALESCE(excluded.transcript, callbacks.transcript),"
+                " updated_at = excluded.updated_at"
+                " RETURNING *",
+                new_id,
+                number,
+                utc(due_at),
+                reason,
+                priority,
+                max_attempts,
+                _json_in(transcript),
+                now_or(now),
+            )
+        cb = _callback(rows[0])
+        return cb, cb.id == new_id
+
+    async def get_callback(self, id: str) -> Callback:
+        id = _uuid("callback", id)
+        async with self._unit(write=False) as c:
+            rows = await c.fetch("SELECT * FROM callbacks WHERE id = $1", id)
+        if not rows:
+            raise NotFound("callback", id)
+        return _callback(rows[0])
+
+    async def _transition(
+        self,
+        id: str,
+        action: str,
+        allowed: Sequence[CallbackStatus],
+        assignments: str,
+        *args: Any,
+    ) -> Callback:
+        id = _uuid("callback", id)
+        states = ", ".join(f"'{s}'" for s in allowed)
+        async with self._unit() as c:
+            rows = await c.fetch(
+                f"UPDATE callbacks SET {assignments} WHERE id = $1 AND status IN ({states})"
+                " RETURNING *",
+                id,
+                *args,
+            )
+            if not rows:
+                found = await c.fetch("SELECT status FROM callbacks WHERE id = $1", id)
+                if not found:
+                    raise NotFound("callback", id)
+                raise Conflict("callback", id, action, found[0]["status"])
+        return _callback(rows[0])
+
+    async def claim(self, id: str, agent: str, *, now: datetime | None = None) -> Callback:
+        return await self._transition(
+            id,
+            "claim",
+            ("scheduled",),
+            "status = 'claimed', agent = $2, attempts = attempts + 1, lease_until = NULL,"
+            " updated_at = $3",
+            agent,
+            now_or(now),
+        )
+
+    async def complete(
+        self, id: str, outcome: str, *, transcript: Any = None, now: datetime | None = None
+    ) -> Callback:
+        return await self._transition(
+            id,
+            "complete",
+            ("claimed",),
+            "status = 'completed', outcome = $2, transcript = COALESCE($3, transcript),"
+            " lease_until = NULL, updated_at = $4",
+            outcome,
+            _json_in(transcript),
+            now_or(now),
+        )
+
+    async def reschedule(
+        self, id: str, due_at: datetime, *, now: datetime | None = None
+    ) -> Callback:
+        return await self._transition(
+            id,
+            "reschedule",
+            OPEN_STATUSES,
+            "status = 'scheduled', due_at = $2, agent = NULL, lease_until = NULL, updated_at = $3",
+            utc(due_at),
+            now_or(now),
+        )
+
+    async def cancel(self, id: str, *, now: datetime | None = None) -> Callback:
+        return await self._transition(
+            id,
+            "cancel",
+            OPEN_STATUSES,
+            "status = 'cancelled', lease_until = NULL, updated_at = $2",
+            now_or(now),
+        )
+
+    async def expire(self, id: str, *, now: datetime | None = None) -> Callback:
+        return await self._transition(
+            id,
+            "expire",
+            OPEN_STATUSES,
+            "status = 'expired', lease_until = NULL, updated_at = $2",
+            now_or(now),
+        )
+
+    async def list_callbacks(
+        self,
+        status: CallbackStatus | Sequence[CallbackStatus] | None = None,
+        due_before: datetime | None = None,
+        due_after: datetime | None = None,
+        number: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Callback], str | None]:
+        if not 1 <= limit <= 1000:
+            raise ValueError(f"limit {limit} is not in 1..1000")
+        args: list[Any] = []
+
+        def p(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        where: list[str] = []
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            for s in statuses:
+                if s not in CALLBACK_STATUSES:
+                    raise ValueError(f"callback status {s!r} is not one of {CALLBACK_STATUSES}")
+            where.append(f"status IN ({', '.join(p(s) for s in statuses)})" if statuses else "0=1")
+        if due_before is not None:
+            where.append(f"due_at < {p(utc(due_before))}")
+        if due_after is not None:
+            where.append(f"due_at >= {p(utc(due_after))}")
+        if number is not None:
+            where.append(f"number = {p(number)}")
+        if cursor is not None:
+            after_due, after_id = decode_cursor(cursor)
+            where.append(f"(due_at, id) > ({p(after_due)}, {p(after_id)})")
+        sql = "SELECT * FROM callbacks"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY due_at, id LIMIT {p(limit + 1)}"
+        async with self._unit(write=False) as c:
+            rows = await c.fetch(sql, *args)
+        items = [_callback(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        return items, encode_cursor(items[-1].due_at, items[-1].id) if more else None
+
+    async def claim_due_callbacks(
+        self, limit: int, now: datetime, lease: timedelta
+    ) -> list[Callback]:
+        now = utc(now)
+        async with self._unit() as c:
+            rows = await c.fetch(CLAIM_SQL[self.dialect]["callbacks"], now, limit, now + lease)
+        items = [_callback(r) for r in rows]
+        return sorted(items, key=lambda cb: (-cb.priority, cb.due_at, cb.id))
+
+    # webhook outbox
+
+    async def add_event(self, type: str, payload: Any, *, now: datetime | None = None) -> Event:
+        at = now_or(now)
+        async with self._unit() as c:
+            rows = await c.fetch(
+                "INSERT INTO outbox (id, type, payload, created_at, attempts, next_attempt_at)"
+                " VALUES ($1, $2, $3, $4, 0, $4) RETURNING *",
+                str(uuid.uuid4()),
+                type,
+                json.dumps(payload, separators=(",", ":")),
+                at,
+            )
+        return _event(rows[0])
+
+    async def claim_due_events(
+        self, limit: int, now: datetime, lease: timedelta = DEFAULT_EVENT_LEASE
+    ) -> list[Event]:
+        now = utc(now)
+        async with self._unit() as c:
+            rows = await c.fetch(CLAIM_SQL[self.dialect]["events"], now, limit, now + lease)
+        return sorted((_event(r) for r in rows), key=lambda e: (e.created_at, e.id))
+
+    async def get_event(self, id: str) -> Event:
+        id = _uuid("event", id)
+        async with self._unit(write=False) as c:
+            rows = await c.fetch("SELECT * FROM outbox WHERE id = $1", id)
+        if not rows:
+            raise NotFound("event", id)
+        return _event(rows[0])
+
+    async def mark_delivered(self, id: str, *, now: datetime | None = None) -> Event:
+        id = _uuid("event", id)
+        async with self._unit() as c:
+            rows = await c.fetch(
+                "UPDATE outbox SET delivered_at = COALESCE(delivered_at, $2), last_error = NULL"
+                " WHERE id = $1 RETURNING *",
+                id,
+                now_or(now),
+            )
+        if not rows:
+            raise NotFound("event", id)
+        return _event(rows[0])
+
+    async def mark_failed(self, id: str, error: str, retry_at: datetime) -> Event:
+        id = _uuid("event", id)
+        async with self._unit() as c:
+            rows = await c.fetch(
+                "UPDATE outbox SET last_error = $2, next_attempt_at = $3"
+                " WHERE id = $1 AND delivered_at IS NULL RETURNING *",
+                id,
+                error,
+                utc(retry_at),
+            )
+            if not rows:
+                if not await c.fetch("SELECT id FROM outbox WHERE id = $1", id):
+                    raise NotFound("event", id)
+                raise Conflict("event", id, "fail", "delivered")
+        return _event(rows[0])
+
+
+class TxStore(SqlStore):
+    """A Store bound to one open transaction (what `transaction()` yields)."""
+
+    def __init__(self, conn: Conn, backend: str, dialect: Dialect) -> None:
+        self._conn = conn
+        self.backend = backend
+        self.dialect = dialect
+
+    @asynccontextmanager
+    async def _bound(self) -> AsyncIterator[Conn]:
+        yield self._conn
+
+    def _unit(self, write: bool = True) -> AbstractAsyncContextManager[Conn]:
+        return self._bound()
+
+    def transaction(self) -> AbstractAsyncContextManager[Store]:
+        return self._nested()
+
+    @asynccontextmanager
+    async def _nested(self) -> AsyncIterator[Store]:
+        yield self  # nested blocks join the outer transaction
+
+    async def close(self) -> None:
+        raise RuntimeError("close the store, not the transaction")

@@ -1,0 +1,101 @@
+"""SQLite store: one file in a data directory, WAL mode, one writer at a time.
+
+Each store has one connection; its operations take turns on it (an asyncio lock), and every
+write runs in `BEGIN IMMEDIATE`, which takes the database's write lock up front. Several
+stores (or processes) on the same file therefore serialize their writes, waiting up to
+`busy_timeout` for each other, and a claim can never hand the same row to two of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from ivr.store.sql import Conn, Row, SqlStore, to_text
+
+_PARAM = re.compile(r"\$(\d+)")
+
+
+def _sql(sql: str) -> str:
+    return _PARAM.sub(r"?\1", sql)  # $1 → ?1: SQLite's numbered parameters
+
+
+def _param(value: Any) -> Any:
+    return to_text(value) if isinstance(value, datetime) else value
+
+
+class _SQLiteConn(Conn):
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        async with self._db.execute(_sql(sql), [_param(a) for a in args]) as cur:
+            rows = await cur.fetchall()
+        return [dict(r) for r in rows]
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self._db.execute(_sql(sql), [_param(a) for a in args])
+
+
+class SQLiteStore(SqlStore):
+    backend = "sqlite"
+    dialect = "sqlite"
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self._conn = _SQLiteConn(db)
+        self.path = path
+        self._lock = asyncio.Lock()
+        self._owner: asyncio.Task[Any] | None = None
+
+    @classmethod
+    async def open(cls, path: str | Path, busy_timeout_s: float = 30.0) -> SQLiteStore:
+        path = Path(path)
+        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        # isolation_level=None: no implicit transactions; _unit() says BEGIN/COMMIT itself.
+        db = await aiosqlite.connect(path, timeout=busy_timeout_s, isolation_level=None)
+        try:
+            db.row_factory = sqlite3.Row
+            await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute("PRAGMA synchronous = NORMAL")
+            await db.execute("PRAGMA foreign_keys = ON")
+            store = cls(db, path)
+            async with store._unit() as conn:
+                await store._migrate(conn)
+        except BaseException:
+            await db.close()
+            raise
+        return store
+
+    def _unit(self, write: bool = True) -> AbstractAsyncContextManager[Conn]:
+        return self._locked(write)
+
+    @asynccontextmanager
+    async def _locked(self, write: bool) -> AsyncIterator[Conn]:
+        task = asyncio.current_task()
+        if task is not None and self._owner is task:
+            raise RuntimeError("inside store.transaction(): use the store it yields")
+        async with self._lock:
+            self._owner = task
+            try:
+                await self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield self._conn
+                except BaseException:
+                    await self._db.execute("ROLLBACK")
+                    raise
+                await self._db.execute("COMMIT")
+            finally:
+                self._owner = None
+
+    async def close(self) -> None:
+        await self._db.close()
