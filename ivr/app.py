@@ -20,6 +20,7 @@ from ivr.dialog.flow import Flow, FlowError, load_flow
 from ivr.fulfillment import Fulfillment
 from ivr.server.audiosocket import AudioSocketServer
 from ivr.server.websocket import SERVICES, call_events, media_stream
+from ivr.store import open_store
 from ivr.tts import PromptCache, PromptRenderer, TtsEngine
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     tts = TtsEngine(default_voice=settings.tts_voice or "en-us", default_speed=settings.tts_speed)
     await tts.synthesize("ready")  # start the worker now, not on the first call
     prompts = PromptRenderer(tts, PromptCache(settings.cache_dir / "prompts"), settings.prompts_dir)
+    store = await open_store(settings.store_url)
     http = aiohttp.ClientSession()
     limits = CallLimits(
         max_call_s=settings.max_call_seconds,
@@ -54,6 +56,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         registry=CallRegistry(settings.max_calls),
         flow=flow,
         limits=limits,
+        store=store,
     )
     app[SERVICES] = services
     audiosocket = AudioSocketServer(services)
@@ -70,6 +73,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         await audiosocket.close()
         await http.close()
+        await store.close()
         tts.close()
         asr.close()
 

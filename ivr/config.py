@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     asr_queue: int = Field(64, ge=1)  # jobs waiting for a worker before callers must wait
 
     flow: Path | None = None  # default: GRAMMAR_DIR/hotline.yaml
+    # sqlite:///path, a path, or postgresql://… (default: DATA_DIR/ivr.db)
+    database_url: str | None = None
 
     # Call limits.
     max_calls: int = Field(200, ge=1)
@@ -55,6 +57,10 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
+
+    @property
+    def store_url(self) -> str:
+        return self.database_url or str(self.data_dir / "ivr.db")
 
     @property
     def flow_path(self) -> Path:

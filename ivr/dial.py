@@ -47,6 +47,7 @@ class Turn:
 
 @dataclass
 class CallReport:
+    call_id: str = ""
     events: list[dict[str, Any]] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)  # caller end of speech → bot audio
     bot_frames: int = 0
@@ -77,8 +78,8 @@ class Caller:
         self.barge_in_after = barge_in_after
         self.record = record
         self.max_seconds = max_seconds
-        self.report = CallReport()
         self.call_sid = "CA" + uuid.uuid4().hex
+        self.report = CallReport(call_id=self.call_sid)
         self._client = TwilioClient()
         self._speech: list[bytes] = []  # frames still to send for the current utterance
         self._spoken = asyncio.Event()  # set when the current utterance has been sent

@@ -198,9 +198,22 @@ def calls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             return out
 
         results = asyncio.run(run_all())
+        results["records"] = asyncio.run(records(tmp / "data" / "ivr.db", results["speech"]))
         results["server"] = server
         results["health"] = server.health()
         yield results
+
+
+async def records(db: Path, report: CallReport) -> tuple[Any, list[Any]]:
+    """The store's record of the call behind `report` (its id is in the call_started event)."""
+    from ivr.store import open_store
+
+    call_id = report.call_id
+    store = await open_store(str(db))
+    try:
+        return await store.get_call(call_id), await store.list_turns(call_id)
+    finally:
+        await store.close()
 
 
 # --- what each call shows -----------------------------------------------------------------
@@ -337,3 +350,18 @@ def test_idle_and_maximum_duration_limits(tmp_path: Path) -> None:
     assert idle == "idle for 2 s"
     assert long_call.hangup == "max_duration", long_call.events
     assert "We have to end the call now" in prompts(long_call)
+
+
+def test_calls_and_turns_are_recorded(calls: dict[str, Any]) -> None:
+    call, turns = calls["records"]
+    assert call.caller == KNOWN and call.transport == "websocket" and call.flow == "hotline"
+    assert call.end_reason == "handoff: caller_request" and call.ended_at is not None
+    recognized = [(t.text, t.intent) for t in turns if t.kind == "recognized"]
+    assert recognized == [
+        ("balance", "balance"),
+        ("data usage", "data_usage"),
+        ("my bill", "bill"),
+        ("agent", "agent"),
+    ]
+    assert [t.seq for t in turns] == list(range(1, len(turns) + 1))
+    assert any(t.kind == "prompt" and "23 dollars" in (t.text or "") for t in turns)

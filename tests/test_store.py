@@ -396,7 +396,10 @@ async def test_two_stores_claim_each_due_callback_exactly_once(url: str) -> None
         )
         claimed = by_store["a"] + by_store["b"]
         assert len(claimed) == 200 and max(Counter(claimed).values()) == 1
-        assert by_store["a"] and by_store["b"]  # both really took part
+        if url.startswith("postgresql"):
+            # Both really took part. (SQLite has one writer at a time and its lock is not
+            # fair: one connection may win every round, which is still correct.)
+            assert by_store["a"] and by_store["b"]
         assert len(events) == 100 and len(set(events)) == 100
         open_, _ = await a.list_callbacks(status="claimed", limit=500)
         assert len(open_) == 200 and all(cb.attempts == 1 for cb in open_)

@@ -23,6 +23,7 @@ from ivr.audio.codecs import Encoding
 from ivr.audio.vad import Endpointer, EndpointerConfig
 from ivr.call.leg import Leg
 from ivr.call.player import Player
+from ivr.call.recorder import CallRecorder
 from ivr.call.registry import CallRegistry
 from ivr.dialog.engine import DialogEngine
 from ivr.dialog.flow import Flow
@@ -44,6 +45,7 @@ from ivr.dialog.types import (
 from ivr.events import NoInput as VadNoInput
 from ivr.events import SpeechEnded, SpeechStarted
 from ivr.fulfillment import Fulfillment
+from ivr.store import Store
 from ivr.transports.messages import (
     Audio,
     CallStart,
@@ -82,6 +84,7 @@ class CallServices:
     registry: CallRegistry
     flow: Flow
     limits: CallLimits = field(default_factory=CallLimits)
+    store: Store | None = None  # call records; None keeps no records
 
 
 @dataclass
@@ -106,6 +109,7 @@ class CallSession:
         self._speech_end_at: float | None = None
         self.turn_latencies: list[float] = []
         self._prompt_text = ""
+        self.recorder = CallRecorder(None, "")
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -119,6 +123,7 @@ class CallSession:
         if not isinstance(first, CallStart):
             return await self._abort(f"expected the call to start, got {type(first).__name__}")
         self.call_id = first.call_id
+        self.recorder = CallRecorder(self.s.store, self.call_id)
         if not self.s.registry.admit(self.call_id):
             log.warning(
                 "call %s rejected: %d calls in progress", self.call_id, self.s.registry.active
@@ -182,6 +187,7 @@ class CallSession:
             await asyncio.wait_for(self.leg.close(), 5)
         await _cancel(receive)
         self._publish({"event": "hangup", "reason": self.end_reason})
+        await self.recorder.finish(self.end_reason)
         self.s.registry.end(self.call_id)
         sent = player.frames_sent if player is not None else 0
         self.s.registry.release(self.call_id, sent, player.underruns if player is not None else 0)
@@ -209,6 +215,12 @@ class CallSession:
         self.player.start()
         self._spawn(self._receive(), "receive")
         flow = self.s.flow
+        self.recorder.start(
+            transport=self.leg.name,
+            caller=start.caller,
+            flow=flow.name,
+            flow_version=flow.version,
+        )
         self._publish(
             {
                 "event": "call_started",
@@ -381,6 +393,13 @@ class CallSession:
         self._inputs.put_nowait(_Input("fetch", done))
 
     def _turn(self, turn: Turn) -> None:
+        self.recorder.turn(
+            turn.kind,
+            node=turn.node,
+            text=turn.text,
+            intent=turn.intent,
+            confidence=turn.confidence,
+        )
         event: dict[str, Any] = {"event": turn.kind, "node": turn.node}
         if turn.kind == "prompt":
             event["text"] = turn.text

@@ -1,0 +1,66 @@
+"""Writes a call and its turns to the store, in order, off the call's hot path.
+
+The pipeline hands records to a queue and carries on; one task per call writes them. A store
+failure is logged and never ends the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ivr.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class CallRecorder:
+    def __init__(self, store: Store | None, call_id: str) -> None:
+        self._store = store
+        self._call_id = call_id
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.failures = 0
+
+    def start(self, **call: Any) -> None:
+        if self._store is None:
+            return
+        store = self._store
+        self._put(lambda: store.start_call(self._call_id, **call))
+        self._task = asyncio.create_task(self._run(), name=f"{self._call_id}:recorder")
+
+    def turn(self, kind: Any, **fields: Any) -> None:
+        if self._store is not None:
+            store = self._store
+            self._put(lambda: store.add_turn(self._call_id, kind, **fields))
+
+    async def finish(self, end_reason: str, limit_s: float = 10.0) -> None:
+        """Record the end and wait (bounded) until everything queued is written."""
+        if self._store is None or self._task is None:
+            return
+        store = self._store
+        self._put(lambda: store.end_call(self._call_id, end_reason))
+        self._queue.put_nowait(_STOP)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), limit_s)
+        except TimeoutError:
+            log.error("call %s: call record not written within %g s", self._call_id, limit_s)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def _put(self, write: Callable[[], Awaitable[Any]]) -> None:
+        self._queue.put_nowait(write)
+
+    async def _run(self) -> None:
+        while (write := await self._queue.get()) is not _STOP:
+            try:
+                await write()
+            except (StoreError, OSError, ValueError) as exc:
+                self.failures += 1
+                log.error("call %s: could not record: %s", self._call_id, exc)
