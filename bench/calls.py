@@ -6,7 +6,8 @@ WebSocket media stream (VAD → ASR → dialog → TTS → paced playback).
 
 Each caller (the known demo numbers rotated) says "balance", "data usage", "what are your
 opening hours" (flite voices rms/slt/awb rotated, 8 kHz mono 16-bit via sox), then keys 0
-(agent handoff ends the call). Call starts are staggered over --stagger seconds; all N calls
+(agent handoff ends the call). Call starts are spread evenly over --stagger seconds (default 30,
+as calls arrive at a real hotline; `--stagger 2.5` is the lock-step worst case); all N calls
 overlap. Unless --url is given, a fresh server is started for every N (temp IVR_DATA_DIR
 shared by the runs) and stopped at the end. Before each measured run, three warm-up calls (one
 per known number, full flow, ~50 s; not counted) fill the TTS prompt cache and get the
@@ -677,7 +678,13 @@ def main() -> None:
     p.add_argument("--url", help="target a running server's media-stream URL (ws://…)")
     p.add_argument("--end-silence-ms", type=int, default=600, help="IVR_END_SILENCE_MS")
     p.add_argument("--asr-workers", type=int, help="IVR_ASR_WORKERS (default: server's)")
-    p.add_argument("--stagger", type=float, default=2.5, help="spread call starts (s)")
+    p.add_argument(
+        "--stagger",
+        type=float,
+        default=30.0,
+        help="spread call starts over this many seconds (calls last ~60 s, so all N overlap); "
+        "2.5 puts every caller in lock-step, a worst case where all N speak at once",
+    )
     p.add_argument(
         "--caller-procs",
         type=int,

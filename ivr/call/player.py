@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from ivr.transports.messages import ClearAudio, OutboundMessage, PlayAudio
 
 FRAME_MS = 20
-LEAD_FRAMES = 3
+LEAD_FRAMES = 5  # 100 ms: rides out a busy event loop without the far end running dry
 
 
 class Player:

@@ -45,6 +45,12 @@ class Flow:
     def hint(self, node: str) -> Grammar | None:
         """For a node that listens to free speech: the phrases callers are likely to say
         there (its own, the globals, the FAQ questions). Recognizers try these first."""
+        cache: dict[str, Grammar | None] = self.__dict__.setdefault("_hints", {})
+        if node not in cache:
+            cache[node] = self._hint(node)
+        return cache[node]
+
+    def _hint(self, node: str) -> Grammar | None:
         phrases = list(self.grammars[node].phrases) if node in self.grammars else []
         menu = self.spec.nodes.get(node)
         if isinstance(menu, MenuNode) and menu.faq and self.faq_grammar is not None:
