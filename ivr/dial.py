@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import numpy as np
+import numpy.typing as npt
 
 from ivr.audio.pcm import Audio as PcmAudio
 from ivr.audio.pcm import read_wav, write_wav
@@ -90,7 +91,8 @@ class Caller:
         self._speech_ended_at: float | None = None
         self._ended = asyncio.Event()
         self._sent: list[bytes] = []
-        self._heard: list[bytes] = []
+        self._heard: list[tuple[float, bytes]] = []  # (seconds into the call, bot audio)
+        self._t0 = time.perf_counter()
 
     async def run(self) -> CallReport:
         async with aiohttp.ClientSession() as http:
@@ -157,7 +159,7 @@ class Caller:
                     self._last_bot_audio = now
                     self._answered = True
                     self.report.bot_frames += 1
-                    self._heard.append(item.pcm)
+                    self._heard.append((now - self._t0, item.pcm))
                 elif isinstance(item, SetMark):
                     await media.send_str(self._client.ack_mark(item.name))
                 elif isinstance(item, ClearAudio):
@@ -239,10 +241,18 @@ class Caller:
             print(json.dumps(event, ensure_ascii=False), file=self.out, flush=True)
 
     def _write_recording(self, path: Path) -> None:
+        """Both sides on one timeline: the caller's frames in order (one per 20 ms from the
+        start), the bot's where they arrived, as a phone line would carry them."""
         caller = np.frombuffer(b"".join(self._sent), dtype="<i2")
-        bot = np.frombuffer(b"".join(self._heard), dtype="<i2")
-        n = max(len(caller), len(bot))
-        mixed = np.zeros(n, dtype=np.int32)
+        placed: list[tuple[int, npt.NDArray[np.int16]]] = []
+        at = 0
+        for t, pcm in self._heard:
+            at = max(at, int(t * RATE))  # frames arriving in a burst play back to back
+            frame = np.frombuffer(pcm, dtype="<i2")
+            placed.append((at, frame))
+            at += len(frame)
+        mixed = np.zeros(max(len(caller), at), dtype=np.int32)
         mixed[: len(caller)] += caller
-        mixed[: len(bot)] += bot
+        for start, frame in placed:
+            mixed[start : start + len(frame)] += frame
         write_wav(path, PcmAudio(np.clip(mixed, -32768, 32767).astype(np.int16), RATE))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -186,15 +187,38 @@ def calls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             ),
         }
 
+        async def dial_cli() -> tuple[int, str]:
+            """The `ivr dial` command itself, as a user runs it."""
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "ivr",
+                "dial",
+                server.media_url,
+                "--from",
+                KNOWN,
+                "--wav",
+                str(balance),
+                "--dtmf",
+                "0",
+                "--record",
+                str(tmp / "call.wav"),
+                stdout=asyncio.subprocess.PIPE,
+            )
+            out, _ = await asyncio.wait_for(proc.communicate(), 150)
+            return proc.returncode or 0, out.decode()
+
         async def run_all() -> dict[str, Any]:
             names = list(scenarios)
             results = await asyncio.gather(
                 *(scenarios[n].run() for n in names),
                 audiosocket_call(server, balance),
                 malformed_call(server),
+                dial_cli(),
             )
             out = dict(zip(names, results[: len(names)], strict=True))
-            out["audiosocket"], out["malformed"] = results[len(names) :]
+            out["audiosocket"], out["malformed"], out["cli"] = results[len(names) :]
+            out["recording"] = tmp / "call.wav"
             return out
 
         results = asyncio.run(run_all())
@@ -365,3 +389,17 @@ def test_calls_and_turns_are_recorded(calls: dict[str, Any]) -> None:
     ]
     assert [t.seq for t in turns] == list(range(1, len(turns) + 1))
     assert any(t.kind == "prompt" and "23 dollars" in (t.text or "") for t in turns)
+
+
+def test_ivr_dial_command_prints_json_lines_and_records(calls: dict[str, Any]) -> None:
+    code, out = calls["cli"]
+    lines = [json.loads(line) for line in out.splitlines()]
+    kinds = [e["event"] for e in lines]
+    assert code == 0 and kinds[0] == "prompt" and kinds[-1] == "hangup", out
+    recognized = next(e for e in lines if e["event"] == "recognized")
+    assert recognized["intent"] == "balance" and {"text", "confidence"} <= set(recognized)
+    dtmf = next(e for e in lines if e["event"] == "dtmf")
+    assert dtmf == {"event": "dtmf", "node": "anything_else", "digits": "0", "intent": "agent"}
+    audio = read_wav(calls["recording"])
+    assert audio.rate == 8000 and audio.duration > 10  # greeting, menu, answer, both sides
+    assert np.abs(audio.samples).max() > 3000
