@@ -326,7 +326,10 @@ def test_malformed_frame_ends_only_that_call(calls: dict[str, Any]) -> None:
 
 def test_turn_latency_recorded(calls: dict[str, Any]) -> None:
     lat = [x for r in calls.values() if isinstance(r, CallReport) for x in r.latencies]
-    assert lat and float(np.median(lat)) < 3.0
+    assert lat and float(np.median(lat)) < 3.0  # as the callers measured it
+    health = calls["health"]  # and as the server did
+    assert health["turn_latency_p50_ms"] is not None
+    assert 0 < health["turn_latency_p50_ms"] <= health["turn_latency_p95_ms"] < 3000
 
 
 def test_busy_when_over_the_call_limit(tmp_path: Path) -> None:

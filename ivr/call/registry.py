@@ -4,7 +4,7 @@ event feed (transcript) for subscribers such as `ivr dial` or a console."""
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +31,9 @@ class CallRegistry:
         self.rejected = 0
         self.underruns = 0
         self.frames_sent = 0
+        # Recent turns: from the caller's input being decided (end of speech detected, keys
+        # complete) to the first frame of the answer, in seconds.
+        self.turn_latencies: deque[float] = deque(maxlen=10_000)
 
     @property
     def active(self) -> int:
@@ -46,18 +49,32 @@ class CallRegistry:
         self._feed(call_id)
         return True
 
-    def release(self, call_id: str, frames_sent: int = 0, underruns: int = 0) -> None:
+    def release(
+        self,
+        call_id: str,
+        frames_sent: int = 0,
+        underruns: int = 0,
+        turn_latencies: list[float] | None = None,
+    ) -> None:
         self._active.discard(call_id)
         self.frames_sent += frames_sent
         self.underruns += underruns
+        self.turn_latencies.extend(turn_latencies or [])
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, int | float | None]:
+        lat = sorted(self.turn_latencies)
+
+        def pct(q: float) -> float | None:
+            return round(lat[min(len(lat) - 1, int(q * len(lat)))] * 1000, 1) if lat else None
+
         return {
             "active_calls": self.active,
             "calls_total": self.total,
             "calls_rejected": self.rejected,
             "frames_sent": self.frames_sent,
             "underruns": self.underruns,
+            "turn_latency_p50_ms": pct(0.5),
+            "turn_latency_p95_ms": pct(0.95),
         }
 
     def _feed(self, call_id: str) -> CallFeed:

@@ -107,8 +107,7 @@ class CallSession:
         self._ending: str | None = None  # set by Hangup/Handoff: end once playback drains
         self._utterance = 0  # ignore recognition results of utterances overtaken by events
         self._speech_end_at: float | None = None
-        self.turn_latencies: list[float] = []
-        self._prompt_text = ""
+        self.turn_latencies: list[float] = []  # caller's input decided → first bot audio
         self.recorder = CallRecorder(None, "")
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -190,7 +189,8 @@ class CallSession:
         await self.recorder.finish(self.end_reason)
         self.s.registry.end(self.call_id)
         sent = player.frames_sent if player is not None else 0
-        self.s.registry.release(self.call_id, sent, player.underruns if player is not None else 0)
+        underruns = player.underruns if player is not None else 0
+        self.s.registry.release(self.call_id, sent, underruns, self.turn_latencies)
         log.info("call %s ended: %s", self.call_id, self.end_reason)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:

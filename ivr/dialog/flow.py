@@ -45,6 +45,8 @@ class Flow:
     def hint(self, node: str) -> Grammar | None:
         """For a node that listens to free speech: the phrases callers are likely to say
         there (its own, the globals, the FAQ questions). Recognizers try these first."""
+        # Built once per node (a Listen happens every turn); the frozen dataclass only bars
+        # assigning fields, and this cache is not one.
         cache: dict[str, Grammar | None] = self.__dict__.setdefault("_hints", {})
         if node not in cache:
             cache[node] = self._hint(node)

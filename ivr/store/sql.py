@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -195,15 +196,15 @@ CLAIM_SQL: dict[Dialect, dict[str, str]] = {
 }
 
 
-class SqlStore:
+class SqlStore(ABC):
     """Implements `Store` on top of `_unit()`; subclasses provide connections."""
 
     backend: str = ""
     dialect: Dialect = "sqlite"
 
+    @abstractmethod
     def _unit(self, write: bool = True) -> AbstractAsyncContextManager[Conn]:
         """One transaction on one connection (reads may skip the write lock)."""
-        raise NotImplementedError
 
     def transaction(self) -> AbstractAsyncContextManager[Store]:
         return self._transaction()
@@ -213,8 +214,8 @@ class SqlStore:
         async with self._unit() as conn:
             yield TxStore(conn, self.backend, self.dialect)
 
-    async def close(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    async def close(self) -> None: ...
 
     async def __aenter__(self) -> SqlStore:
         return self
