@@ -12,7 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from ivr.asr.base import Engine, RecognitionResult, Recognizer
+from ivr.asr.base import Engine, RecognitionResult
 from ivr.asr.grammar import Grammar, normalize
 
 T = TypeVar("T")
@@ -29,11 +29,6 @@ class AsrRunner:
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         async with self._slots:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    def recognizer(
-        self, grammar: Grammar | None, rate: int = 8000, nbest: int = 1
-    ) -> AsyncRecognizer:
-        return AsyncRecognizer(self, grammar, rate, nbest)
 
     async def recognize(
         self,
@@ -84,37 +79,3 @@ def covered(result: RecognitionResult, grammar: Grammar) -> bool:
         and all(normalize(w) != normalize("[unk]") for w in words)
         and result.confidence >= grammar.min_confidence
     )
-
-
-class AsyncRecognizer:
-    """An engine recognizer driven from asyncio; created on first use, calls serialized."""
-
-    def __init__(self, runner: AsrRunner, grammar: Grammar | None, rate: int, nbest: int) -> None:
-        self._runner = runner
-        self._grammar = grammar
-        self._rate = rate
-        self._nbest = nbest
-        self._rec: Recognizer | None = None
-        self._lock = asyncio.Lock()
-
-    async def _get(self) -> Recognizer:
-        if self._rec is None:
-            self._rec = await self._runner.run(
-                self._runner.engine.create, self._grammar, self._rate, self._nbest
-            )
-        return self._rec
-
-    async def feed(self, pcm: bytes) -> None:
-        async with self._lock:
-            rec = await self._get()
-            await self._runner.run(rec.feed, pcm)
-
-    async def partial(self) -> str:
-        async with self._lock:
-            rec = await self._get()
-            return await self._runner.run(rec.partial)
-
-    async def final(self) -> RecognitionResult:
-        async with self._lock:
-            rec = await self._get()
-            return await self._runner.run(rec.final)
