@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,6 +24,46 @@ def _default_dir(name: str) -> Path:
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "ivr"
+
+
+SCOPES = ("calls.read", "callbacks.read", "callbacks.write")
+"""API token scopes; "*" grants all."""
+
+
+class ApiToken(BaseModel):
+    """A bearer token as configured: its SHA-256 (the token itself is never stored)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    scopes: list[Literal["*", "calls.read", "callbacks.read", "callbacks.write"]]
+
+
+def _comma_list(value: object) -> object:
+    """Environment form of a list: comma-separated (``a,b``); a YAML list passes through."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _tokens(value: object) -> object:
+    """``NAME:SHA256:SCOPE+SCOPE`` entries, comma-separated (IVR_API_TOKENS), or a YAML list
+    of such strings or of {name, sha256, scopes} mappings."""
+    items = _comma_list(value)
+    if not isinstance(items, list):
+        return items
+    out: list[object] = []
+    for item in items:
+        if isinstance(item, str):
+            parts = item.split(":")
+            if len(parts) != 3:
+                raise ValueError(f"API token entry {item!r}: expected NAME:SHA256:SCOPE+SCOPE")
+            name, digest, scopes = parts
+            item = {"name": name, "sha256": digest.lower(), "scopes": re.split(r"[+ ]", scopes)}
+        out.append(item)
+    return out
+
+
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
 
 
 class Settings(BaseSettings):
@@ -53,6 +95,42 @@ class Settings(BaseSettings):
 
     tts_voice: str | None = None
     tts_speed: int = Field(160, ge=60, le=400)  # words per minute
+
+    # Agent callbacks: when agents work, in which zone callers' times are meant.
+    timezone: str = "UTC"
+    business_hours: str = "mon-fri 08:00-20:00, sat 09:00-17:00"
+    vip_numbers: CommaList = Field(default_factory=list)  # callbacks from these come first
+    callback_max_attempts: int = Field(3, ge=1, le=20)
+    callback_retry_minutes: float = Field(30, gt=0)  # after no answer / busy
+    callback_expiry_hours: float = Field(72, gt=0)  # still not done this long after due
+    dispatch_lease_seconds: float = Field(600, gt=0)  # a dialer reports back within this
+    dispatch_interval_seconds: float = Field(1.0, gt=0)
+
+    # Integration: webhooks and the HTTP API.
+    webhook_urls: CommaList = Field(default_factory=list)
+    webhook_secret: str | None = None
+    webhook_timeout_seconds: float = Field(5, gt=0)
+    webhook_max_attempts: int = Field(15, ge=1)  # then the event is parked, kept for replay
+    api_tokens: Annotated[list[ApiToken], NoDecode, BeforeValidator(_tokens)] = Field(
+        default_factory=list
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from None
+        return value
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"webhook URL {url!r} is not http:// or https://")
+        return value
 
     @property
     def cache_dir(self) -> Path:

@@ -37,8 +37,9 @@ def sox(*args: str | Path) -> None:
     """Run sox with -R (repeatable random numbers) so noise fixtures are identical every run."""
     exe = shutil.which("sox")
     if exe is None:
-        pytest.fail("sox not found: install the Debian package sox to run the audio tests",
-                    pytrace=False)
+        pytest.fail(
+            "sox not found: install the Debian package sox to run the audio tests", pytrace=False
+        )
     cmd = [exe, "-R", *map(str, args)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -53,8 +54,21 @@ def pad(src: Path, dst: Path, before: float, after: float, rate: int = RATE) -> 
 
 def noise(dst: Path, seconds: float, vol: float, rate: int = RATE) -> Path:
     """White noise of peak amplitude `vol` (fraction of full scale)."""
-    sox("-n", "-r", str(rate), "-c", "1", "-b", "16", dst,
-        "synth", f"{seconds}", "whitenoise", "vol", f"{vol}")
+    sox(
+        "-n",
+        "-r",
+        str(rate),
+        "-c",
+        "1",
+        "-b",
+        "16",
+        dst,
+        "synth",
+        f"{seconds}",
+        "whitenoise",
+        "vol",
+        f"{vol}",
+    )
     return dst
 
 

@@ -6,47 +6,16 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 import pytest
-from pg import PgCluster, PgMissing
 
 from ivr.store import MIGRATIONS, Callback, Conflict, NotFound, Store, open_store, sqlite_path
 
 T0 = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
 LEASE = timedelta(minutes=5)
-
-
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PgCluster]:
-    missing = None
-    try:
-        cluster = PgCluster()
-    except PgMissing as e:
-        missing = str(e)
-    if missing:
-        pytest.fail(missing, pytrace=False)
-    try:
-        yield cluster.start()
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/data/ivr.db"  # absolute: sqlite:////tmp/…
-    cluster: PgCluster = request.getfixturevalue("pg_cluster")
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(cluster.dsn)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin.close()
-    return cluster.dsn.rsplit("/", 1)[0] + f"/{name}"
 
 
 @pytest.fixture
@@ -304,6 +273,67 @@ async def test_claim_due_callbacks(store: Store) -> None:
     assert [cb.id for cb in await store.claim_due_callbacks(10, T0 + timedelta(days=1), LEASE)] == [
         later.id
     ]
+
+
+async def test_attempts_log_agent_claims_and_failed_attempts(store: Store) -> None:
+    cb, _ = await store.upsert_open_callback("+15550301", T0, max_attempts=3)
+    now = T0 + timedelta(minutes=1)
+    assert [c.id for c in await store.claim_due_callbacks(10, now, LEASE)] == [cb.id]
+    # the dialer reports no answer: the attempt ends, the callback is due again
+    retry = now + timedelta(minutes=30)
+    failed = await store.fail_attempt(cb.id, "no_answer", retry, now=now)
+    assert (failed.status, failed.due_at, failed.attempts, failed.outcome) == (
+        "scheduled",
+        retry,
+        1,
+        "no_answer",
+    )
+    # an agent takes the re-dispatched attempt: same attempt number, now with an agent
+    (again,) = await store.claim_due_callbacks(10, retry, LEASE)
+    assert again.attempts == 2
+    claimed = await store.claim(cb.id, "agent-7", now=retry)
+    assert (claimed.agent, claimed.attempts) == ("agent-7", 2)
+    with pytest.raises(Conflict):  # an agent-held one cannot be claimed by another
+        await store.claim(cb.id, "agent-8")
+    done = await store.complete(cb.id, "resolved", now=retry + timedelta(minutes=5))
+    assert (done.status, done.outcome) == ("completed", "resolved")
+    log = await store.list_attempts(cb.id)
+    assert [(a.attempt, a.taken_by, a.agent, a.outcome) for a in log] == [
+        (1, "dispatcher", None, "no_answer"),
+        (2, "dispatcher", "agent-7", "resolved"),
+    ]
+    assert all(a.ended_at is not None for a in log)
+    with pytest.raises(NotFound):
+        await store.list_attempts(str(uuid.uuid4()))
+
+    # the last attempt failing expires the callback instead of rescheduling it
+    one, _ = await store.upsert_open_callback("+15550302", T0, max_attempts=1)
+    await store.claim(one.id, "agent-1", now=now)
+    out = await store.fail_attempt(one.id, "busy", retry, now=now)
+    assert (out.status, out.outcome) == ("expired", "busy")
+    assert [a.outcome for a in await store.list_attempts(one.id)] == ["busy"]
+
+
+async def test_expire_overdue(store: Store) -> None:
+    stale, _ = await store.upsert_open_callback("+15550401", T0)
+    fresh, _ = await store.upsert_open_callback("+15550402", T0 + timedelta(days=2))
+    spent, _ = await store.upsert_open_callback("+15550403", T0 + timedelta(days=2), max_attempts=1)
+    held, _ = await store.upsert_open_callback("+15550404", T0)
+    await store.claim(held.id, "agent-1", now=T0)
+    now = T0 + timedelta(days=2)
+    dispatched = await store.claim_due_callbacks(10, now, LEASE)
+    assert {cb.id for cb in dispatched} == {stale.id, fresh.id, spent.id}
+    overdue_line = T0 + timedelta(days=1)
+    assert await store.expire_overdue(overdue_line, now=now) == []  # leases still running
+    later = now + LEASE
+    got = await store.expire_overdue(overdue_line, now=later)
+    # stale is overdue; spent has no attempts left; fresh is re-dispatched later; the
+    # agent-held one is its agent's to finish
+    assert {cb.id: cb.outcome for cb in got} == {stale.id: "overdue", spent.id: "max_attempts"}
+    assert all(cb.status == "expired" for cb in got)
+    assert [a.outcome for a in await store.list_attempts(spent.id)] == ["no_report"]
+    assert await store.expire_overdue(overdue_line, now=later) == []
+    assert (await store.get_callback(held.id)).status == "claimed"
 
 
 async def test_outbox_add_claim_deliver_fail(store: Store) -> None:

@@ -100,6 +100,19 @@ class Callback:
 
 
 @dataclass(frozen=True, slots=True)
+class Attempt:
+    """One attempt to reach a callback's caller, and how it ended (None while open)."""
+
+    callback_id: str
+    attempt: int
+    started_at: datetime
+    taken_by: Literal["dispatcher", "agent"]
+    agent: str | None
+    ended_at: datetime | None
+    outcome: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     """A webhook event in the outbox."""
 
@@ -192,13 +205,25 @@ class Store(Protocol):
     async def get_callback(self, id: str) -> Callback: ...
 
     async def claim(self, id: str, agent: str, *, now: datetime | None = None) -> Callback:
-        """scheduled → claimed by `agent` (attempts + 1)."""
+        """scheduled → claimed by `agent` (a new attempt), or a callback the dispatcher
+        handed out (claimed, no agent yet) → that attempt is now `agent`'s."""
         ...
 
     async def complete(
         self, id: str, outcome: str, *, transcript: Any = None, now: datetime | None = None
     ) -> Callback:
-        """claimed → completed."""
+        """claimed → completed; the open attempt ends with `outcome`."""
+        ...
+
+    async def fail_attempt(
+        self, id: str, outcome: str, retry_at: datetime, *, now: datetime | None = None
+    ) -> Callback:
+        """claimed → the attempt ends with `outcome` (no answer, busy...); the callback is
+        scheduled again at `retry_at` if it has attempts left, else expired."""
+        ...
+
+    async def list_attempts(self, id: str) -> list[Attempt]:
+        """The callback's attempts in order. NotFound for no such callback."""
         ...
 
     async def reschedule(
@@ -235,6 +260,14 @@ class Store(Protocol):
         claimed by an earlier dispatch whose lease ran out, with attempts left; they become
         claimed (agent None) until `now + lease`, attempts + 1. Concurrent callers (other
         processes) never get the same callback."""
+        ...
+
+    async def expire_overdue(
+        self, due_before: datetime, now: datetime, limit: int = 100
+    ) -> list[Callback]:
+        """For the dispatcher: expire up to `limit` open callbacks nobody is working on that
+        are either overdue (due before `due_before`) or out of attempts with the last
+        dispatch's lease run out. Agent-claimed ones are left to their agent."""
         ...
 
     # webhook outbox

@@ -118,6 +118,25 @@ MIGRATIONS: tuple[Migration, ...] = (
                 WHERE delivered_at IS NULL""",
         ),
     ),
+    Migration(
+        4,
+        "callback attempts",
+        (
+            # One row per attempt to reach the caller: who took it (the dispatcher, handing it
+            # to a dialer, or an agent claiming it) and how it ended.
+            """
+            CREATE TABLE callback_attempts (
+                callback_id {uuid} NOT NULL REFERENCES callbacks (id) ON DELETE CASCADE,
+                attempt INTEGER NOT NULL,
+                started_at {ts} NOT NULL,
+                taken_by TEXT NOT NULL CHECK (taken_by IN ('dispatcher', 'agent')),
+                agent TEXT,
+                ended_at {ts},
+                outcome TEXT,
+                PRIMARY KEY (callback_id, attempt)
+            )""",
+        ),
+    ),
 )
 
 assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))

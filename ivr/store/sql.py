@@ -13,7 +13,7 @@ import binascii
 import json
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, cast
@@ -22,6 +22,7 @@ from ivr.store.base import (
     CALLBACK_STATUSES,
     OPEN_STATUSES,
     TURN_KINDS,
+    Attempt,
     Call,
     Callback,
     CallbackStatus,
@@ -130,6 +131,52 @@ def _callback(r: Row) -> Callback:
     )
 
 
+def _attempt(r: Row) -> Attempt:
+    return Attempt(
+        callback_id=str(r["callback_id"]),
+        attempt=int(r["attempt"]),
+        started_at=_ts(r["started_at"]),
+        taken_by=r["taken_by"],
+        agent=r["agent"],
+        ended_at=_ts_opt(r["ended_at"]),
+        outcome=r["outcome"],
+    )
+
+
+async def _end_attempt(c: Conn, callback_id: str, outcome: str, at: datetime) -> None:
+    await c.execute(
+        "UPDATE callback_attempts SET ended_at = $2, outcome = $3"
+        " WHERE callback_id = $1 AND ended_at IS NULL",
+        callback_id,
+        at,
+        outcome,
+    )
+
+
+async def _start_attempt(c: Conn, cb: Callback, taken_by: str, at: datetime) -> None:
+    await c.execute(
+        "INSERT INTO callback_attempts (callback_id, attempt, started_at, taken_by, agent)"
+        " VALUES ($1, $2, $3, $4, $5)",
+        cb.id,
+        cb.attempts,
+        at,
+        taken_by,
+        cb.agent,
+    )
+
+
+AfterChange = Callable[[Conn, Callback], Awaitable[None]]
+
+
+def _ending(outcome: str, at: datetime) -> AfterChange:
+    """An `after` for `_transition`: end the open attempt with `outcome`."""
+
+    async def after(c: Conn, cb: Callback) -> None:
+        await _end_attempt(c, cb.id, outcome, at)
+
+    return after
+
+
 def _event(r: Row) -> Event:
     return Event(
         id=str(r["id"]),
@@ -157,7 +204,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise ValueError(f"bad cursor {cursor!r}") from e
 
 
-_OPEN = "('scheduled', 'claimed')"
+_OPEN = "(" + ", ".join(f"'{s}'" for s in OPEN_STATUSES) + ")"
 
 _DUE_CALLBACKS = """
     SELECT id FROM callbacks
@@ -169,6 +216,18 @@ _DUE_CALLBACKS = """
 _CLAIM_CALLBACKS_SET = (
     "status = 'claimed', agent = NULL, attempts = callbacks.attempts + 1,"
     " lease_until = $3, updated_at = $1"
+)
+_OVERDUE_CALLBACKS = """
+    SELECT id FROM callbacks
+    WHERE (status = 'scheduled' AND due_at < $3)
+       OR (status = 'claimed' AND agent IS NULL AND lease_until <= $1
+           AND (attempts >= max_attempts OR due_at < $3))
+    ORDER BY due_at, id
+    LIMIT $2"""
+_EXPIRE_SET = (
+    "status = 'expired', lease_until = NULL, updated_at = $1,"
+    " outcome = CASE WHEN callbacks.attempts >= callbacks.max_attempts"
+    " THEN 'max_attempts' ELSE 'overdue' END"
 )
 _DUE_EVENTS = """
     SELECT id FROM outbox
@@ -187,11 +246,16 @@ CLAIM_SQL: dict[Dialect, dict[str, str]] = {
         "events": f"WITH due AS ({_DUE_EVENTS} FOR UPDATE SKIP LOCKED)"
         f" UPDATE outbox SET {_CLAIM_EVENTS_SET}"
         " FROM due WHERE outbox.id = due.id RETURNING outbox.*",
+        "overdue": f"WITH due AS ({_OVERDUE_CALLBACKS} FOR UPDATE SKIP LOCKED)"
+        f" UPDATE callbacks SET {_EXPIRE_SET}"
+        " FROM due WHERE callbacks.id = due.id RETURNING callbacks.*",
     },
     "sqlite": {
         "callbacks": f"UPDATE callbacks SET {_CLAIM_CALLBACKS_SET}"
         f" WHERE id IN ({_DUE_CALLBACKS}) RETURNING *",
         "events": f"UPDATE outbox SET {_CLAIM_EVENTS_SET} WHERE id IN ({_DUE_EVENTS}) RETURNING *",
+        "overdue": f"UPDATE callbacks SET {_EXPIRE_SET}"
+        f" WHERE id IN ({_OVERDUE_CALLBACKS}) RETURNING *",
     },
 }
 
@@ -395,16 +459,17 @@ class SqlStore(ABC):
         self,
         id: str,
         action: str,
-        allowed: Sequence[CallbackStatus],
+        allowed: str,
         assignments: str,
         *args: Any,
+        after: AfterChange | None = None,
     ) -> Callback:
+        """UPDATE the callback if `allowed` (an SQL condition) holds, then run `after` in the
+        same transaction; NotFound / Conflict otherwise."""
         id = _uuid("callback", id)
-        states = ", ".join(f"'{s}'" for s in allowed)
         async with self._unit() as c:
             rows = await c.fetch(
-                f"UPDATE callbacks SET {assignments} WHERE id = $1 AND status IN ({states})"
-                " RETURNING *",
+                f"UPDATE callbacks SET {assignments} WHERE id = $1 AND ({allowed}) RETURNING *",
                 id,
                 *args,
             )
@@ -413,62 +478,125 @@ class SqlStore(ABC):
                 if not found:
                     raise NotFound("callback", id)
                 raise Conflict("callback", id, action, found[0]["status"])
-        return _callback(rows[0])
+            cb = _callback(rows[0])
+            if after is not None:
+                await after(c, cb)
+        return cb
 
     async def claim(self, id: str, agent: str, *, now: datetime | None = None) -> Callback:
+        at = now_or(now)
+
+        async def after(c: Conn, cb: Callback) -> None:
+            # A dispatched callback's open attempt becomes the agent's; else a new attempt.
+            rows = await c.fetch(
+                "UPDATE callback_attempts SET agent = $2 WHERE callback_id = $1"
+                " AND ended_at IS NULL RETURNING attempt",
+                cb.id,
+                agent,
+            )
+            if not rows:
+                await _start_attempt(c, cb, "agent", at)
+
         return await self._transition(
             id,
             "claim",
-            ("scheduled",),
-            "status = 'claimed', agent = $2, attempts = attempts + 1, lease_until = NULL,"
-            " updated_at = $3",
+            "status = 'scheduled' OR (status = 'claimed' AND agent IS NULL)",
+            "attempts = CASE WHEN status = 'scheduled' THEN attempts + 1 ELSE attempts END,"
+            " status = 'claimed', agent = $2, lease_until = NULL, updated_at = $3",
             agent,
-            now_or(now),
+            at,
+            after=after,
         )
 
     async def complete(
         self, id: str, outcome: str, *, transcript: Any = None, now: datetime | None = None
     ) -> Callback:
+        at = now_or(now)
         return await self._transition(
             id,
             "complete",
-            ("claimed",),
+            "status = 'claimed'",
             "status = 'completed', outcome = $2, transcript = COALESCE($3, transcript),"
             " lease_until = NULL, updated_at = $4",
             outcome,
             _json_in(transcript),
-            now_or(now),
+            at,
+            after=_ending(outcome, at),
         )
+
+    async def fail_attempt(
+        self, id: str, outcome: str, retry_at: datetime, *, now: datetime | None = None
+    ) -> Callback:
+        at = now_or(now)
+        return await self._transition(
+            id,
+            "fail",
+            "status = 'claimed'",
+            "status = CASE WHEN attempts < max_attempts THEN 'scheduled' ELSE 'expired' END,"
+            " due_at = CASE WHEN attempts < max_attempts THEN $3 ELSE due_at END,"
+            " outcome = $2, agent = NULL, lease_until = NULL, updated_at = $4",
+            outcome,
+            utc(retry_at),
+            at,
+            after=_ending(outcome, at),
+        )
+
+    async def list_attempts(self, id: str) -> list[Attempt]:
+        id = _uuid("callback", id)
+        async with self._unit(write=False) as c:
+            if not await c.fetch("SELECT id FROM callbacks WHERE id = $1", id):
+                raise NotFound("callback", id)
+            rows = await c.fetch(
+                "SELECT * FROM callback_attempts WHERE callback_id = $1 ORDER BY attempt", id
+            )
+        return [_attempt(r) for r in rows]
 
     async def reschedule(
         self, id: str, due_at: datetime, *, now: datetime | None = None
     ) -> Callback:
+        at = now_or(now)
         return await self._transition(
             id,
             "reschedule",
-            OPEN_STATUSES,
+            f"status IN {_OPEN}",
             "status = 'scheduled', due_at = $2, agent = NULL, lease_until = NULL, updated_at = $3",
             utc(due_at),
-            now_or(now),
+            at,
+            after=_ending("rescheduled", at),
         )
 
     async def cancel(self, id: str, *, now: datetime | None = None) -> Callback:
+        at = now_or(now)
         return await self._transition(
             id,
             "cancel",
-            OPEN_STATUSES,
+            f"status IN {_OPEN}",
             "status = 'cancelled', lease_until = NULL, updated_at = $2",
-            now_or(now),
+            at,
+            after=_ending("cancelled", at),
         )
 
     async def expire(self, id: str, *, now: datetime | None = None) -> Callback:
+        at = now_or(now)
         return await self._transition(
             id,
             "expire",
-            OPEN_STATUSES,
+            f"status IN {_OPEN}",
             "status = 'expired', lease_until = NULL, updated_at = $2",
-            now_or(now),
+            at,
+            after=_ending("expired", at),
         )
+
+    async def expire_overdue(
+        self, due_before: datetime, now: datetime, limit: int = 100
+    ) -> list[Callback]:
+        now = utc(now)
+        async with self._unit() as c:
+            rows = await c.fetch(CLAIM_SQL[self.dialect]["overdue"], now, limit, utc(due_before))
+            items = [_callback(r) for r in rows]
+            for cb in items:
+                await _end_attempt(c, cb.id, "no_report", now)
+        return items
 
     async def list_callbacks(
         self,
@@ -519,7 +647,10 @@ class SqlStore(ABC):
         now = utc(now)
         async with self._unit() as c:
             rows = await c.fetch(CLAIM_SQL[self.dialect]["callbacks"], now, limit, now + lease)
-        items = [_callback(r) for r in rows]
+            items = [_callback(r) for r in rows]
+            for cb in items:  # a lapsed dispatch nobody reported on ends here
+                await _end_attempt(c, cb.id, "no_report", now)
+                await _start_attempt(c, cb, "dispatcher", now)
         return sorted(items, key=lambda cb: (-cb.priority, cb.due_at, cb.id))
 
     # webhook outbox

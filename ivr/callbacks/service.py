@@ -1,0 +1,215 @@
+"""The callback workflow over the store. Every change is one transaction with its event.
+
+Events (outbox → webhooks), payload ``{"callback": <callback_json>}``:
+``callback.scheduled`` (a new booking), ``callback.updated`` (a repeat caller's new request,
+a reschedule, or a failed attempt that will be retried), ``callback.due`` (the dispatcher
+hands it out: dial now), ``callback.claimed``, ``callback.completed``, ``callback.cancelled``,
+``callback.expired``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from ivr.config import Settings
+from ivr.store import Attempt, Call, Callback, Store, Turn
+
+RETRY_OUTCOMES = frozenset({"no_answer", "busy", "voicemail", "failed"})
+"""Outcomes of an attempt that did not reach the caller: retried while attempts are left."""
+FINAL_OUTCOMES = frozenset({"resolved", "unresolved", "wrong_number", "declined"})
+OUTCOMES = tuple(sorted(RETRY_OUTCOMES | FINAL_OUTCOMES))
+VIP_PRIORITY = 10
+
+
+@dataclass(frozen=True)
+class CallbackPolicy:
+    tz: ZoneInfo
+    max_attempts: int = 3
+    retry_after: timedelta = timedelta(minutes=30)
+    expiry: timedelta = timedelta(hours=72)
+    lease: timedelta = timedelta(minutes=10)
+    vip_numbers: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> CallbackPolicy:
+        return cls(
+            tz=ZoneInfo(s.timezone),
+            max_attempts=s.callback_max_attempts,
+            retry_after=timedelta(minutes=s.callback_retry_minutes),
+            expiry=timedelta(hours=s.callback_expiry_hours),
+            lease=timedelta(seconds=s.dispatch_lease_seconds),
+            vip_numbers=frozenset(s.vip_numbers),
+        )
+
+    def priority(self, number: str, segment: str | None = None) -> int:
+        """VIP callers (config list, or a "vip" segment from the account) come first."""
+        return VIP_PRIORITY if number in self.vip_numbers or segment == "vip" else 0
+
+
+def iso(value: datetime | None, tz: ZoneInfo) -> str | None:
+    """ISO 8601 with the offset of the configured zone (what integrators display)."""
+    return None if value is None else value.astimezone(tz).isoformat()
+
+
+def callback_json(
+    cb: Callback, tz: ZoneInfo, attempts: Iterable[Attempt] | None = None
+) -> dict[str, Any]:
+    """The API and webhook representation; with `attempts`, the detail view."""
+    out: dict[str, Any] = {
+        "id": cb.id,
+        "number": cb.number,
+        "due_at": iso(cb.due_at, tz),
+        "status": cb.status,
+        "reason": cb.reason,
+        "priority": cb.priority,
+        "attempts": cb.attempts,
+        "max_attempts": cb.max_attempts,
+        "agent": cb.agent,
+        "outcome": cb.outcome,
+        "created_at": iso(cb.created_at, tz),
+        "updated_at": iso(cb.updated_at, tz),
+    }
+    if attempts is not None:
+        out["transcript"] = cb.transcript
+        out["attempt_log"] = [
+            {
+                "attempt": a.attempt,
+                "taken_by": a.taken_by,
+                "agent": a.agent,
+                "started_at": iso(a.started_at, tz),
+                "ended_at": iso(a.ended_at, tz),
+                "outcome": a.outcome,
+            }
+            for a in attempts
+        ]
+    return out
+
+
+def call_json(call: Call, tz: ZoneInfo, turns: Iterable[Turn] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": call.id,
+        "caller": call.caller,
+        "transport": call.transport,
+        "flow": call.flow,
+        "flow_version": call.flow_version,
+        "started_at": iso(call.started_at, tz),
+        "ended_at": iso(call.ended_at, tz),
+        "end_reason": call.end_reason,
+    }
+    if turns is not None:
+        out["turns"] = [
+            {
+                "seq": t.seq,
+                "at": iso(t.at, tz),
+                "node": t.node,
+                "kind": t.kind,
+                "text": t.text,
+                "intent": t.intent,
+                "confidence": t.confidence,
+            }
+            for t in turns
+        ]
+    return out
+
+
+class Callbacks:
+    """Callback operations for the call pipeline, the API and the dispatcher."""
+
+    def __init__(
+        self,
+        store: Store,
+        policy: CallbackPolicy,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.clock = clock
+
+    def _event(self, cb: Callback) -> dict[str, Any]:
+        return {"callback": callback_json(cb, self.policy.tz)}
+
+    async def book(
+        self,
+        number: str,
+        due_at: datetime,
+        *,
+        reason: str,
+        segment: str | None = None,
+        transcript: Any = None,
+    ) -> tuple[Callback, bool]:
+        """Schedule a callback, or update the number's open one: (callback, created)."""
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            cb, created = await tx.upsert_open_callback(
+                number,
+                due_at,
+                reason=reason,
+                priority=self.policy.priority(number, segment),
+                max_attempts=self.policy.max_attempts,
+                transcript=transcript,
+                now=now,
+            )
+            kind = "callback.scheduled" if created else "callback.updated"
+            await tx.add_event(kind, self._event(cb), now=now)
+        return cb, created
+
+    async def get(self, id: str) -> tuple[Callback, list[Attempt]]:
+        return await self.store.get_callback(id), await self.store.list_attempts(id)
+
+    async def claim(self, id: str, agent: str) -> Callback:
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            cb = await tx.claim(id, agent, now=now)
+            await tx.add_event("callback.claimed", self._event(cb), now=now)
+        return cb
+
+    async def complete(self, id: str, outcome: str) -> Callback:
+        """End the current attempt: a final outcome completes the callback; a retry outcome
+        (no answer, busy...) schedules it again, or expires it when out of attempts."""
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome {outcome!r} is not one of {', '.join(OUTCOMES)}")
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            if outcome in RETRY_OUTCOMES:
+                cb = await tx.fail_attempt(id, outcome, now + self.policy.retry_after, now=now)
+                kind = "callback.updated" if cb.status == "scheduled" else "callback.expired"
+            else:
+                cb = await tx.complete(id, outcome, now=now)
+                kind = "callback.completed"
+            await tx.add_event(kind, self._event(cb), now=now)
+        return cb
+
+    async def reschedule(self, id: str, due_at: datetime) -> Callback:
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            cb = await tx.reschedule(id, due_at, now=now)
+            await tx.add_event("callback.updated", self._event(cb), now=now)
+        return cb
+
+    async def cancel(self, id: str) -> Callback:
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            cb = await tx.cancel(id, now=now)
+            await tx.add_event("callback.cancelled", self._event(cb), now=now)
+        return cb
+
+    async def dispatch_due(self, limit: int = 50) -> list[Callback]:
+        """Hand out due callbacks (``callback.due``); safe to run in several processes."""
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            due = await tx.claim_due_callbacks(limit, now, self.policy.lease)
+            for cb in due:
+                await tx.add_event("callback.due", self._event(cb), now=now)
+        return due
+
+    async def expire_overdue(self, limit: int = 100) -> list[Callback]:
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            gone = await tx.expire_overdue(now - self.policy.expiry, now, limit)
+            for cb in gone:
+                await tx.add_event("callback.expired", self._event(cb), now=now)
+        return gone
