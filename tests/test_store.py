@@ -98,6 +98,29 @@ async def test_calls_and_turns_round_trip(store: Store) -> None:
     assert await store.list_turns("nope") == []
 
 
+async def test_list_calls_newest_first_with_filters_and_cursor(store: Store) -> None:
+    for i in range(7):
+        caller = "+15550100" if i % 2 else "+15550199"
+        await store.start_call(f"c{i}", transport="test", caller=caller,
+                               started_at=T0 + timedelta(minutes=i // 2))  # fmt: skip
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page, cursor = await store.list_calls(limit=3, cursor=cursor)
+        seen += [c.id for c in page]
+        if cursor is None:
+            break
+    assert seen == ["c6", "c5", "c4", "c3", "c2", "c1", "c0"]  # ties broken by id, newest first
+    mine, _ = await store.list_calls(caller="+15550100")
+    assert [c.id for c in mine] == ["c5", "c3", "c1"]
+    window, _ = await store.list_calls(
+        started_after=T0 + timedelta(minutes=1), started_before=T0 + timedelta(minutes=3)
+    )
+    assert [c.id for c in window] == ["c5", "c4", "c3", "c2"]
+    with pytest.raises(ValueError):
+        await store.list_calls(cursor="garbage!")
+
+
 async def test_one_open_callback_per_number(store: Store) -> None:
     first, created = await store.upsert_open_callback(
         "+15550101", T0, reason="billing", priority=2, transcript=[{"who": "caller", "t": "hi"}],

@@ -181,6 +181,18 @@ class Store(Protocol):
         """Append a turn; `seq` is the call's next number from 1. NotFound for no such call."""
         ...
 
+    async def list_calls(
+        self,
+        limit: int = 50,
+        cursor: str | None = None,
+        caller: str | None = None,
+        started_after: datetime | None = None,
+        started_before: datetime | None = None,
+    ) -> tuple[list[Call], str | None]:
+        """Calls newest first (started_after <= started_at < started_before); the page and
+        the next page's cursor (None on the last). ValueError for a bad cursor or limit."""
+        ...
+
     async def list_turns(self, call_id: str) -> list[Turn]: ...
 
     # callbacks

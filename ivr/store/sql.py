@@ -195,11 +195,11 @@ def encode_cursor(due_at: datetime, id: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
+def decode_cursor(cursor: str, uuid_ids: bool = True) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         due, id = json.loads(raw)
-        return _ts(due), str(uuid.UUID(id))
+        return _ts(due), str(uuid.UUID(id)) if uuid_ids else str(id)
     except (ValueError, TypeError, binascii.Error) as e:
         raise ValueError(f"bad cursor {cursor!r}") from e
 
@@ -402,6 +402,42 @@ class SqlStore(ABC):
                 confidence,
             )
         return _turn(rows[0])
+
+    async def list_calls(
+        self,
+        limit: int = 50,
+        cursor: str | None = None,
+        caller: str | None = None,
+        started_after: datetime | None = None,
+        started_before: datetime | None = None,
+    ) -> tuple[list[Call], str | None]:
+        if not 1 <= limit <= 1000:
+            raise ValueError(f"limit {limit} is not in 1..1000")
+        args: list[Any] = []
+
+        def p(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        where: list[str] = []
+        if caller is not None:
+            where.append(f"caller = {p(caller)}")
+        if started_after is not None:
+            where.append(f"started_at >= {p(utc(started_after))}")
+        if started_before is not None:
+            where.append(f"started_at < {p(utc(started_before))}")
+        if cursor is not None:
+            before_at, before_id = decode_cursor(cursor, uuid_ids=False)
+            where.append(f"(started_at, id) < ({p(before_at)}, {p(before_id)})")
+        sql = "SELECT * FROM calls"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY started_at DESC, id DESC LIMIT {p(limit + 1)}"
+        async with self._unit(write=False) as c:
+            rows = await c.fetch(sql, *args)
+        items = [_call(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        return items, encode_cursor(items[-1].started_at, items[-1].id) if more else None
 
     async def list_turns(self, call_id: str) -> list[Turn]:
         async with self._unit(write=False) as c:
