@@ -9,7 +9,14 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -124,6 +131,16 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from None
         return value
 
+    @model_validator(mode="after")
+    def _hours(self) -> Settings:
+        from ivr.dialog.when import BusinessHours, WhenError  # parsed where it is used
+
+        try:
+            BusinessHours.parse(self.business_hours, self.timezone)
+        except WhenError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
     @field_validator("webhook_urls")
     @classmethod
     def _urls(cls, value: list[str]) -> list[str]:
@@ -173,6 +190,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         return Settings(**data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+            ": ".join(filter(None, (".".join(str(p) for p in err["loc"]), err["msg"])))
+            for err in exc.errors()
+        ).replace("Value error, ", "")
         raise ConfigError(f"{path or 'settings'}: {problems}") from exc

@@ -18,6 +18,11 @@ class Fulfillment:
         self._http = http
         self._demo = demo or DemoProvider()
 
+    def segment(self, variables: dict[str, str]) -> str | None:
+        """The caller's customer segment (e.g. "vip"), from the demo accounts."""
+        account = self._demo.find(variables)
+        return account.segment if account is not None else None
+
     async def fetch(self, action: Fetch) -> FetchDone:
         try:
             if action.source == "demo":

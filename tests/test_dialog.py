@@ -114,7 +114,7 @@ MENU_CASES = [
     ("data_usage", "how much data", "2", "you have used 3.2 gigabytes"),
     ("bill", "my bill", "3", "Your last bill was 45 dollars, due on June 15th."),
     ("fault", "report a fault", "4", "Is your problem with mobile data?"),
-    ("agent", "speak to a person", "0", "I'll pass you to one of our team."),
+    ("agent", "speak to a person", "0", "I'll arrange for one of our team to call you back."),
 ]
 
 
@@ -127,8 +127,9 @@ def test_main_menu_intents(intent: str, text: str, key: str, expect: str, by: st
     turn = call.turns("recognized" if by == "speech" else "dtmf")[-1]
     assert turn.intent == intent and turn.node == "main_menu"
     assert call.state.intents == [intent]
-    if intent == "agent":
-        assert call.end == Handoff("caller_request") and call.state.ended
+    if intent == "agent":  # a callback is offered: first, which number
+        assert call.state.node == "confirm_callback_number" and not call.state.ended
+        assert call.state.variables["handoff_reason"] == "agent_requested"
     elif intent == "fault":
         assert call.state.node == "fault" and call.listen.grammar is not None
     else:
@@ -180,7 +181,8 @@ def test_unknown_account_number_asks_again_then_escalates() -> None:
     call.key("8888#")
     assert call.end is None
     call.key("7777#")
-    assert call.end == Handoff("not_found_max")
+    assert call.end is None and call.state.node == "ask_callback_number"  # no caller ID
+    assert call.state.variables["handoff_reason"] == "not_found_max"
 
 
 def test_too_short_account_number_is_a_no_match() -> None:
@@ -202,10 +204,10 @@ def test_no_input_reprompts_then_escalates() -> None:
     second = call.silence()
     assert second[0] == "Sorry, I still didn't hear anything." and call.state.no_input == 2
     third = call.silence()
-    assert call.end == Handoff("no_input_max")
-    assert third == ["I'll pass you to one of our team."]
+    assert call.state.variables["handoff_reason"] == "no_input_max"
+    assert third[0] == "I'll arrange for one of our team to call you back."
+    assert call.state.node == "confirm_callback_number"
     assert len(call.turns("no_input")) == 3
-    assert call.send(NoInput()) == []  # the call is over
 
 
 def test_no_match_reprompts_then_escalates() -> None:
@@ -215,7 +217,8 @@ def test_no_match_reprompts_then_escalates() -> None:
     assert call.turns("no_match")[-1].text  # the matcher's reason
     assert call.key("7")[0] == "Sorry, I still didn't understand."
     call.say("blah blah")
-    assert call.end == Handoff("no_match_max")
+    assert call.state.node == "confirm_callback_number"
+    assert call.state.variables["handoff_reason"] == "no_match_max"
 
 
 def test_counters_reset_on_a_new_node() -> None:
@@ -246,11 +249,12 @@ def test_global_agent_from_a_question() -> None:
     call.key("4")
     assert call.state.node == "fault"
     call.say("operator")
-    assert call.end == Handoff("caller_request")
+    assert call.state.node == "confirm_callback_number"
     call = Call(UNKNOWN)
     call.say("balance")
     call.say("speak to a person")
-    assert call.end == Handoff("caller_request")
+    assert call.state.node == "confirm_callback_number"
+    assert call.state.variables["handoff_reason"] == "agent_requested"
 
 
 @pytest.mark.parametrize("how", ["goodbye", "bye", "no thanks"])
@@ -345,9 +349,15 @@ def test_fetch_failure_speaks_fallback(error: str) -> None:
     out = call.say("balance")
     assert out == [
         "Sorry, I can't read your balance right now. Please try again later.",
-        ANYTHING_ELSE,
+        "Would you like one of our team to call you back? Say yes or no, or press 1 or 2.",
     ]
     assert "balance" not in call.state.variables
+    assert call.state.variables["handoff_reason"] == "fulfillment_failed"
+    assert call.key("2") == [ANYTHING_ELSE]  # no thanks
+    call.say("balance")
+    call.key("1")  # yes: the callback flow, and the booking will say why
+    assert call.state.node == "confirm_callback_number"
+    assert call.state.variables["handoff_reason"] == "fulfillment_failed"
 
 
 def test_events_out_of_turn_are_ignored() -> None:

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from ivr.asr.base import RecognitionResult
@@ -25,11 +26,13 @@ from ivr.call.leg import Leg
 from ivr.call.player import Player
 from ivr.call.recorder import CallRecorder
 from ivr.call.registry import CallRegistry
-from ivr.dialog.engine import DialogEngine
+from ivr.callbacks import Callbacks
+from ivr.dialog.engine import ALWAYS_OPEN, DialogEngine
 from ivr.dialog.flow import Flow
 from ivr.dialog.state import DialogState
 from ivr.dialog.types import (
     Action,
+    BookCallback,
     DtmfEntered,
     Fetch,
     FetchDone,
@@ -42,6 +45,7 @@ from ivr.dialog.types import (
     Start,
     Turn,
 )
+from ivr.dialog.when import BusinessHours
 from ivr.events import NoInput as VadNoInput
 from ivr.events import SpeechEnded, SpeechStarted
 from ivr.fulfillment import Fulfillment
@@ -85,6 +89,8 @@ class CallServices:
     flow: Flow
     limits: CallLimits = field(default_factory=CallLimits)
     store: Store | None = None  # call records; None keeps no records
+    callbacks: Callbacks | None = None  # agent callbacks; None: booking fails politely
+    hours: BusinessHours = ALWAYS_OPEN  # when agents work (callback times, after-hours)
 
 
 @dataclass
@@ -108,6 +114,7 @@ class CallSession:
         self._utterance = 0  # ignore recognition results of utterances overtaken by events
         self._speech_end_at: float | None = None
         self.turn_latencies: list[float] = []  # caller's input decided → first bot audio
+        self.transcript: list[dict[str, Any]] = []  # kept with a callback booked in the call
         self.recorder = CallRecorder(None, "")
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -231,7 +238,7 @@ class CallSession:
                 "flow_version": flow.version,
             }
         )
-        self.engine = DialogEngine(flow)
+        self.engine = DialogEngine(flow, hours=self.s.hours)
         self.state: DialogState
         self.state, actions = self.engine.start(Start(caller=start.caller, params=start.params))
         await self._act(actions)
@@ -376,6 +383,8 @@ class CallSession:
                 self._publish({"event": "listen", "node": self.state.node})
             elif isinstance(action, Fetch):
                 self._spawn(self._fetch(action), "fetch")
+            elif isinstance(action, BookCallback):
+                self._spawn(self._book(action), "book")
             elif isinstance(action, Handoff | Hangup):
                 reason = (
                     action.reason if isinstance(action, Hangup) else f"handoff: {action.reason}"
@@ -392,7 +401,57 @@ class CallSession:
         done: FetchDone = await self.s.fulfillment.fetch(action)
         self._inputs.put_nowait(_Input("fetch", done))
 
+    async def _book(self, action: BookCallback) -> None:
+        done = FetchDone(error="callbacks are not configured")
+        if self.s.callbacks is not None:
+            internal = ("open_now", "business_hours", "handoff_reason")
+            given = {
+                k: v
+                for k, v in action.variables.items()
+                if k not in internal and not k.endswith("_spoken")
+            }
+            transcript = {
+                "call_id": self.call_id,
+                "reason": action.reason,
+                "intents": list(action.intents),
+                "variables": given,
+                "turns": list(self.transcript),
+            }
+            try:
+                cb, created = await self.s.callbacks.book(
+                    action.number,
+                    datetime.fromisoformat(action.due_at),
+                    reason=action.reason,
+                    segment=self.s.fulfillment.segment(action.variables),
+                    transcript=transcript,
+                )
+            except Exception as exc:  # the store is down: the caller hears the fallback
+                log.exception("call %s: booking a callback failed", self.call_id)
+                done = FetchDone(error=f"booking failed: {exc}")
+            else:
+                done = FetchDone({"callback_id": cb.id})
+                self._publish(
+                    {
+                        "event": "callback_booked",
+                        "callback_id": cb.id,
+                        "number": cb.number,
+                        "due_at": action.due_at,
+                        "reason": cb.reason,
+                        "created": created,
+                    }
+                )
+        self._inputs.put_nowait(_Input("fetch", done))
+
     def _turn(self, turn: Turn) -> None:
+        self.transcript.append(
+            {
+                "node": turn.node,
+                "kind": turn.kind,
+                "text": turn.text,
+                "intent": turn.intent,
+                "confidence": turn.confidence,
+            }
+        )
         self.recorder.turn(
             turn.kind,
             node=turn.node,

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 from ivr.dialog.schema import (
     AnswerNode,
+    BranchNode,
+    CallbackNode,
     FlowSpec,
     MenuNode,
     Node,
@@ -17,7 +19,11 @@ from ivr.dialog.schema import (
 )
 from ivr.dialog.values import YESNO_DTMF, placeholders
 
-BUILTIN_VARIABLES = frozenset({"caller", "account"})
+BUILTIN_VARIABLES = frozenset(
+    # set by the engine: at start, on the way to a callback, and by a booked callback
+    {"caller", "caller_spoken", "account", "open_now", "business_hours", "handoff_reason",
+     "callback_reason", "callback_id"}
+)  # fmt: skip
 
 
 def check_flow(spec: FlowSpec) -> list[str]:
@@ -52,6 +58,7 @@ def _check_node(spec: FlowSpec, node: Node) -> Iterator[str]:
         if name is not None and name not in spec.nodes:
             yield f"{where}: unknown node {name!r}"
 
+    yield from target("escalation", node.escalation)
     keys: dict[str, str] = {}
     if node.globals:
         keys = {g.dtmf: f"globals.{gid}" for gid, g in spec.globals.items() if g.dtmf}
@@ -81,6 +88,21 @@ def _check_node(spec: FlowSpec, node: Node) -> Iterator[str]:
             yield "next: required (a yesno question may give branches for both yes and no)"
         if node.min_digits > node.max_digits:
             yield f"min_digits: {node.min_digits} is more than max_digits {node.max_digits}"
+    elif isinstance(node, BranchNode):
+        for value, goto in node.cases.items():
+            yield from target(f"cases.{value}", goto)
+        yield from target("present", node.present)
+        yield from target("default", node.default)
+    elif isinstance(node, CallbackNode):
+        yield from target("next", node.next)
+        yield from target("failed", node.failed)
+        if node.failed is None and node.fallback is None:
+            yield "failed: required (or a fallback prompt): what happens when booking fails"
+        known = _known_variables(spec)
+        for field, names in (("number", node.number), ("when", [node.when])):
+            for var in names:
+                if var not in known:
+                    yield f"{field}: unknown variable {var!r}"
     elif isinstance(node, AnswerNode):
         yield from target("next", node.next)
         if node.fetch is None:
@@ -95,6 +117,7 @@ def _check_node(spec: FlowSpec, node: Node) -> Iterator[str]:
             if node.fetch.source == "http" and not node.fetch.url:
                 yield "fetch.url: required for source 'http'"
             yield from target("fetch.missing", node.fetch.missing)
+            yield from target("fetch.on_error", node.fetch.on_error)
 
 
 def _dtmf_clash(keys: dict[str, str], key: str, where: str) -> Iterator[str]:
@@ -108,6 +131,8 @@ def _known_variables(spec: FlowSpec) -> set[str]:
     for node in spec.nodes.values():
         if isinstance(node, QuestionNode):
             known.add(node.var)
+            if node.type in ("digits", "phone", "when"):
+                known.add(f"{node.var}_spoken")
         if isinstance(node, AnswerNode) and node.fetch is not None:
             known.update(node.fetch.values or [node.fetch.item])
     return known

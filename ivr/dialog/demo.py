@@ -20,6 +20,7 @@ class DemoAccount:
     data_remaining: str
     bill_amount: str
     due_date: str
+    segment: str = "standard"  # "vip" callers' callbacks come first
 
     def item(self, item: str) -> dict[str, str] | None:
         values = {
@@ -48,7 +49,7 @@ DEMO_ACCOUNTS = (
     DemoAccount(
         "90210", "+15551230003", "Maria Garcia", "Family with 50 gigabytes",
         "0 dollars", "12 gigabytes", "38 gigabytes",
-        "89 dollars", "July 1st",
+        "89 dollars", "July 1st", "vip",
     ),
 )  # fmt: skip
 

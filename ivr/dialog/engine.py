@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Literal
 
 from ivr.dialog.flow import Flow
 from ivr.dialog.interpret import Interpreter
 from ivr.dialog.schema import (
     AnswerNode,
+    BranchNode,
+    CallbackNode,
     HandoffNode,
     HangupNode,
     MenuNode,
@@ -26,6 +28,7 @@ from ivr.dialog.schema import (
 from ivr.dialog.state import DialogState, Interp, Pending
 from ivr.dialog.types import (
     Action,
+    BookCallback,
     DtmfEntered,
     Event,
     Fetch,
@@ -39,9 +42,16 @@ from ivr.dialog.types import (
     Start,
     Turn,
 )
-from ivr.dialog.values import render
+from ivr.dialog.values import PHONE_DIGITS, render, spell
+from ivr.dialog.when import BusinessHours
+
+ALWAYS_OPEN = BusinessHours.parse("24/7", "UTC")
 
 MAX_HOPS = 32  # answer → answer → ... chain length before the call is ended as a flow bug
+ENGINE_VARIABLES = frozenset(
+    {"caller_spoken", "open_now", "business_hours", "handoff_reason", "callback_reason"}
+)
+"""Variables the engine sets for prompts and branches: not sent with fetches."""
 
 
 @dataclass
@@ -52,17 +62,29 @@ class _Out:
 
 
 class DialogEngine:
-    """Runs one flow. `today` is the clock used for date answers (injectable for tests)."""
+    """Runs one flow. `today` is the clock used for date answers, `clock` (timezone-aware)
+    and `hours` the ones for callback times (injectable for tests)."""
 
-    def __init__(self, flow: Flow, today: Callable[[], date] = date.today) -> None:
+    def __init__(
+        self,
+        flow: Flow,
+        today: Callable[[], date] = date.today,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        hours: BusinessHours = ALWAYS_OPEN,
+    ) -> None:
         self.flow = flow
         self.spec = flow.spec
-        self.interpret = Interpreter(flow, today)
+        self.clock = clock
+        self.hours = hours
+        self.interpret = Interpreter(flow, today, clock, hours)
 
     def start(self, event: Start) -> tuple[DialogState, list[Action]]:
         variables = dict(event.params)
         if event.caller:
             variables["caller"] = event.caller
+            variables["caller_spoken"] = spell(event.caller)
+        variables["open_now"] = "yes" if self.hours.is_open(self.clock()) else "no"
+        variables["business_hours"] = self.hours.describe()
         state = DialogState(self.spec.start, self.flow.version, variables)
         out = _Out()
         self._goto(state, self.spec.start, out)
@@ -94,6 +116,8 @@ class DialogEngine:
         return self.spec.nodes[state.node]
 
     def _goto(self, state: DialogState, name: str, out: _Out, reason: str | None = None) -> None:
+        if reason is not None:  # e.g. no_match_max: kept with a callback booked from here
+            state.variables["handoff_reason"] = reason
         for _ in range(MAX_HOPS):
             node = self.spec.nodes[name]
             state.node, state.no_input, state.no_match, state.pending = name, 0, 0, None
@@ -103,12 +127,25 @@ class DialogEngine:
                 return
             if node.prompt is not None:
                 self._say(state, out, node.prompt)
+            if isinstance(node, BranchNode):
+                value = state.variables.get(node.var, "")
+                name = node.cases.get(value) or (value and node.present) or node.default
+                continue
+            if isinstance(node, CallbackNode):
+                if self._book(state, node, out):
+                    return
+                name = node.failed or node.next
+                continue
             if isinstance(node, AnswerNode):
                 if node.fetch is None:
                     name = node.next
                     continue
                 f, v = node.fetch, state.variables
-                params = dict(v) if f.params is None else {k: v[k] for k in f.params if k in v}
+                params = (
+                    {k: x for k, x in v.items() if not _internal(k)}
+                    if f.params is None
+                    else {k: v[k] for k in f.params if k in v}
+                )
                 out.actions.append(Fetch(f.source, f.item, f.url, params, f.timeout_ms))
                 state.waiting = "fetch"
                 return
@@ -119,6 +156,23 @@ class DialogEngine:
             end, reason = Hangup, "flow_loop"
         state.waiting, state.end_reason = "ended", reason
         out.actions.append(end(reason))
+
+    def _book(self, state: DialogState, node: CallbackNode, out: _Out) -> bool:
+        """Ask the pipeline to book the callback (True), or say why not and go on (False)."""
+        v = state.variables
+        number = next((v[name] for name in node.number if v.get(name)), "")
+        due_at = v.get(node.when, "")
+        if not number or not due_at:  # a flow that reached here without asking: its bug
+            if node.fallback is not None:
+                self._say(state, out, node.fallback)
+            return False
+        reason = v.get("handoff_reason") or "caller_request"
+        if reason == "agent_requested" and not self.hours.is_open(self.clock()):
+            reason = "after_hours"
+        v["callback_reason"] = reason
+        out.actions.append(BookCallback(number, due_at, reason, tuple(state.intents), dict(v)))
+        state.waiting = "fetch"
+        return True
 
     def _say(self, state: DialogState, out: _Out, prompt: Prompt, repeatable: bool = True,
              **extra: str) -> Say:  # fmt: skip
@@ -146,9 +200,9 @@ class DialogEngine:
             max_digits = max((len(k) for k in keys), default=1)
         elif node.type == "text":
             grammar = None
-        elif node.type != "yesno":
-            max_digits = {"digits": node.max_digits, "date": 8, "time": 4}[node.type]
-            terminator = node.terminator
+        elif node.type not in ("yesno", "when"):  # when: keypad options are single keys
+            digits = {"digits": node.max_digits, "date": 8, "time": 4, "phone": PHONE_DIGITS[1]}
+            max_digits, terminator = digits[node.type], node.terminator
         no_input_ms = node.no_input_ms or self.spec.defaults.no_input_ms
         hint = self.flow.hint(state.node) if grammar is None else None
         out.actions.append(Listen(grammar, max_digits, terminator, no_input_ms, hint))
@@ -202,6 +256,8 @@ class DialogEngine:
         elif interp.kind == "value":
             assert isinstance(node, QuestionNode)
             state.variables[node.var] = interp.value or ""
+            if node.type in ("digits", "phone", "when"):  # how prompts read it back
+                state.variables[f"{node.var}_spoken"] = interp.title
             yesno = node.type == "yesno"
             state.intents.append(f"{node.var}={interp.value}" if yesno else node.var)
             target = node.branches.get(interp.value or "", node.next)
@@ -209,11 +265,13 @@ class DialogEngine:
             self._goto(state, target, out)
         else:
             state.intents.append(interp.intent)
+            state.variables.pop("handoff_reason", None)  # a new request: any earlier one is over
             if g is not None and g.goto is not None:
-                self._goto(state, g.goto, out)
+                self._goto(state, g.goto, out, g.reason)
             elif interp.kind == "choice":
                 assert isinstance(node, MenuNode)
-                self._goto(state, node.choices[interp.intent].goto, out)
+                choice = node.choices[interp.intent]
+                self._goto(state, choice.goto, out, choice.reason)
             else:
                 self._faq_answer(state, interp.intent, out)
 
@@ -259,7 +317,8 @@ class DialogEngine:
             count, limit = state.no_match, node.max_no_match or d.max_no_match
             messages = node.no_match or d.no_match
         if count >= limit:
-            self._goto(state, self.spec.escalation, out, reason=f"{kind}_max")
+            target = node.escalation or self.spec.escalation
+            self._goto(state, target, out, reason=f"{kind}_max")
             return
         if messages:
             self._say(state, out, messages[min(count, len(messages)) - 1], repeatable=False)
@@ -277,6 +336,17 @@ class DialogEngine:
 
     def _fetch_done(self, state: DialogState, ev: FetchDone, out: _Out) -> None:
         node, d = self._node(state), self.spec.defaults
+        ok = ev.values is not None and ev.error is None
+        if isinstance(node, CallbackNode):
+            if ok:
+                state.variables.update(ev.values or {})
+                self._say(state, out, node.say)
+                self._goto(state, node.next, out)
+                return
+            if node.fallback is not None:
+                self._say(state, out, node.fallback)
+            self._goto(state, node.failed or node.next, out)
+            return
         assert isinstance(node, AnswerNode) and node.fetch is not None
         if ev.values is not None and ev.error is None:
             state.not_found = 0
@@ -295,4 +365,11 @@ class DialogEngine:
             return
         else:
             self._say(state, out, node.fallback or d.fallback)
+            if node.fetch.on_error is not None:
+                self._goto(state, node.fetch.on_error, out, reason="fulfillment_failed")
+                return
         self._goto(state, node.next, out)
+
+
+def _internal(name: str) -> bool:
+    return name in ENGINE_VARIABLES or name.endswith("_spoken")

@@ -18,6 +18,7 @@ from ivr.asr.grammar import Grammar, GrammarError, from_phrases, load_grammar
 from ivr.dialog.checks import check_flow
 from ivr.dialog.schema import NODE_KINDS, FlowSpec, MenuNode, Node, QuestionNode
 from ivr.dialog.values import DATE_PHRASES, TIME_PHRASES
+from ivr.dialog.when import phrases as when_phrases
 
 BUNDLED_GRAMMARS = Path(__file__).resolve().parents[2] / "grammars"
 
@@ -170,7 +171,9 @@ def _compile(spec: FlowSpec, source: str, version: str, grammar_dir: Path) -> Fl
         elif isinstance(node, QuestionNode):
             if node.type == "yesno":
                 grammars[name] = build(name, dict(yesno.intents) | extra, yesno)
-            elif node.type in ("digits", "date", "time"):
+            elif node.type == "when":
+                grammars[name] = build(name, {p: [p] for p in when_phrases()} | extra)
+            elif node.type in ("digits", "date", "time", "phone"):
                 words = {"date": DATE_PHRASES, "time": TIME_PHRASES}.get(node.type, {})
                 grammars[name] = build(name, dict(digits.intents) | words | extra, digits)
             elif extra:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime
 
 from ivr.asr.grammar import Grammar, GrammarError, normalize
 from ivr.dialog.flow import Flow
 from ivr.dialog.schema import MenuNode, QuestionNode
 from ivr.dialog.state import DialogState, Interp
 from ivr.dialog.values import YESNO_DTMF, keyed_value, question_value, readback
+from ivr.dialog.when import BusinessHours, Slot, resolve, resolve_keys
 
 TEXT_MIN_CONFIDENCE = 0.35  # free-text answers below this recognizer confidence are no-match
 FIRST = ["the first", "the first one", "first", "first one"]
@@ -18,10 +19,18 @@ NEITHER = ["neither", "neither of them", "none of them", "no", "something else"]
 
 
 class Interpreter:
-    def __init__(self, flow: Flow, today: Callable[[], date]) -> None:
+    def __init__(
+        self,
+        flow: Flow,
+        today: Callable[[], date],
+        clock: Callable[[], datetime],
+        hours: BusinessHours,
+    ) -> None:
         self.flow = flow
         self.spec = flow.spec
         self.today = today
+        self.clock = clock  # callback times ("when" questions) are resolved against these
+        self.hours = hours
 
     def speech(self, state: DialogState, text: str, conf: float) -> tuple[Interp | None, str]:
         """The interpretation of recognized text (None: no-match) and the matcher's reason."""
@@ -67,6 +76,13 @@ class Interpreter:
         if isinstance(node, MenuNode):
             cid = next((c for c, ch in node.choices.items() if ch.dtmf == digits), None)
             return self.intent(state, cid or globals_.get(digits))
+        if isinstance(node, QuestionNode) and node.type == "when":
+            slot = resolve_keys(digits, self.clock(), self.hours)
+            return (
+                _slot(digits, slot)
+                if slot is not None
+                else self.intent(state, globals_.get(digits))
+            )
         if isinstance(node, QuestionNode):
             value = keyed_value(node, digits, self.today())
             if value is not None:
@@ -84,6 +100,8 @@ class Interpreter:
             return Interp("global", intent, title=self.flow.title(intent))
         if isinstance(node, MenuNode) and intent in node.choices:
             return Interp("choice", intent, title=self.flow.title(intent, node))
+        if isinstance(node, QuestionNode) and node.type == "when":
+            return _slot(intent, resolve(intent, self.clock(), self.hours))
         if isinstance(node, QuestionNode):
             value = question_value(node, intent, self.today())
             if value is not None:
@@ -120,3 +138,8 @@ class Interpreter:
             return Grammar(name="disambiguation", intents=intents, language=self.spec.language)
         except GrammarError:
             return None
+
+
+def _slot(intent: str, slot: Slot | None) -> Interp | None:
+    """A callback time as a question value: ISO 8601, read back as spoken."""
+    return None if slot is None else Interp("value", intent, slot.due_at.isoformat(), slot.spoken)

@@ -68,6 +68,7 @@ class Choice(_Model):
     dtmf: DtmfKey | None = None
     goto: str
     title: str | None = None  # read back in "Did you say ...?"; default: first phrase
+    reason: str | None = None  # why the caller is handed to a person, if this leads there
 
 
 class GlobalIntent(_Model):
@@ -78,6 +79,7 @@ class GlobalIntent(_Model):
     action: Literal["goto", "repeat"] = "goto"
     goto: str | None = None
     title: str | None = None
+    reason: str | None = None  # e.g. agent_requested: recorded with the callback it leads to
 
 
 class FaqIntent(_Model):
@@ -100,6 +102,7 @@ class FetchSpec(_Model):
     values: list[str] | None = None  # names the fetch provides (placeholders); default [item]
     params: list[str] | None = None  # variables sent; default: all call variables
     missing: str | None = None  # node to go to when the lookup answers "not_found"
+    on_error: str | None = None  # after the fallback, go here (reason fulfillment_failed)
 
 
 class _Node(_WithPrompts):
@@ -113,6 +116,7 @@ class _Node(_WithPrompts):
     confirm_below: Probability | None = None
     barge_in: bool = True
     globals: bool = True
+    escalation: str | None = None  # where this node's no-input/no-match maximum goes
 
 
 class MenuNode(_Node):
@@ -126,7 +130,9 @@ class MenuNode(_Node):
 class QuestionNode(_Node):
     kind: Literal["question"]
     prompt: Prompt
-    type: Literal["digits", "yesno", "date", "time", "text"]
+    # phone: a number to call back (digits, 7 to 15); when: a callback time in the caller's
+    # words or by keypad option, resolved against business hours (value: ISO 8601)
+    type: Literal["digits", "yesno", "date", "time", "text", "phone", "when"]
     var: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     next: str | None = None
     branches: Annotated[dict[str, Text], BeforeValidator(_keys)] = Field(
@@ -145,6 +151,31 @@ class AnswerNode(_Node):
     next: str
 
 
+class BranchNode(_Node):
+    """Go on by a call variable's value: `cases` first, then `present` for any other
+    non-empty value, else `default`."""
+
+    kind: Literal["branch"]
+    var: str
+    cases: Annotated[dict[str, Text], BeforeValidator(_keys)] = Field(default_factory=dict)
+    present: str | None = None
+    default: str
+
+
+class CallbackNode(_Node):
+    """Book an agent callback to the first set variable of `number` at the time in `when`
+    (the ISO value of a `when` question). One open callback per number: a repeat request
+    updates it. Then `say` (or `fallback` if it could not be stored) and go to `next`."""
+
+    kind: Literal["callback"]
+    number: list[str] = Field(default_factory=lambda: ["callback_number", "caller"])
+    when: str = "callback_at"
+    say: Prompt
+    fallback: Prompt | None = None  # said when the booking could not be stored
+    failed: str | None = None  # then go here (default: next)
+    next: str
+
+
 class HandoffNode(_Node):
     kind: Literal["handoff"]
     reason: str = "caller_request"
@@ -156,9 +187,10 @@ class HangupNode(_Node):
 
 
 Node = Annotated[
-    MenuNode | QuestionNode | AnswerNode | HandoffNode | HangupNode, Field(discriminator="kind")
+    MenuNode | QuestionNode | AnswerNode | BranchNode | CallbackNode | HandoffNode | HangupNode,
+    Field(discriminator="kind"),
 ]
-NODE_KINDS = ("menu", "question", "answer", "handoff", "hangup")
+NODE_KINDS = ("menu", "question", "answer", "branch", "callback", "handoff", "hangup")
 
 
 class Defaults(_WithPrompts):

@@ -43,7 +43,8 @@ class NoInput:
 
 @dataclass(frozen=True)
 class FetchDone:
-    """Result of a Fetch: `values` on success, else `error` (``not_found``, ``timeout``, ...)."""
+    """Result of a Fetch or a BookCallback: `values` on success, else `error`
+    (``not_found``, ``timeout``, ...)."""
 
     values: dict[str, str] | None = None
     error: str | None = None
@@ -87,6 +88,19 @@ class Fetch:
 
 
 @dataclass(frozen=True)
+class BookCallback:
+    """Book an agent callback (one open per number); answer with a FetchDone event whose
+    values hold ``callback_id``. `due_at` is ISO 8601 with offset; `intents` the call's
+    intent history, `variables` what the caller gave (for the agent)."""
+
+    number: str
+    due_at: str
+    reason: str
+    intents: tuple[str, ...]
+    variables: dict[str, str]
+
+
+@dataclass(frozen=True)
 class Handoff:
     """Hand the call to a person (for now: the pipeline ends the call politely)."""
 
@@ -114,4 +128,4 @@ class Turn:
     confidence: float | None = None
 
 
-Action = Say | Listen | Fetch | Handoff | Hangup | Turn
+Action = Say | Listen | Fetch | BookCallback | Handoff | Hangup | Turn

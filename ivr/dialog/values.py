@@ -9,6 +9,7 @@ from datetime import date, timedelta
 from ivr.dialog.schema import Prompt, QuestionNode
 
 YESNO_DTMF = {"1": "yes", "2": "no"}
+PHONE_DIGITS = (7, 15)  # shortest local number .. longest E.164 number
 
 DATE_PHRASES: dict[str, list[str]] = {
     "today": ["today", "for today"],
@@ -52,6 +53,9 @@ def question_value(node: QuestionNode, intent: str, today: date) -> str | None:
     if node.type == "digits":
         ok = intent.isdigit() and node.min_digits <= len(intent) <= node.max_digits
         return intent if ok else None
+    if node.type == "phone":
+        ok = intent.isdigit() and PHONE_DIGITS[0] <= len(intent) <= PHONE_DIGITS[1]
+        return intent if ok else None
     if node.type == "date":
         return _date_value(intent, today)
     if node.type == "time":
@@ -63,7 +67,7 @@ def keyed_value(node: QuestionNode, digits: str, today: date) -> str | None:
     """The value keypad input gives `node` (terminator stripped), or None."""
     if node.type == "yesno":
         return YESNO_DTMF.get(digits)
-    if node.type == "text":
+    if node.type in ("text", "when"):  # when: keypad options are the Interpreter's
         return None
     if node.terminator and digits.endswith(node.terminator):
         digits = digits[: -len(node.terminator)]
@@ -72,9 +76,14 @@ def keyed_value(node: QuestionNode, digits: str, today: date) -> str | None:
 
 def readback(node: QuestionNode, value: str) -> str:
     """How a collected value is read back in "Did you say ...?"."""
-    if node.type == "digits":
-        return " ".join(value)
+    if node.type in ("digits", "phone"):
+        return spell(value)
     return value
+
+
+def spell(number: str) -> str:
+    """Digits for TTS one by one ("+1 555" → "1 5 5 5"), so numbers are read as digits."""
+    return " ".join(ch for ch in number if ch.isdigit())
 
 
 def _date_value(intent: str, today: date) -> str | None:
