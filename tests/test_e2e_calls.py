@@ -248,7 +248,8 @@ def test_main_menu_by_speech_flite(calls: dict[str, Any]) -> None:
     assert intents(r) == ["balance", "data_usage", "bill", "agent"], r.events
     assert "23 dollars and 50 cents" in prompts(r)
     assert "3.2 gigabytes" in prompts(r)
-    assert r.hangup == "handoff: caller_request"
+    # asking for an agent starts booking a callback; this caller hangs up there
+    assert "call you back" in prompts(r) and r.hangup == "caller_hangup"
 
 
 def test_fault_yes_and_faq_answer(calls: dict[str, Any]) -> None:
@@ -274,7 +275,7 @@ def test_main_menu_by_keypad(calls: dict[str, Any]) -> None:
         ("3", "bill"),
         ("4", "fault"),
     ], r.events
-    assert dtmf[-1]["intent"] == "agent" and r.hangup == "handoff: caller_request"
+    assert dtmf[-1]["intent"] == "agent" and r.hangup == "caller_hangup"
 
 
 def test_no_input_reprompts(calls: dict[str, Any]) -> None:
@@ -320,7 +321,7 @@ def test_malformed_frame_ends_only_that_call(calls: dict[str, Any]) -> None:
     ended = calls["malformed"][-1]
     assert ended["event"] == "hangup" and "not valid base64" in ended["reason"]
     # every other call ran to its normal end while this one failed
-    assert calls["speech"].hangup == "handoff: caller_request"
+    assert calls["speech"].hangup == "caller_hangup"
     assert calls["health"]["active_calls"] == 0
 
 
@@ -344,7 +345,7 @@ def test_busy_when_over_the_call_limit(tmp_path: Path) -> None:
         first, second = asyncio.run(two_calls(server))
         assert second.hangup == "busy", second.events
         assert "lines are busy" in prompts(second)
-        assert first.hangup == "handoff: caller_request"
+        assert first.hangup == "caller_hangup"
         assert server.health()["calls_rejected"] == 1
 
 
@@ -382,7 +383,7 @@ def test_idle_and_maximum_duration_limits(tmp_path: Path) -> None:
 def test_calls_and_turns_are_recorded(calls: dict[str, Any]) -> None:
     call, turns = calls["records"]
     assert call.caller == KNOWN and call.transport == "websocket" and call.flow == "hotline"
-    assert call.end_reason == "handoff: caller_request" and call.ended_at is not None
+    assert call.end_reason == "caller_hangup" and call.ended_at is not None
     recognized = [(t.text, t.intent) for t in turns if t.kind == "recognized"]
     assert recognized == [
         ("balance", "balance"),

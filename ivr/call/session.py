@@ -309,6 +309,9 @@ class CallSession:
                 await self.player.stop()
                 self._publish({"event": "barge_in", "node": self.state.node})
         elif isinstance(event, SpeechEnded):
+            # The caller answered: no "no input" while the recognizer works on it (a slow
+            # decode must not turn into a reprompt); the dialog's next Listen re-arms it.
+            self.endpointer.cancel_no_input_timer()
             self._utterance += 1
             self._speech_end_at = time.perf_counter()
             self._spawn(self._recognize(self._utterance, event.audio, self._listen), "asr")
