@@ -2,11 +2,16 @@
 WebSocket media stream (VAD → ASR → dialog → TTS → paced playback).
 
     python bench/calls.py [--n 10 50 100] [--end-silence-ms 600] [--caller-procs 0]
-                          [--url ws://HOST:PORT/v1/media-stream]
+                          [--api-rps 0 100] [--url ws://HOST:PORT/v1/media-stream]
 
 Each caller (the known demo numbers rotated) says "balance", "data usage", "what are your
 opening hours" (flite voices rms/slt/awb rotated, 8 kHz mono 16-bit via sox), then keys 0
-(agent handoff ends the call). Call starts are spread evenly over --stagger seconds (default 30,
+(agent), 1 (call me on this number), 1 (as soon as possible), 1 (yes): the call ends having
+booked (or, for a repeat number, updated) a callback, with its webhooks sent to a local
+receiver. With `--api-rps R1 R2 ...` every N is run once per rate with that much integration
+traffic beside the calls (bench/api_load.py: callback list polls, 1 in 10 a claim+complete),
+and the turn latency p95 of each rate is compared with the first. Call starts are spread evenly
+over --stagger seconds (default 30,
 as calls arrive at a real hotline; `--stagger 2.5` is the lock-step worst case); all N calls
 overlap. Unless --url is given, a fresh server is started for every N (temp IVR_DATA_DIR
 shared by the runs) and stopped at the end. Before each measured run, three warm-up calls (one
@@ -26,7 +31,7 @@ Columns (per N):
   caller CPU s/call-min  the same for the caller simulator process(es) (they share the machine).
   RSS MB/call          (peak RSS of the server tree during the run − idle RSS before) / N.
                        RSS is summed over the tree's processes (shared pages counted per process).
-  ok / failed          calls that ended with a hangup reason starting "handoff" / all others.
+  ok / failed          calls that ended "callback_booked" / all others.
   accuracy             `recognized` events whose intent was the expected one / all recognized.
 """
 
@@ -35,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import math
 import multiprocessing
@@ -55,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from api_load import ApiLoad, LoadStats
 from common import pct
 
 from ivr.dial import Caller, Turn
@@ -62,12 +69,15 @@ from ivr.dial import Caller, Turn
 ROOT = Path(__file__).resolve().parent.parent
 NUMBERS = ["+15551230001", "+15551230002", "+15551230003"]
 VOICES = ["rms", "slt", "awb"]
-# (text, expected intent) per spoken turn, in call order; then DTMF "0" → agent.
+# (text, expected intent) per spoken turn, in call order; then DTMF "0" → agent and the
+# keypad answers that book a callback.
 PHRASES = [
     ("balance", "balance"),
     ("data usage", "data_usage"),
     ("what are your opening hours", "opening_hours"),
 ]
+BOOKING_KEYS = ["0", "1", "1", "1"]
+API_TOKEN = "bench-token"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -203,6 +213,7 @@ class Server:
     asr_workers: int | None
     log_path: Path
     verbose: bool = False
+    hook_port: int = 0  # webhooks go to the API load process's receiver here
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
 
@@ -217,6 +228,10 @@ class Server:
             IVR_DATA_DIR=str(self.data_dir),
             IVR_END_SILENCE_MS=str(self.end_silence_ms),
             IVR_MAX_CALLS=str(self.max_calls),
+            IVR_API_TOKENS=f"bench:{hashlib.sha256(API_TOKEN.encode()).hexdigest()}:*",
+            IVR_WEBHOOK_URLS=f"http://127.0.0.1:{self.hook_port}/hook",
+            IVR_WEBHOOK_SECRET="bench",
+            IVR_BUSINESS_HOURS="24/7",
         )
         if self.asr_workers:
             env["IVR_ASR_WORKERS"] = str(self.asr_workers)
@@ -297,7 +312,7 @@ class CallSpec:
 
 
 def call_turns(spec: CallSpec) -> list[Turn]:
-    return [*(Turn(wav=Path(w)) for w in spec.wavs), Turn(dtmf="0")]
+    return [*(Turn(wav=Path(w)) for w in spec.wavs), *(Turn(dtmf=k) for k in BOOKING_KEYS)]
 
 
 async def _loop_lag(samples: list[float], stop: asyncio.Event) -> None:
@@ -384,6 +399,8 @@ def run_callers(
 class RunResult:
     n: int
     procs: int
+    api_rps: float = 0.0
+    api: LoadStats | None = None
     speech_lat: list[float] = field(default_factory=list)  # s, minus end silence
     dtmf_lat: list[float] = field(default_factory=list)
     to_rec: list[float] = field(default_factory=list)  # end of speech → recognized, − silence
@@ -525,14 +542,14 @@ def measure(
     for r in results:
         reason = r.get("error") or r["hangup"] or "no hangup"
         res.reasons[reason] = res.reasons.get(reason, 0) + 1
-        if r["hangup"] and r["hangup"].startswith("handoff") and not r.get("error"):
+        if r["hangup"] == "callback_booked" and not r.get("error"):
             res.ok += 1
         else:
             res.failed += 1
         res.call_min += (r["ended"] - r["started"]) / 60
         lats = r["latencies"]
         res.speech_lat += [x - silence for x in lats[: len(PHRASES)]]
-        res.dtmf_lat += lats[len(PHRASES) : len(PHRASES) + 1]
+        res.dtmf_lat += lats[len(PHRASES) :]
         res.early += sum(1 for x in lats[: len(PHRASES)] if x < silence)
         for st in r["stages"][: len(PHRASES)]:
             if "rec" in st:
@@ -570,17 +587,19 @@ def row(r: RunResult) -> str:
     clr = r.caller_cpu / r.call_min if r.call_min else None
     rss = (r.rss_peak - r.rss_idle) / r.n if r.rss_peak is not None and r.rss_idle else None
     acc = r.rec_ok / r.rec_total if r.rec_total else None
+    api = r.api.requests / r.api.seconds if r.api and r.api.seconds else 0.0
     return (
-        f"{r.n:>4} {r.procs:>5} {fmt(p50, '8.0f')} {fmt(p95, '8.0f')} {fmt(r.underruns, '9')} "
+        f"{r.n:>4} {api:>7.0f} {r.procs:>5} {fmt(p50, '8.0f')} {fmt(p95, '8.0f')} "
+        f"{fmt(r.underruns, '9')} "
         f"{fmt(srv, '10.3f')} {fmt(clr, '10.3f')} {fmt(rss, '8.2f')} {r.ok:>5} {r.failed:>6} "
         f"{fmt(acc, '8.3f')} {r.rec_ok:>4}/{r.rec_total:<4}"
     )
 
 
 HEADER = (
-    "   N procs  p50 ms   p95 ms underruns srvCPU s/  clrCPU s/  RSS MB/    ok failed "
+    "   N api r/s procs  p50 ms   p95 ms underruns srvCPU s/  clrCPU s/  RSS MB/    ok failed "
     "accuracy   rec\n"
-    "                                        call-min   call-min     call"
+    "                                                call-min   call-min     call"
 )
 
 
@@ -637,6 +656,18 @@ def details(r: RunResult, silence_ms: int) -> list[str]:
             f"{pct(r.healthz_ms, 50):.0f} ms max {max(r.healthz_ms):.0f} ms"
         )
     out.append("   endings: " + ", ".join(f"{k} ×{v}" for k, v in sorted(r.reasons.items())))
+    if r.api is not None:
+        a = r.api
+        lat = (
+            f"p50 {pct(a.latencies, 50) * 1000:.0f} ms p95 {pct(a.latencies, 95) * 1000:.0f} ms"
+            if a.latencies
+            else "-"
+        )
+        out.append(
+            f"   API traffic: {a.requests} requests in {a.seconds:.0f} s "
+            f"({a.requests / max(a.seconds, 1e-9):.0f}/s, {lat}); errors {a.errors or 'none'}; "
+            f"webhooks received {a.webhooks} {dict(sorted(a.webhook_types.items()))}"
+        )
     if r.misrec:
         out.append("   misrecognized: " + "; ".join(f"{k} ×{v}" for k, v in r.misrec.items()))
     return out
@@ -693,6 +724,13 @@ def main() -> None:
     )
     p.add_argument("--callers-per-proc", type=int, default=50)
     p.add_argument("--max-call-seconds", type=float, default=180.0)
+    p.add_argument(
+        "--api-rps",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="run every N once per rate of integration API requests beside the calls",
+    )
     p.add_argument("--no-warmup", action="store_true")
     p.add_argument("--server-verbose", action="store_true", help="run `ivr -v serve`")
     p.add_argument(
@@ -713,7 +751,8 @@ def main() -> None:
         args.dump_dir = tmp if args.keep else None
         wavs = synthesize(tmp)
         print(
-            f"calls bench: flow hotline, turns balance → data usage → opening hours → DTMF 0; "
+            "calls bench: flow hotline, turns balance → data usage → opening hours → keys "
+            "0 1 1 1 (callback booked); "
             f"starts staggered over {args.stagger:g} s; IVR_END_SILENCE_MS={args.end_silence_ms}"
         )
         print(
@@ -723,33 +762,54 @@ def main() -> None:
         print(f"machine: {os.cpu_count()} CPUs; callers run in this script's process(es)\n")
         print(HEADER)
         for n in args.n:
-            if args.url:
-                url = args.url
-                base = "http://" + url.split("://", 1)[1].split("/", 1)[0]
-                pid = None
-            else:
-                server = Server(
-                    tmp / "data",
-                    args.end_silence_ms,
-                    max(args.n) + 50,
-                    args.asr_workers,
-                    tmp / f"server-n{n}.log",
-                    args.server_verbose,
-                )
-                server.start()
-                url = f"ws://127.0.0.1:{server.port}/v1/media-stream"
-                base = server.base
-                pid = server.proc.pid if server.proc else None
-            if not args.no_warmup:
-                warm_up(url, wavs)
-            r = measure(n, url, base, pid, wavs, args)
-            rows.append(r)
-            print(row(r), flush=True)
-            notes += details(r, args.end_silence_ms)
-            if server is not None:
-                server.stop()
-                notes += [f"N={n} " + ln for ln in log_problems(server.log_path)]
-                server = None
+            for rps in args.api_rps:
+                hook_port = free_port()
+                if args.url:
+                    url = args.url
+                    base = "http://" + url.split("://", 1)[1].split("/", 1)[0]
+                    pid = None
+                else:
+                    server = Server(
+                        tmp / "data",
+                        args.end_silence_ms,
+                        max(args.n) + 50,
+                        args.asr_workers,
+                        tmp / f"server-n{n}-api{rps:g}.log",
+                        args.server_verbose,
+                        hook_port,
+                    )
+                    server.start()
+                    url = f"ws://127.0.0.1:{server.port}/v1/media-stream"
+                    base = server.base
+                    pid = server.proc.pid if server.proc else None
+                load = ApiLoad(base, API_TOKEN, rps, hook_port)
+                load.start()  # its webhook receiver too: before the warm-up's calls
+                if not args.no_warmup:
+                    warm_up(url, wavs)
+                try:
+                    r = measure(n, url, base, pid, wavs, args)
+                finally:
+                    stats = load.stop()
+                r.api_rps, r.api = rps, stats
+                rows.append(r)
+                print(row(r), flush=True)
+                notes += details(r, args.end_silence_ms)
+                if server is not None:
+                    server.stop()
+                    notes += [f"N={n} api {rps:g}/s " + ln for ln in log_problems(server.log_path)]
+                    server = None
+        if len(args.api_rps) > 1:
+            for n in args.n:
+                runs = [r for r in rows if r.n == n and r.speech_lat]
+                if len(runs) > 1:
+                    p95_0 = pct(runs[0].speech_lat, 95)
+                    notes.append(
+                        f"N={n}: speech turn p95 with API traffic vs at {runs[0].api_rps:g}/s: "
+                        + ", ".join(
+                            f"{r.api_rps:g}/s {pct(r.speech_lat, 95) / p95_0:.2f}x"
+                            for r in runs[1:]
+                        )
+                    )
         print()
         for ln in notes:
             print(ln)

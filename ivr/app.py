@@ -6,28 +6,36 @@ import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
+from zoneinfo import ZoneInfo
 
 import aiohttp
 from aiohttp import web
 
+from ivr.api import API, ApiContext, add_api_routes
 from ivr.asr.base import Engine
 from ivr.asr.engines import load_engine
 from ivr.asr.grammar import GrammarError
 from ivr.asr.runner import AsrRunner
 from ivr.call.registry import CallRegistry
 from ivr.call.session import CallLimits, CallServices
+from ivr.callbacks import CallbackPolicy, Callbacks
+from ivr.callbacks.dispatcher import Dispatcher
 from ivr.config import Settings
 from ivr.dialog.flow import Flow, FlowError, load_flow
+from ivr.dialog.when import BusinessHours
 from ivr.fulfillment import Fulfillment
 from ivr.server.audiosocket import AudioSocketServer
 from ivr.server.websocket import SERVICES, call_events, media_stream
 from ivr.store import open_store
 from ivr.tts import PromptCache, PromptRenderer, TtsEngine
+from ivr.webhooks import WebhookDeliverer
 
 log = logging.getLogger(__name__)
 
 SETTINGS = web.AppKey("settings", Settings)
 AUDIOSOCKET_PORT = web.AppKey("audiosocket_port", int)
+WEBHOOKS = web.AppKey("webhooks", WebhookDeliverer)
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 
 
 async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -43,6 +51,8 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     await tts.synthesize("ready")  # start the worker now, not on the first call
     prompts = PromptRenderer(tts, PromptCache(settings.cache_dir / "prompts"), settings.prompts_dir)
     store = await open_store(settings.store_url)
+    callbacks = Callbacks(store, CallbackPolicy.from_settings(settings))
+    app[API] = ApiContext(callbacks, store, settings.api_tokens, callbacks.policy.tz)
     http = aiohttp.ClientSession()
     limits = CallLimits(
         max_call_s=settings.max_call_seconds,
@@ -58,10 +68,26 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         flow=flow,
         limits=limits,
         store=store,
+        callbacks=callbacks,
+        hours=BusinessHours.parse(settings.business_hours, settings.timezone),
     )
     app[SERVICES] = services
     audiosocket = AudioSocketServer(services)
     app[AUDIOSOCKET_PORT] = await audiosocket.start(settings.host, settings.audiosocket_port)
+    webhooks = app[WEBHOOKS] = WebhookDeliverer(
+        store,
+        http,
+        settings.webhook_urls,
+        settings.webhook_secret,
+        settings.webhook_timeout_seconds,
+        settings.webhook_max_attempts,
+        tz=ZoneInfo(settings.timezone),
+    )
+    dispatcher = app[DISPATCHER] = Dispatcher(
+        callbacks, settings.dispatch_interval_seconds, on_events=webhooks.wake
+    )
+    webhooks.start()  # does not run without URLs: events wait in the outbox
+    dispatcher.start()
     # Everything loaded so far lives as long as the server: keep it out of the garbage
     # collector's scans, which otherwise pause every call's event loop as calls add objects.
     gc.collect()
@@ -77,6 +103,8 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await audiosocket.close()
+        await dispatcher.close()  # first: it produces events for the deliverer
+        await webhooks.close()  # before the HTTP session and the store it uses
         await http.close()
         await store.close()
         tts.close()
@@ -110,6 +138,8 @@ async def healthz(request: web.Request) -> web.Response:
             "flow_version": services.flow.version,
             **services.registry.stats(),
             "audiosocket_port": request.app[AUDIOSOCKET_PORT],
+            "webhooks": request.app[WEBHOOKS].stats(),
+            "dispatcher": request.app[DISPATCHER].stats(),
         }
     )
 
@@ -121,6 +151,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/media-stream", media_stream)
     app.router.add_get("/v1/calls/{call_id}/events", call_events)
+    add_api_routes(app)  # the REST API under /v1 (bearer tokens; see ivr/api)
     return app
 
 

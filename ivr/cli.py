@@ -136,6 +136,27 @@ class _TurnAction(argparse.Action):
         namespace.turns = turns
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from ivr.api import hash_token, new_token, token_entry
+    from ivr.config import ApiToken
+
+    token = new_token()
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    if not scopes:
+        raise SystemExit("ivr token new: --scopes: name at least one scope")
+    try:  # the configuration's own rules for names and scopes
+        ApiToken(name=args.name, sha256=hash_token(token), scopes=scopes)
+    except ValidationError as exc:
+        problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+        raise SystemExit(f"ivr token new: {problems}") from None
+    # The token itself is shown this once; the server keeps only the entry (its SHA-256).
+    print(f"token: {token}")
+    print(f"IVR_API_TOKENS entry: {token_entry(args.name, token, scopes)}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from ivr.app import run
 
@@ -207,6 +228,17 @@ def build_parser() -> argparse.ArgumentParser:
     pi.add_argument("--force", action="store_true")
     msub.add_parser("list", help="list the official models")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("token", help="API bearer tokens")
+    tsub = p.add_subparsers(dest="action", required=True)
+    pt = tsub.add_parser("new", help="make a token; prints it once and its IVR_API_TOKENS entry")
+    pt.add_argument("name", help="who uses it (the acting agent name by default)")
+    pt.add_argument(
+        "--scopes",
+        required=True,
+        help="comma-separated: calls.read, callbacks.read, callbacks.write, or *",
+    )
+    p.set_defaults(func=cmd_token)
     return parser
 
 

@@ -129,7 +129,7 @@ class CallSession:
         if not isinstance(first, CallStart):
             return await self._abort(f"expected the call to start, got {type(first).__name__}")
         self.call_id = first.call_id
-        self.recorder = CallRecorder(self.s.store, self.call_id)
+        self.recorder = CallRecorder(self.s.store, self.call_id, tz=self.s.hours.tz)
         if not self.s.registry.admit(self.call_id):
             log.warning(
                 "call %s rejected: %d calls in progress", self.call_id, self.s.registry.active

@@ -1,0 +1,77 @@
+"""Bearer tokens: the server keeps only each token's SHA-256, its name and its scopes.
+
+The token's name is the acting principal (e.g. the default agent of a claim). A server
+with no tokens configured answers 401 to every authenticated route: secure by default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ivr.api.errors import ApiError
+from ivr.config import ApiToken
+
+REALM = 'Bearer realm="ivr"'
+
+
+def new_token() -> str:
+    """A fresh random token (256 bits), URL-safe: it travels in headers and shells."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    """Hex SHA-256 of the token, as configured in IVR_API_TOKENS."""
+    # surrogatepass: header bytes that are not UTF-8 arrive as surrogates; they must hash
+    # (to nothing configured), not raise.
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def token_entry(name: str, token: str, scopes: Sequence[str]) -> str:
+    """The IVR_API_TOKENS entry for a token: NAME:SHA256:SCOPE+SCOPE."""
+    return f"{name}:{hash_token(token)}:{'+'.join(scopes)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    name: str
+    scopes: frozenset[str]
+
+    def allows(self, scope: str) -> bool:
+        return "*" in self.scopes or scope in self.scopes
+
+
+ANONYMOUS = Principal("anonymous", frozenset())
+
+
+def authenticate(header: str | None, tokens: Sequence[ApiToken]) -> Principal:
+    """The principal of an `Authorization: Bearer <token>` header; 401 otherwise."""
+    scheme, _, credentials = (header or "").strip().partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() != "bearer" or not credentials:
+        raise ApiError(401, "missing bearer token", headers={"WWW-Authenticate": REALM})
+    digest = hash_token(credentials)
+    found = None
+    for token in tokens:  # no early exit: the time taken does not tell which entry matched
+        if hmac.compare_digest(digest, token.sha256):
+            found = token
+    if found is None:
+        raise ApiError(
+            401,
+            "unknown bearer token" if tokens else "the API is disabled: no tokens are configured",
+            headers={"WWW-Authenticate": f'{REALM}, error="invalid_token"'},
+        )
+    return Principal(found.name, frozenset(found.scopes))
+
+
+def require(principal: Principal, scope: str) -> None:
+    """403 unless the principal holds `scope` (or "*")."""
+    if not principal.allows(scope):
+        raise ApiError(
+            403,
+            f"token {principal.name!r} lacks the scope {scope}",
+            headers={"WWW-Authenticate": f'{REALM}, error="insufficient_scope", scope="{scope}"'},
+        )

@@ -1,0 +1,138 @@
+"""The OpenAPI 3.1 document, generated from the operations and their pydantic models (the
+same models validate the requests, so the document cannot drift from the behaviour)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from ivr.api.models import ErrorOut
+from ivr.config import SCOPES
+
+if TYPE_CHECKING:
+    from ivr.api.operation import Operation
+
+REF = "#/components/schemas/{model}"
+ERROR_TEXT = {
+    400: "Bad request: invalid JSON, or a cursor this list did not return",
+    401: "Missing or unknown bearer token",
+    403: "The token lacks the operation's scope",
+    404: "No such record (or an id that cannot exist)",
+    409: "The record's current state does not allow this change",
+    413: "Request body too large",
+    415: "The request body is not application/json",
+    422: "Invalid input: each offending field is named in `fields`",
+}
+SECURITY_TEXT = (
+    "`Authorization: Bearer <token>`. Tokens are configured as their SHA-256 with a name and"
+    f" scopes (IVR_API_TOKENS; create one with `ivr token new`). Scopes: {', '.join(SCOPES)}"
+    " or * for all; each operation lists the scope it needs. No tokens configured: every"
+    " authenticated operation answers 401."
+)
+
+
+def _clean(schema: dict[str, Any]) -> dict[str, Any]:
+    """A property schema as a parameter schema: the title is the parameter's name already."""
+    return {k: v for k, v in schema.items() if k not in ("title", "description", "default")} | (
+        {"default": schema["default"]} if schema.get("default") is not None else {}
+    )
+
+
+def _parameters(op: Operation, components: dict[str, Any]) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = []
+    for name in re.findall(r"{(\w+)}", op.path):
+        schema = dict(op.path_params[name])
+        description = schema.pop("description", None)
+        param = {"name": name, "in": "path", "required": True, "schema": schema}
+        params.append(param | ({"description": description} if description else {}))
+    if op.query is not None:
+        schema = op.query.model_json_schema(ref_template=REF)
+        components.update(schema.get("$defs", {}))
+        required = set(schema.get("required", ()))
+        for name, prop in schema["properties"].items():
+            param = {"name": name, "in": "query", "required": name in required}
+            if prop.get("type") == "array":
+                param |= {"style": "form", "explode": True}
+            if prop.get("description"):
+                param["description"] = prop["description"]
+            params.append(param | {"schema": _clean(prop)})
+    return params
+
+
+def _json(ref: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": ref}}}
+
+
+Refs = Mapping[tuple[Any, JsonSchemaMode], str]
+
+
+def _operation(op: Operation, refs: Refs) -> dict[str, Any]:
+    out: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary}
+    if op.response is not None:
+        ok = {"description": "OK", "content": _json(refs[(op.response, "serialization")])}
+    else:
+        ok = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+    responses: dict[str, Any] = {"200": ok}
+    for status in op.error_statuses():
+        responses[str(status)] = {
+            "description": ERROR_TEXT[status],
+            "content": _json(refs[(ErrorOut, "serialization")]),
+        }
+        if status == 401:
+            responses["401"]["headers"] = {
+                "WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}
+            }
+    out["responses"] = responses
+    if op.body is not None:
+        out["requestBody"] = {
+            "required": op.body_required,
+            "content": _json(refs[(op.body, "validation")]),
+        }
+    if op.scope is None:
+        out["security"] = []
+    else:
+        # OpenAPI 3.1: for a non-OAuth scheme the list names the roles (here: scopes) needed.
+        out["security"] = [{"bearerAuth": [op.scope]}]
+        out["description"] = f"Scope: `{op.scope}` (or `*`)."
+    return out
+
+
+def build_document(operations: Sequence[Operation]) -> dict[str, Any]:
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(ErrorOut, "serialization")]
+    for op in operations:
+        if op.response is not None:
+            models.append((op.response, "serialization"))
+        if op.body is not None:
+            models.append((op.body, "validation"))
+    keys, defs = models_json_schema(list(dict.fromkeys(models)), ref_template=REF)
+    refs: Refs = {key: value["$ref"] for key, value in keys.items()}
+    components: dict[str, Any] = dict(defs.get("$defs", {}))
+
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        item = _operation(op, refs)
+        params = _parameters(op, components)
+        if params:
+            item["parameters"] = params
+        paths.setdefault(op.path, {})[op.method.lower()] = item
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "ivr integration API",
+            "version": "1",
+            "description": 'Agent callbacks and call records. Errors: `{"error": {"status",'
+            ' "message", "fields": [{"field", "message"}]}}`. Times are RFC 3339 with'
+            " a UTC offset (a naive time is a 422). Lists are pages: pass `next` as `cursor`.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "description": SECURITY_TEXT}
+            },
+        },
+    }

@@ -1,0 +1,145 @@
+"""An API operation as data (method, path, scope, input models, response model) and the
+plumbing every handler shares: authentication, query and body parsing, error mapping.
+
+The same `Operation` values register the routes and generate the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any, TypeVar
+
+from aiohttp import web
+from multidict import MultiMapping
+from pydantic import BaseModel, ValidationError
+
+from ivr.api.auth import ANONYMOUS, Principal, authenticate, require
+from ivr.api.context import API
+from ivr.api.errors import ApiError, invalid
+from ivr.store import Conflict, NotFound
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+OperationHandler = Callable[[web.Request, Principal], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    handler: OperationHandler
+    operation_id: str
+    summary: str
+    response: type[BaseModel] | None
+    """The 200 body's model; None for a free-form object (the OpenAPI document itself)."""
+    scope: str | None = None
+    """None: no authentication (only the OpenAPI document)."""
+    query: type[BaseModel] | None = None
+    body: type[BaseModel] | None = None
+    body_required: bool = False
+    path_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Each path parameter's JSON schema (and description)."""
+    conflicts: bool = False
+    """The operation changes a callback's state: 409 when its current state forbids it."""
+
+    def error_statuses(self) -> list[int]:
+        """Every error status the operation can answer with (documented as such)."""
+        out = set()
+        if self.scope is not None:
+            out |= {401, 403}
+        if self.query is not None:
+            out |= {400, 422}  # 400: a cursor this list did not hand out
+        if self.body is not None:
+            out |= {400, 413, 415, 422}
+        if self.path_params:
+            out.add(404)
+        if self.conflicts:
+            out.add(409)
+        return sorted(out)
+
+
+@cache
+def list_fields(model: type[BaseModel]) -> frozenset[str]:
+    """Query parameters of `model` that take several values."""
+    props = model.model_json_schema()["properties"]
+    return frozenset(name for name, prop in props.items() if prop.get("type") == "array")
+
+
+OPAQUE = frozenset({"cursor"})
+"""Parameters only the server makes up: a bad one was not handed out, a 400 (not a 422)."""
+
+
+def parse_query(query: MultiMapping[str], model: type[M]) -> M:
+    """Query parameters → `model`. A list parameter may repeat and/or hold comma-separated
+    values; any other given twice, an unknown one or a bad value is a 422 naming it (a 400
+    when only opaque ones are bad)."""
+    lists = list_fields(model)
+    data: dict[str, Any] = {}
+    repeated = []
+    for name in dict.fromkeys(query.keys()):
+        values = query.getall(name)
+        if name in lists:
+            data[name] = [part for value in values for part in value.split(",")]
+        elif len(values) > 1:
+            repeated.append((name, "given more than once"))
+        else:
+            data[name] = values[0]
+    try:
+        parsed = model.model_validate(data)
+    except ValidationError as exc:
+        error = invalid(exc, "query", unknown="unknown parameter")
+        error.fields = repeated + error.fields
+        if {name for name, _ in error.fields} <= OPAQUE:
+            error.status, error.message = 400, "invalid cursor"
+        raise error from None
+    if repeated:
+        raise ApiError(422, "invalid query", repeated)
+    return parsed
+
+
+async def read_body(request: web.Request, model: type[M]) -> M:
+    """The JSON body → `model`. No body at all validates as {} (so a required field is
+    reported missing by name); a body that is not application/json is 415, bad JSON 400."""
+    raw = await request.read()
+    if not raw.strip():
+        raw = b"{}"
+    elif request.content_type != "application/json":
+        raise ApiError(415, "send the request body as application/json")
+    try:
+        # strict: JSON types as they are (no "5" for 5); dates are text by their own validator
+        return model.model_validate_json(raw, strict=True)
+    except ValidationError as exc:
+        bad_json = [e for e in exc.errors(include_url=False) if e["type"] == "json_invalid"]
+        if bad_json:
+            raise ApiError(400, f"request body: {bad_json[0]['msg']}") from None
+        raise invalid(exc, "body") from None
+
+
+def endpoint(op: Operation) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The aiohttp handler of `op`: authenticate, run, answer JSON; store errors → 404/409."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            who = ANONYMOUS
+            if op.scope is not None:
+                who = authenticate(request.headers.get("Authorization"), request.app[API].tokens)
+                require(who, op.scope)
+            return web.json_response(await op.handler(request, who))
+        except ApiError as exc:
+            return exc.response()
+        except NotFound as exc:
+            return ApiError(404, str(exc)).response()
+        except Conflict as exc:
+            return ApiError(409, str(exc)).response()
+        except web.HTTPException:
+            raise  # aiohttp's own (e.g. 413 from read()): json_errors renders it
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            return ApiError(500, "internal error").response()  # still in the one error shape
+
+    handle.__name__ = handle.__qualname__ = op.operation_id
+    return handle

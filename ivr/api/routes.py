@@ -1,0 +1,241 @@
+"""The integration REST API under /v1: callbacks for agents and dialers, call records.
+
+Handlers only parse, call the callback service or the store, and render with
+`callback_json` / `call_json` (the representation webhooks use too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from functools import cache
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from ivr.api.auth import Principal
+from ivr.api.context import API
+from ivr.api.errors import ApiError, json_errors
+from ivr.api.models import (
+    CallbackDetail,
+    CallbackListQuery,
+    CallbackOut,
+    CallbackPage,
+    CallDetail,
+    CallListQuery,
+    CallPage,
+    CancelRequest,
+    ClaimRequest,
+    CompleteRequest,
+    RescheduleRequest,
+)
+from ivr.api.openapi import build_document
+from ivr.api.operation import Operation, OperationHandler, endpoint, parse_query, read_body
+from ivr.callbacks import call_json, callback_json
+from ivr.store import NotFound
+
+T = TypeVar("T")
+
+CALLBACK_ID = {
+    "id": {
+        "type": "string",
+        "format": "uuid",
+        "description": "the callback's id; an id that is not a UUID is a 404 like an unknown one",
+    }
+}
+CALL_ID = {"id": {"type": "string", "minLength": 1, "description": "the call's id"}}
+
+
+async def _page(result: Awaitable[T], cursor: str | None) -> T:
+    """The store's ValueError for a cursor it did not hand out → 400 naming `cursor`
+    (limit and filters are validated before, so with no cursor it is a bug: let it raise)."""
+    try:
+        return await result
+    except ValueError:
+        if cursor is None:
+            raise
+        error = [("cursor", "not a cursor this list returned")]
+        raise ApiError(400, "invalid cursor", error) from None
+
+
+async def list_callbacks(request: web.Request, who: Principal) -> Any:
+    api = request.app[API]
+    q = parse_query(request.query, CallbackListQuery)
+    items, next_cursor = await _page(
+        api.store.list_callbacks(
+            status=q.status,
+            due_before=q.due_before,
+            due_after=q.due_after,
+            number=q.number,
+            limit=q.limit,
+            cursor=q.cursor,
+        ),
+        q.cursor,
+    )
+    return {"items": [callback_json(cb, api.tz) for cb in items], "next": next_cursor}
+
+
+async def get_callback(request: web.Request, who: Principal) -> Any:
+    api = request.app[API]
+    cb, attempts = await api.callbacks.get(request.match_info["id"])
+    return callback_json(cb, api.tz, attempts)
+
+
+async def claim_callback(request: web.Request, who: Principal) -> Any:
+    api = request.app[API]
+    body = await read_body(request, ClaimRequest)
+    cb = await api.callbacks.claim(request.match_info["id"], body.agent or who.name)
+    return callback_json(cb, api.tz)
+
+
+async def complete_callback(request: web.Request, who: Principal) -> Any:
+    api = request.app[API]
+    body = await read_body(request, CompleteRequest)
+    cb = await api.callbacks.complete(request.match_info["id"], body.outcome)
+    return callback_json(cb, api.tz)
+
+
+async def reschedule_callback(request: web.Request, who: Principal) -> Any:
+    api = request.app[API]
+    body = await read_body(request, RescheduleRequest)
+    cb = await api.callbacks.reschedule(request.match_info["id"], body.due_at)
+    return callback_json(cb, api.tz)
+
+
+async def cancel_callback(request: web.Request, who: Principal) -> Any:
+    api = request.app[API]
+    await read_body(request, CancelRequest)  # no fields; still refuses unknown ones
+    cb = await api.callbacks.cancel(request.match_info["id"])
+    return callback_json(cb, api.tz)
+
+
+async def list_calls(request: web.Request, who: Principal) -> Any:
+    api = request.app[API]
+    q = parse_query(request.query, CallListQuery)
+    items, next_cursor = await _page(
+        api.store.list_calls(
+            limit=q.limit,
+            cursor=q.cursor,
+            caller=q.caller,
+            started_after=q.started_after,
+            started_before=q.started_before,
+        ),
+        q.cursor,
+    )
+    return {"items": [call_json(call, api.tz) for call in items], "next": next_cursor}
+
+
+async def get_call(request: web.Request, who: Principal) -> Any:
+    api = request.app[API]
+    call_id = request.match_info["id"]
+    if not call_id.isprintable():  # control characters: no such call (and PostgreSQL refuses NUL)
+        raise NotFound("call", call_id)
+    call = await api.store.get_call(call_id)
+    return call_json(call, api.tz, await api.store.list_turns(call_id))
+
+
+async def openapi(request: web.Request, who: Principal) -> Any:
+    return document()
+
+
+def _callback_change(
+    verb: str,
+    handler: OperationHandler,
+    summary: str,
+    body: type[BaseModel],
+    body_required: bool,
+) -> Operation:
+    return Operation(
+        "POST",
+        f"/v1/callbacks/{{id}}/{verb}",
+        handler,
+        f"{verb}Callback",
+        summary,
+        CallbackOut,
+        scope="callbacks.write",
+        body=body,
+        body_required=body_required,
+        path_params=CALLBACK_ID,
+        conflicts=True,
+    )
+
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "GET",
+        "/v1/callbacks",
+        list_callbacks,
+        "listCallbacks",
+        "Callbacks by due time (then id), filtered, a page at a time",
+        CallbackPage,
+        scope="callbacks.read",
+        query=CallbackListQuery,
+    ),
+    Operation(
+        "GET",
+        "/v1/callbacks/{id}",
+        get_callback,
+        "getCallback",
+        "One callback with the caller's transcript and its attempt log",
+        CallbackDetail,
+        scope="callbacks.read",
+        path_params=CALLBACK_ID,
+    ),
+    _callback_change(
+        "claim",
+        claim_callback,
+        "Take a scheduled callback, or one the dispatcher handed out, as an agent",
+        ClaimRequest,
+        False,
+    ),
+    _callback_change(
+        "complete",
+        complete_callback,
+        "End the claimed attempt with an outcome (retry outcomes reschedule or expire it)",
+        CompleteRequest,
+        True,
+    ),
+    _callback_change(
+        "reschedule",
+        reschedule_callback,
+        "Schedule an open callback for another time",
+        RescheduleRequest,
+        True,
+    ),
+    _callback_change("cancel", cancel_callback, "Cancel an open callback", CancelRequest, False),
+    Operation(
+        "GET",
+        "/v1/calls",
+        list_calls,
+        "listCalls",
+        "Calls, newest first, filtered, a page at a time",
+        CallPage,
+        scope="calls.read",
+        query=CallListQuery,
+    ),
+    Operation(
+        "GET",
+        "/v1/calls/{id}",
+        get_call,
+        "getCall",
+        "One call with its turns",
+        CallDetail,
+        scope="calls.read",
+        path_params=CALL_ID,
+    ),
+    Operation("GET", "/v1/openapi.json", openapi, "getOpenApi", "This document", None),
+)
+
+
+@cache
+def document() -> dict[str, Any]:
+    """The OpenAPI document of OPERATIONS (built once)."""
+    return build_document(OPERATIONS)
+
+
+def add_api_routes(app: web.Application) -> None:
+    """Register the /v1 API routes, and the middleware that answers aiohttp's own errors
+    under /v1 in the API's error shape. The handlers need `app[API]` set before serving."""
+    app.middlewares.append(json_errors)
+    for op in OPERATIONS:
+        app.router.add_route(op.method, op.path, endpoint(op), name=op.operation_id)
