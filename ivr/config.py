@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -33,7 +33,10 @@ def _default_data_dir() -> Path:
     return Path(base) / "ivr"
 
 
-SCOPES = ("calls.read", "callbacks.read", "callbacks.write")
+Scope = Literal[
+    "calls.read", "callbacks.read", "callbacks.write", "analytics.read", "flows.read", "flows.write"
+]
+SCOPES: tuple[str, ...] = get_args(Scope)
 """API token scopes; "*" grants all."""
 
 
@@ -42,7 +45,7 @@ class ApiToken(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    scopes: list[Literal["*", "calls.read", "callbacks.read", "callbacks.write"]]
+    scopes: list[Literal["*"] | Scope]
 
 
 def _comma_list(value: object) -> object:

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel
 
+from ivr.api import analytics, flows, grammar, live
 from ivr.api.auth import Principal
 from ivr.api.context import API
 from ivr.api.errors import ApiError, json_errors
@@ -160,7 +161,7 @@ def _callback_change(
     )
 
 
-OPERATIONS: tuple[Operation, ...] = (
+CALLBACK_AND_CALL_OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET",
         "/v1/callbacks",
@@ -223,6 +224,15 @@ OPERATIONS: tuple[Operation, ...] = (
         scope="calls.read",
         path_params=CALL_ID,
     ),
+)
+
+# Each area keeps its operations in its own module; they are all served and documented.
+OPERATIONS: tuple[Operation, ...] = (
+    *CALLBACK_AND_CALL_OPERATIONS,
+    *live.OPERATIONS,
+    *flows.OPERATIONS,
+    *grammar.OPERATIONS,
+    *analytics.OPERATIONS,
     Operation("GET", "/v1/openapi.json", openapi, "getOpenApi", "This document", None),
 )
 
