@@ -86,6 +86,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     dispatcher = app[DISPATCHER] = Dispatcher(
         callbacks, settings.dispatch_interval_seconds, on_events=webhooks.wake
     )
+    callbacks.on_events = webhooks.wake  # API and booking events go out at once
     webhooks.start()  # does not run without URLs: events wait in the outbox
     dispatcher.start()
     # Everything loaded so far lives as long as the server: keep it out of the garbage

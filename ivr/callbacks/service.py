@@ -51,8 +51,19 @@ class CallbackPolicy:
 
 
 def iso(value: datetime | None, tz: ZoneInfo) -> str | None:
-    """ISO 8601 with the offset of the configured zone (what integrators display)."""
-    return None if value is None else value.astimezone(tz).isoformat()
+    """ISO 8601 with the offset of the configured zone (what integrators display); UTC for
+    instants the zone cannot show (near year 1 or 9999, or before its offsets were whole
+    minutes)."""
+    if value is None:
+        return None
+    try:
+        local = value.astimezone(tz)
+    except OverflowError:
+        return value.astimezone(UTC).isoformat()
+    offset = local.utcoffset()
+    if offset is not None and offset.seconds % 60:  # LMT offsets such as -04:56:02
+        return value.astimezone(UTC).isoformat()
+    return local.isoformat()
 
 
 def callback_json(
@@ -128,6 +139,8 @@ class Callbacks:
         self.store = store
         self.policy = policy
         self.clock = clock
+        self.on_events: Callable[[], None] = lambda: None
+        """Called after a change and its events are committed (e.g. wake the webhook sender)."""
 
     def _event(self, cb: Callback) -> dict[str, Any]:
         return {"callback": callback_json(cb, self.policy.tz)}
@@ -155,6 +168,7 @@ class Callbacks:
             )
             kind = "callback.scheduled" if created else "callback.updated"
             await tx.add_event(kind, self._event(cb), now=now)
+        self.on_events()
         return cb, created
 
     async def get(self, id: str) -> tuple[Callback, list[Attempt]]:
@@ -165,6 +179,7 @@ class Callbacks:
         async with self.store.transaction() as tx:
             cb = await tx.claim(id, agent, now=now)
             await tx.add_event("callback.claimed", self._event(cb), now=now)
+        self.on_events()
         return cb
 
     async def complete(self, id: str, outcome: str) -> Callback:
@@ -181,6 +196,7 @@ class Callbacks:
                 cb = await tx.complete(id, outcome, now=now)
                 kind = "callback.completed"
             await tx.add_event(kind, self._event(cb), now=now)
+        self.on_events()
         return cb
 
     async def reschedule(self, id: str, due_at: datetime) -> Callback:
@@ -188,6 +204,7 @@ class Callbacks:
         async with self.store.transaction() as tx:
             cb = await tx.reschedule(id, due_at, now=now)
             await tx.add_event("callback.updated", self._event(cb), now=now)
+        self.on_events()
         return cb
 
     async def cancel(self, id: str) -> Callback:
@@ -195,6 +212,7 @@ class Callbacks:
         async with self.store.transaction() as tx:
             cb = await tx.cancel(id, now=now)
             await tx.add_event("callback.cancelled", self._event(cb), now=now)
+        self.on_events()
         return cb
 
     async def dispatch_due(self, limit: int = 50) -> list[Callback]:
@@ -204,6 +222,7 @@ class Callbacks:
             due = await tx.claim_due_callbacks(limit, now, self.policy.lease)
             for cb in due:
                 await tx.add_event("callback.due", self._event(cb), now=now)
+        self.on_events()
         return due
 
     async def expire_overdue(self, limit: int = 100) -> list[Callback]:
@@ -212,4 +231,5 @@ class Callbacks:
             gone = await tx.expire_overdue(now - self.policy.expiry, now, limit)
             for cb in gone:
                 await tx.add_event("callback.expired", self._event(cb), now=now)
+        self.on_events()
         return gone
