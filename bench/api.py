@@ -34,7 +34,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -42,7 +41,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import aiohttp
-import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -240,17 +238,7 @@ def database(backend: str, url: str | None, stack: contextlib.ExitStack, tmp: Pa
 
     cluster = PgCluster().start()
     stack.callback(cluster.stop)
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-
-    async def create() -> None:
-        admin = await asyncpg.connect(cluster.dsn)
-        try:
-            await admin.execute(f"CREATE DATABASE {name}")
-        finally:
-            await admin.close()
-
-    asyncio.run(create())
-    return cluster.dsn.rsplit("/", 1)[0] + f"/{name}"
+    return asyncio.run(cluster.create_database("bench"))
 
 
 def main() -> None:

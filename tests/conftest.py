@@ -3,13 +3,13 @@ backends (PostgreSQL from tests/pg.py fails, never skips, when it is not install
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from pg import PgCluster, PgMissing
+
+from ivr.store import Store, open_store
 
 
 @pytest.fixture(scope="session")
@@ -32,10 +32,13 @@ async def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/data/ivr.db"  # absolute: sqlite:////tmp/…
     cluster: PgCluster = request.getfixturevalue("pg_cluster")
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(cluster.dsn)
+    return await cluster.create_database()
+
+
+@pytest.fixture
+async def store(url: str) -> AsyncIterator[Store]:
+    s = await open_store(url)
     try:
-        await admin.execute(f"CREATE DATABASE {name}")
+        yield s
     finally:
-        await admin.close()
-    return cluster.dsn.rsplit("/", 1)[0] + f"/{name}"
+        await s.close()

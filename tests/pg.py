@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import uuid
 from pathlib import Path
 
 INSTALL_HINT = (
@@ -73,6 +74,18 @@ class PgCluster:
     @property
     def dsn(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    async def create_database(self, prefix: str = "t") -> str:
+        """A new empty database in the cluster; its DSN."""
+        import asyncpg  # only the callers that make databases need it
+
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        admin = await asyncpg.connect(self.dsn)
+        try:
+            await admin.execute(f"CREATE DATABASE {name}")
+        finally:
+            await admin.close()
+        return self.dsn.rsplit("/", 1)[0] + f"/{name}"
 
     def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
         cmd = list(args)

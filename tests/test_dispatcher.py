@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-import asyncpg
 import pytest
 from live_server import live_server
 from pg import PgCluster
@@ -36,15 +33,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-@pytest.fixture
-async def store(url: str) -> AsyncIterator[Store]:
-    s = await open_store(url)
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 def service(store: Store, clock: Clock, **policy: Any) -> Callbacks:
@@ -161,16 +149,6 @@ async def test_errors_are_logged_and_retried_next_tick(caplog: pytest.LogCapture
 # --- two real server processes on one PostgreSQL database ----------------------------------
 
 
-async def _create_db(cluster: PgCluster) -> str:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(cluster.dsn)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin.close()
-    return cluster.dsn.rsplit("/", 1)[0] + f"/{name}"
-
-
 async def _book(dsn: str, n: int) -> list[str]:
     """n callbacks, not due for a day (so neither server takes any while starting)."""
     store = await open_store(dsn)
@@ -199,7 +177,7 @@ async def _make_due(dsn: str, ids: list[str]) -> None:
 def test_two_servers_on_one_postgresql_dispatch_each_callback_once(
     tmp_path: Path, pg_cluster: PgCluster
 ) -> None:
-    dsn = asyncio.run(_create_db(pg_cluster))
+    dsn = asyncio.run(pg_cluster.create_database())
     ids = asyncio.run(_book(dsn, 200))
     env = {
         "IVR_DATABASE_URL": dsn,

@@ -7,7 +7,6 @@ import asyncio
 import os
 import signal
 import sqlite3
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,17 +63,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield str(tmp_path / "data" / "ivr.db")
         return
     cluster: PgCluster = request.getfixturevalue("pg_cluster")
-    name = f"t_{uuid.uuid4().hex[:12]}"
-
-    async def create() -> None:
-        admin = await asyncpg.connect(cluster.dsn)
-        try:
-            await admin.execute(f"CREATE DATABASE {name}")
-        finally:
-            await admin.close()
-
-    asyncio.run(create())
-    yield cluster.dsn.rsplit("/", 1)[0] + f"/{name}"
+    yield asyncio.run(cluster.create_database())
 
 
 async def _book(db: str, n: int) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,15 +15,6 @@ from ivr.store import MIGRATIONS, Callback, Conflict, NotFound, Store, open_stor
 
 T0 = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
 LEASE = timedelta(minutes=5)
-
-
-@pytest.fixture
-async def store(url: str) -> AsyncIterator[Store]:
-    s = await open_store(url)
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 def test_sqlite_urls() -> None:

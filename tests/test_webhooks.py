@@ -14,7 +14,7 @@ import pytest
 from webhook_receiver import HANG, Hit, Receiver, until
 
 from ivr.call.recorder import CallRecorder
-from ivr.store import Event, Store, open_store
+from ivr.store import Event, Store
 from ivr.webhooks import PARKED_UNTIL, WebhookDeliverer, backoff_s, body_of, sign, verify
 
 SECRET = "s3cret"
@@ -56,15 +56,6 @@ def test_backoff_is_exponential_capped_and_jittered() -> None:
 
 
 # --- the deliverer -------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def store(url: str) -> AsyncIterator[Store]:
-    s = await open_store(url)
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 @pytest.fixture
