@@ -45,6 +45,20 @@ class _SQLiteConn(Conn):
         await self._db.execute(_sql(sql), [_param(a) for a in args])
 
 
+async def _wal(db: aiosqlite.Connection, timeout_s: float) -> None:
+    """Switch to WAL. Another process opening the same new file at the same moment holds a
+    lock that SQLite's busy handler does not wait for on this pragma: retry until timeout."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        try:
+            await db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
 class SQLiteStore(SqlStore):
     backend = "sqlite"
     dialect = "sqlite"
@@ -65,7 +79,7 @@ class SQLiteStore(SqlStore):
         try:
             db.row_factory = sqlite3.Row
             await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            await db.execute("PRAGMA journal_mode = WAL")
+            await _wal(db, busy_timeout_s)
             await db.execute("PRAGMA synchronous = NORMAL")
             await db.execute("PRAGMA foreign_keys = ON")
             store = cls(db, path)
