@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -12,6 +13,8 @@ import aiohttp
 from aiohttp import web
 
 from ivr.api import API, ApiContext, add_api_routes
+from ivr.api.analytics import DATA_DIR
+from ivr.api.live import RECORDINGS, live_feed
 from ivr.asr.base import Engine
 from ivr.asr.engines import load_engine
 from ivr.asr.grammar import GrammarError
@@ -21,10 +24,15 @@ from ivr.call.session import CallLimits, CallServices
 from ivr.callbacks import CallbackPolicy, Callbacks
 from ivr.callbacks.dispatcher import Dispatcher
 from ivr.config import Settings
-from ivr.dialog.flow import Flow, FlowError, load_flow
+from ivr.console import add_console_routes
+from ivr.dialog.flow import Flow, FlowError
+from ivr.dialog.store import FlowStore
 from ivr.dialog.when import BusinessHours
+from ivr.flows_watch import SERVED_FLOWS, FlowWatcher
 from ivr.fulfillment import Fulfillment
+from ivr.metrics import METRICS, Metrics, serve_metrics
 from ivr.server.audiosocket import AudioSocketServer
+from ivr.server.softphone import softphone
 from ivr.server.websocket import SERVICES, call_events, media_stream
 from ivr.store import open_store
 from ivr.tts import PromptCache, PromptRenderer, TtsEngine
@@ -40,9 +48,13 @@ DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 
 async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    flow = load_flow(settings.flow_path, settings.grammar_dir)  # a bad flow stops start-up
+    flows = FlowStore(settings.flow_path, settings.grammar_dir)  # a bad flow stops start-up
     engine = load_engine(settings.asr_engine, settings.vosk_model, processes=settings.asr_workers)
-    check_flow_grammars(flow, engine)
+    # ... and so does a word the engine cannot say; reloads are checked the same way.
+    flows.check = functools.partial(check_flow_grammars, engine=engine)
+    flows.check(flows.flow)
+    flow = flows.flow
+    metrics = app[METRICS]
     warm = getattr(engine, "warm", None)
     if warm is not None:
         await asyncio.get_running_loop().run_in_executor(None, warm)
@@ -65,13 +77,20 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         prompts=prompts,
         fulfillment=Fulfillment(http),
         registry=CallRegistry(settings.max_calls),
-        flow=flow,
+        flow_store=flows,
+        metrics=metrics,
         limits=limits,
         store=store,
         callbacks=callbacks,
         hours=BusinessHours.parse(settings.business_hours, settings.timezone),
+        recordings=app[RECORDINGS] if settings.record_calls else None,
+        data_dir=settings.data_dir,  # unrecognized utterances' audio (DATA_DIR/audio)
     )
     app[SERVICES] = services
+    metrics.active_calls = lambda: services.registry.active
+    metrics.flows = lambda: [(flows.name, flows.flow.version)]
+    watcher = FlowWatcher(flows, on_result=metrics.flow_reload)  # file edits → new calls
+    app[SERVED_FLOWS] = {flows.name: watcher}
     audiosocket = AudioSocketServer(services)
     app[AUDIOSOCKET_PORT] = await audiosocket.start(settings.host, settings.audiosocket_port)
     webhooks = app[WEBHOOKS] = WebhookDeliverer(
@@ -82,6 +101,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         settings.webhook_timeout_seconds,
         settings.webhook_max_attempts,
         tz=ZoneInfo(settings.timezone),
+        on_attempt=metrics.webhook_attempt,
     )
     dispatcher = app[DISPATCHER] = Dispatcher(
         callbacks, settings.dispatch_interval_seconds, on_events=webhooks.wake
@@ -89,6 +109,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     callbacks.on_events = webhooks.wake  # API and booking events go out at once
     webhooks.start()  # does not run without URLs: events wait in the outbox
     dispatcher.start()
+    watcher.start()
     # Everything loaded so far lives as long as the server: keep it out of the garbage
     # collector's scans, which otherwise pause every call's event loop as calls add objects.
     gc.collect()
@@ -103,6 +124,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await watcher.close()
         await audiosocket.close()
         await dispatcher.close()  # first: it produces events for the deliverer
         await webhooks.close()  # before the HTTP session and the store it uses
@@ -148,11 +170,18 @@ async def healthz(request: web.Request) -> web.Response:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application()
     app[SETTINGS] = settings
+    app[METRICS] = Metrics()  # one registry per app: tests run several apps in a process
     app.cleanup_ctx.append(_services_ctx)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", serve_metrics)  # Prometheus; no token
     app.router.add_get("/v1/media-stream", media_stream)
     app.router.add_get("/v1/calls/{call_id}/events", call_events)
+    app[RECORDINGS] = settings.data_dir / "recordings"
+    app[DATA_DIR] = settings.data_dir  # turns' audio paths are relative to it
+    app.router.add_get("/v1/live", live_feed)  # every call's events (token: see ivr/api/live)
+    app.router.add_get("/v1/softphone", softphone)  # a call from the browser
     add_api_routes(app)  # the REST API under /v1 (bearer tokens; see ivr/api)
+    add_console_routes(app)  # the web console at /console
     return app
 
 

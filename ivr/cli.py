@@ -13,6 +13,7 @@ from ivr.asr.grammar import Grammar, GrammarError, from_phrases, load_grammar
 from ivr.asr.models import ModelError
 from ivr.config import ConfigError, Settings, load_settings
 from ivr.dialog.flow import FlowError
+from ivr.tuning.commands import add_parser as add_grammar_parser
 
 log = logging.getLogger("ivr")
 
@@ -239,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated: calls.read, callbacks.read, callbacks.write, or *",
     )
     p.set_defaults(func=cmd_token)
+
+    add_grammar_parser(sub)  # ivr grammar check | test | eval
     return parser
 
 

@@ -102,6 +102,7 @@ class Settings(BaseSettings):
     idle_timeout_seconds: float = Field(10, gt=0)
     end_silence_ms: int = Field(600, ge=100, le=5000)
     interdigit_ms: int = Field(3000, ge=500)
+    record_calls: bool = True  # both sides of each call to DATA_DIR/recordings/<call_id>.wav
 
     tts_voice: str | None = None
     tts_speed: int = Field(160, ge=60, le=400)  # words per minute

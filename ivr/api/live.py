@@ -1,7 +1,184 @@
-"""Calls in progress for the console: the live list and the all-calls event feed."""
+"""Calls in progress for the console: the live list, the all-calls event feed (a WebSocket),
+and each call's recording.
+
+Browsers cannot set headers on a WebSocket, so the WebSockets here and the softphone's take
+the API token as a subprotocol (`Sec-WebSocket-Protocol: ivr.v1, bearer.<token>`; not
+written to access logs, which is why the console uses it) or as `?token=<token>` (simple for
+tools; the query string does reach access logs).
+"""
 
 from __future__ import annotations
 
-from ivr.api.operation import Operation
+import asyncio
+import contextlib
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-OPERATIONS: tuple[Operation, ...] = ()
+from aiohttp import WSCloseCode, web
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
+
+from ivr.api.auth import Principal, authenticate, require
+from ivr.api.context import API
+from ivr.api.errors import ApiError
+from ivr.api.models import Name, Number
+from ivr.api.operation import Operation, parse_query
+from ivr.call.recording import recording_path
+from ivr.call.registry import Overflow
+from ivr.callbacks import iso
+from ivr.server.websocket import SERVICES
+from ivr.store import NotFound
+
+log = logging.getLogger(__name__)
+
+RECORDINGS = web.AppKey("recordings_dir", Path)
+"""Where whole-call recordings are (DATA_DIR/recordings), served even with recording off."""
+PROTOCOL = "ivr.v1"
+"""The subprotocol the server selects; a browser refuses a socket that selects none of its."""
+BEARER_PREFIX = "bearer."
+
+
+def websocket_principal(request: web.Request, scope: str) -> Principal:
+    """The principal of a WebSocket request's token (subprotocol `bearer.<token>`, else
+    `?token=`), holding `scope`; ApiError 401/403 otherwise, like any API route."""
+    offered = request.headers.get("Sec-WebSocket-Protocol", "")
+    token = next(
+        (
+            p.strip()[len(BEARER_PREFIX) :]
+            for p in offered.split(",")
+            if p.strip().startswith(BEARER_PREFIX)
+        ),
+        None,
+    )
+    token = token or request.query.get("token")
+    who = authenticate(f"Bearer {token}" if token else None, request.app[API].tokens)
+    require(who, scope)
+    return who
+
+
+def websocket(request: web.Request) -> web.WebSocketResponse:
+    return web.WebSocketResponse(heartbeat=30, protocols=(PROTOCOL,), max_msg_size=1 << 20)
+
+
+# --- the list of calls in progress ----------------------------------------------------------
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LiveCall(_Output):
+    id: str
+    caller: str | None
+    transport: str | None = Field(description="websocket, audiosocket, browser...")
+    flow: str | None
+    flow_version: str | None
+    started_at: datetime | None
+    node: str | None = Field(description="the dialog node the call is at (its latest event's)")
+    events: int = Field(description="events so far in the call's feed")
+    last_event_at: datetime | None
+
+
+class LiveCallList(_Output):
+    items: list[LiveCall] = Field(description="oldest first")
+
+
+class LiveCallsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)  # an unknown parameter is a 422
+
+    caller: Number | SkipJsonSchema[None] = Field(None, description="the caller's number")
+    transport: Name | SkipJsonSchema[None] = Field(None, description="e.g. browser")
+
+
+def _time(epoch: float | None, request: web.Request) -> str | None:
+    if epoch is None:
+        return None
+    return iso(datetime.fromtimestamp(epoch, UTC), request.app[API].tz)
+
+
+async def list_live_calls(request: web.Request, who: Principal) -> Any:
+    q = parse_query(request.query, LiveCallsQuery)
+    calls = [
+        call
+        for call in request.app[SERVICES].registry.live_calls()
+        if q.caller in (None, call["caller"]) and q.transport in (None, call["transport"])
+    ]
+    for call in calls:
+        call["started_at"] = _time(call["started_at"], request)
+        call["last_event_at"] = _time(call["last_event_at"], request)
+    return {"items": calls}
+
+
+# --- a call's recording ---------------------------------------------------------------------
+
+
+async def get_call_audio(request: web.Request, who: Principal) -> web.StreamResponse:
+    call_id = request.match_info["id"]
+    path = recording_path(request.app[RECORDINGS], call_id)
+    if not await asyncio.to_thread(path.is_file):
+        raise NotFound("recording", call_id)
+    # FileResponse streams from disk (and answers Range requests, which <audio> seeking uses).
+    return web.FileResponse(path, headers={"Content-Type": "audio/wav"})
+
+
+# --- every call's events --------------------------------------------------------------------
+
+
+async def live_feed(request: web.Request) -> web.StreamResponse:
+    """GET /v1/live (WebSocket): the events so far of the calls in progress, then every
+    call's events as they happen; one JSON text each, with its `call_id`."""
+    try:
+        websocket_principal(request, "calls.read")
+    except ApiError as exc:
+        return exc.response()  # before the upgrade: the client sees the status
+    ws = websocket(request)
+    await ws.prepare(request)
+    registry = request.app[SERVICES].registry
+
+    async def forward() -> None:
+        async with contextlib.aclosing(registry.watch()) as events:
+            async for event in events:
+                await ws.send_str(json.dumps(event))
+
+    task = asyncio.create_task(forward())
+    closer = asyncio.create_task(ws.receive())  # the client closing ends the subscription
+    await asyncio.wait({task, closer}, return_when=asyncio.FIRST_COMPLETED)
+    for t in (task, closer):
+        t.cancel()
+    outcome, _ = await asyncio.gather(task, closer, return_exceptions=True)
+    code, message = WSCloseCode.OK, b""
+    if isinstance(outcome, Overflow):
+        log.warning("live feed: a client fell too far behind and was disconnected")
+        code, message = WSCloseCode.TRY_AGAIN_LATER, b"too far behind: reconnect"
+    await ws.close(code=code, message=message)
+    return ws
+
+
+CALL_ID = {"id": {"type": "string", "minLength": 1, "description": "the call's id"}}
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "GET",
+        "/v1/live/calls",
+        list_live_calls,
+        "listLiveCalls",
+        "The calls in progress: caller, transport, flow, the node each is at",
+        LiveCallList,
+        scope="calls.read",
+        query=LiveCallsQuery,
+    ),
+    Operation(
+        "GET",
+        "/v1/calls/{id}/audio",
+        get_call_audio,
+        "getCallAudio",
+        "The call's recording: a stereo 8 kHz 16-bit WAV, caller left and bot right",
+        None,
+        scope="calls.read",
+        path_params=CALL_ID,
+        media_type="audio/wav",
+    ),
+)

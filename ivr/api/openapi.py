@@ -72,7 +72,10 @@ Refs = Mapping[tuple[Any, JsonSchemaMode], str]
 
 def _operation(op: Operation, refs: Refs) -> dict[str, Any]:
     out: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary}
-    if op.response is not None:
+    if op.media_type != "application/json":
+        binary = {"schema": {"type": "string", "format": "binary"}}
+        ok = {"description": "OK", "content": {op.media_type: binary}}
+    elif op.response is not None:
         ok = {"description": "OK", "content": _json(refs[(op.response, "serialization")])}
     else:
         ok = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}

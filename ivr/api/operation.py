@@ -45,6 +45,9 @@ class Operation:
     """Each path parameter's JSON schema (and description)."""
     conflicts: bool = False
     """The operation changes a callback's state: 409 when its current state forbids it."""
+    media_type: str = "application/json"
+    """The 200 body's type. Other than JSON, the handler returns its own web.StreamResponse
+    (e.g. a call's recording, audio/wav)."""
 
     def error_statuses(self) -> list[int]:
         """Every error status the operation can answer with (documented as such)."""
@@ -128,7 +131,10 @@ def endpoint(op: Operation) -> Callable[[web.Request], Awaitable[web.StreamRespo
             if op.scope is not None:
                 who = authenticate(request.headers.get("Authorization"), request.app[API].tokens)
                 require(who, op.scope)
-            return web.json_response(await op.handler(request, who))
+            result = await op.handler(request, who)
+            if isinstance(result, web.StreamResponse):
+                return result  # a body that is not JSON (see media_type)
+            return web.json_response(result)
         except ApiError as exc:
             return exc.response()
         except NotFound as exc:

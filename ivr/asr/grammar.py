@@ -31,7 +31,14 @@ _PUNCT = re.compile(r"[^\w\s'\u2400-]+")
 
 
 class GrammarError(ValueError):
-    """A grammar file or phrase list that cannot be used; the message names file and field."""
+    """A grammar file or phrase list that cannot be used; the message names file and field.
+
+    `loc` is the field's path in the grammar document (e.g. ("intents", "yes", 2)) so tools
+    can point at its line; () when the problem is not in one field."""
+
+    def __init__(self, message: str, loc: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.loc = loc
 
 
 def normalize(text: str) -> str:
@@ -78,19 +85,27 @@ class Grammar:
 
     def __post_init__(self) -> None:
         if not self.intents:
-            raise GrammarError(f"{self.source}: intents: a grammar needs at least one intent")
+            raise GrammarError(
+                f"{self.source}: intents: a grammar needs at least one intent", ("intents",)
+            )
         for intent, phrases in self.intents.items():
             if not phrases:
-                raise GrammarError(f"{self.source}: intents.{intent}: no phrases")
-            for phrase in phrases:
+                raise GrammarError(
+                    f"{self.source}: intents.{intent}: no phrases", ("intents", intent)
+                )
+            for i, phrase in enumerate(phrases):
                 norm = normalize(phrase)
                 if not norm:
-                    raise GrammarError(f"{self.source}: intents.{intent}: empty phrase {phrase!r}")
+                    raise GrammarError(
+                        f"{self.source}: intents.{intent}: empty phrase {phrase!r}",
+                        ("intents", intent, i),
+                    )
                 other = self._by_phrase.get(norm)
                 if other is not None and other != intent:
                     raise GrammarError(
                         f"{self.source}: intents.{intent}: phrase {phrase!r} "
-                        f"already belongs to intent {other!r}"
+                        f"already belongs to intent {other!r}",
+                        ("intents", intent, i),
                     )
                 self._by_phrase[norm] = intent
 
@@ -202,37 +217,45 @@ def parse_grammar(data: Any, source: str) -> Grammar:
         raise GrammarError(f"{source}: expected a mapping with 'name' and 'intents'")
     unknown = set(data) - {"name", "intents", "sequence", "threshold", "min_confidence", "language"}
     if unknown:
-        raise GrammarError(f"{source}: unknown field(s): {', '.join(sorted(unknown))}")
+        names = sorted(map(str, unknown))
+        raise GrammarError(f"{source}: unknown field(s): {', '.join(names)}", (names[0],))
     name = data.get("name") or Path(source).stem
     if not isinstance(name, str):
-        raise GrammarError(f"{source}: name: must be a string")
+        raise GrammarError(f"{source}: name: must be a string", ("name",))
     raw = data.get("intents")
     if not isinstance(raw, dict) or not raw:
-        raise GrammarError(f"{source}: intents: must be a non-empty mapping of intent → phrases")
+        raise GrammarError(
+            f"{source}: intents: must be a non-empty mapping of intent → phrases", ("intents",)
+        )
     intents: dict[str, list[str]] = {}
     for intent, phrases in raw.items():
         if isinstance(phrases, str):
             phrases = [phrases]
         if not isinstance(phrases, list) or not all(isinstance(p, str | int) for p in phrases):
-            raise GrammarError(f"{source}: intents.{intent}: must be a list of phrases")
+            raise GrammarError(
+                f"{source}: intents.{intent}: must be a list of phrases", ("intents", str(intent))
+            )
         intents[str(intent)] = [str(p) for p in phrases]
     sequence = None
     if "sequence" in data:
         seq = data["sequence"] or {}
         if not isinstance(seq, dict):
-            raise GrammarError(f"{source}: sequence: must be a mapping with 'max' and 'join'")
+            raise GrammarError(
+                f"{source}: sequence: must be a mapping with 'max' and 'join'", ("sequence",)
+            )
         try:
             sequence = Sequence(max=int(seq.get("max", 16)), join=str(seq.get("join", "")))
         except (TypeError, ValueError) as exc:
-            raise GrammarError(f"{source}: sequence.max: must be an integer") from exc
+            loc = ("sequence", "max")
+            raise GrammarError(f"{source}: sequence.max: must be an integer", loc) from exc
         if sequence.max < 1:
-            raise GrammarError(f"{source}: sequence.max: must be at least 1")
+            raise GrammarError(f"{source}: sequence.max: must be at least 1", ("sequence", "max"))
     kwargs: dict[str, Any] = {}
     for key in ("threshold", "min_confidence"):
         if key in data:
             value = data[key]
             if not isinstance(value, int | float) or not 0 <= value <= 1:
-                raise GrammarError(f"{source}: {key}: must be a number between 0 and 1")
+                raise GrammarError(f"{source}: {key}: must be a number between 0 and 1", (key,))
             kwargs[key] = float(value)
     return Grammar(
         name=name,

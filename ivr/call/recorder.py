@@ -6,6 +6,10 @@ failure is logged and never ends the call.
 The call's start and end are each written in one transaction with their webhook event
 (``call.started`` / ``call.ended``, payload ``{"call": <call_json>}``), so an event is in the
 outbox exactly when the record it announces is.
+
+An utterance nothing matched can be kept for grammar tuning: its audio is written as a WAV
+(mono 16-bit at the call's rate) to DATA_DIR/audio/<call_id>/<seq>.wav in a worker thread, and
+the turn references it once the file is complete. At most MAX_UTTERANCE_FILES per call.
 """
 
 from __future__ import annotations
@@ -13,10 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import wave
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from ivr.call.recording import recording_path
 from ivr.callbacks.service import call_json
 from ivr.store import Store, StoreError
 
@@ -24,13 +31,38 @@ log = logging.getLogger(__name__)
 
 _STOP = object()
 UTC_ZONE = ZoneInfo("UTC")
+MAX_UTTERANCE_FILES = 20  # per call (each at most the endpointer's 15 s): bounds disk use
+
+
+def utterance_path(call_id: str, seq: int) -> Path:
+    """Where a turn's audio goes, relative to the data directory. The call's folder is named
+    like its whole-call recording: a call id that is not a plain file name is hashed."""
+    folder = recording_path(Path("audio"), call_id).with_suffix("")
+    return folder / f"{seq}.wav"
+
+
+def write_wav(path: Path, pcm: bytes, rate: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm)
 
 
 class CallRecorder:
-    def __init__(self, store: Store | None, call_id: str, tz: ZoneInfo = UTC_ZONE) -> None:
+    def __init__(
+        self,
+        store: Store | None,
+        call_id: str,
+        tz: ZoneInfo = UTC_ZONE,
+        data_dir: Path | None = None,
+    ) -> None:
         self._store = store
         self._call_id = call_id
         self._tz = tz  # of the times in the events' call_json (the configured zone)
+        self._data_dir = data_dir  # utterance audio goes under it; None keeps none
+        self._utterance_files = 0
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.failures = 0
@@ -48,10 +80,29 @@ class CallRecorder:
         self._put(write)
         self._task = asyncio.create_task(self._run(), name=f"{self._call_id}:recorder")
 
-    def turn(self, kind: Any, **fields: Any) -> None:
+    def turn(self, kind: Any, *, audio: bytes = b"", rate: int = 8000, **fields: Any) -> None:
+        """Record a turn; with `audio` (PCM16 at `rate`), also keep that as the turn's WAV."""
+        store, data_dir = self._store, self._data_dir
+        if store is None:
+            return
+        if not audio or data_dir is None or self._utterance_files >= MAX_UTTERANCE_FILES:
+            self._put(lambda: store.add_turn(self._call_id, kind, **fields))
+            return
+        self._utterance_files += 1
+
+        async def write() -> None:
+            turn = await store.add_turn(self._call_id, kind, **fields)
+            relative = utterance_path(self._call_id, turn.seq)
+            await asyncio.to_thread(write_wav, data_dir / relative, audio, rate)
+            await store.set_turn_audio(self._call_id, turn.seq, relative.as_posix())
+
+        self._put(write)
+
+    def survey(self, score: int) -> None:
+        """The caller's post-call survey score (1-5)."""
         if self._store is not None:
             store = self._store
-            self._put(lambda: store.add_turn(self._call_id, kind, **fields))
+            self._put(lambda: store.record_survey(self._call_id, score))
 
     async def finish(self, end_reason: str, limit_s: float = 10.0) -> None:
         """Record the end and wait (bounded) until everything queued is written."""

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 Event = dict[str, Any]
 _END = object()
+LIVE_INFO = ("caller", "transport", "flow", "flow_version")
+"""What a call's `call_started` event says about it, kept for the list of calls in progress."""
 
 
 @dataclass
@@ -19,6 +21,21 @@ class CallFeed:
     events: list[Event] = field(default_factory=list)
     subscribers: list[asyncio.Queue[object]] = field(default_factory=list)
     ended: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+    started_at: float | None = None
+    node: str | None = None  # the dialog node of the latest event that names one
+
+
+class Overflow(Exception):
+    """An all-calls subscriber fell this far behind: it is dropped rather than let its
+    queue grow without bound (it may subscribe again)."""
+
+
+@dataclass
+class _Watcher:
+    limit: int
+    queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
+    overflowed: bool = False
 
 
 class CallRegistry:
@@ -27,6 +44,7 @@ class CallRegistry:
         self._active: set[str] = set()
         self._feeds: OrderedDict[str, CallFeed] = OrderedDict()
         self._keep = keep_finished
+        self._watchers: list[_Watcher] = []  # subscribers to every call's events (consoles)
         self.total = 0
         self.rejected = 0
         self.underruns = 0
@@ -91,8 +109,66 @@ class CallRegistry:
     def publish(self, call_id: str, event: Event) -> None:
         feed = self._feed(call_id)
         feed.events.append(event)
+        if event.get("event") == "call_started":
+            feed.info = {k: event.get(k) for k in LIVE_INFO}
+            feed.started_at = event.get("at")
+        if event.get("node"):
+            feed.node = event["node"]
         for q in feed.subscribers:
             q.put_nowait(event)
+        if self._watchers:
+            self._tell_watchers({**event, "call_id": call_id})
+
+    def _tell_watchers(self, event: Event) -> None:
+        for w in self._watchers:
+            if w.overflowed:
+                continue
+            if w.queue.qsize() >= w.limit:
+                # Never block or grow the call's path for a slow console: cut it off instead.
+                w.overflowed = True
+                w.queue.put_nowait(Overflow)
+            else:
+                w.queue.put_nowait(event)
+
+    def live_calls(self) -> list[dict[str, Any]]:
+        """The calls in progress, oldest first: who, how, which flow, where in it now."""
+        out = []
+        for call_id in self._active:
+            feed = self._feeds.get(call_id)
+            if feed is None or feed.ended:
+                continue
+            out.append(
+                {
+                    "id": call_id,
+                    **{k: feed.info.get(k) for k in LIVE_INFO},
+                    "started_at": feed.started_at,
+                    "node": feed.node,
+                    "events": len(feed.events),
+                    "last_event_at": feed.events[-1].get("at") if feed.events else None,
+                }
+            )
+        return sorted(out, key=lambda c: (c["started_at"] or 0.0, c["id"]))
+
+    async def watch(self, max_queue: int = 10_000) -> AsyncGenerator[Event, None]:
+        """Every call's events, each with its `call_id`: first those so far of the calls in
+        progress, then live ones, until the consumer stops. Raises Overflow when the
+        consumer falls `max_queue` events behind."""
+        watcher = _Watcher(max_queue)
+        feeds = [f for c in self._active if (f := self._feeds.get(c)) and not f.ended]
+        feeds.sort(key=lambda f: (f.started_at or 0.0, f.call_id))
+        backlog = [{**event, "call_id": f.call_id} for f in feeds for event in f.events]
+        self._watchers.append(watcher)  # no await since the snapshot: nothing is missed
+        try:
+            for event in backlog:
+                yield event
+            while True:
+                item = await watcher.queue.get()
+                if item is Overflow:
+                    raise Overflow(f"more than {max_queue} events behind")
+                assert isinstance(item, dict)
+                yield item
+        finally:
+            self._watchers.remove(watcher)
 
     def end(self, call_id: str) -> None:
         feed = self._feed(call_id)

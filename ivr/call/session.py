@@ -16,6 +16,7 @@ import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from ivr.asr.base import RecognitionResult
@@ -25,11 +26,13 @@ from ivr.audio.vad import Endpointer, EndpointerConfig
 from ivr.call.leg import Leg
 from ivr.call.player import Player
 from ivr.call.recorder import CallRecorder
+from ivr.call.recording import CallAudio, recording_path
 from ivr.call.registry import CallRegistry
 from ivr.callbacks import Callbacks
 from ivr.dialog.engine import ALWAYS_OPEN, DialogEngine
 from ivr.dialog.flow import Flow
 from ivr.dialog.state import DialogState
+from ivr.dialog.store import FlowStore
 from ivr.dialog.types import (
     Action,
     BookCallback,
@@ -43,12 +46,14 @@ from ivr.dialog.types import (
     Recognized,
     Say,
     Start,
+    Survey,
     Turn,
 )
 from ivr.dialog.when import BusinessHours
 from ivr.events import NoInput as VadNoInput
 from ivr.events import SpeechEnded, SpeechStarted
 from ivr.fulfillment import Fulfillment
+from ivr.metrics import Metrics
 from ivr.store import Store
 from ivr.transports.messages import (
     Audio,
@@ -57,6 +62,7 @@ from ivr.transports.messages import (
     EndCall,
     InboundMessage,
     Mark,
+    OutboundMessage,
     ProtocolError,
     SetMark,
     TransportError,
@@ -86,11 +92,20 @@ class CallServices:
     prompts: PromptRenderer
     fulfillment: Fulfillment
     registry: CallRegistry
-    flow: Flow
+    flow_store: FlowStore  # the served flow; hot-reloaded (see ivr.flows_watch)
     limits: CallLimits = field(default_factory=CallLimits)
     store: Store | None = None  # call records; None keeps no records
     callbacks: Callbacks | None = None  # agent callbacks; None: booking fails politely
     hours: BusinessHours = ALWAYS_OPEN  # when agents work (callback times, after-hours)
+    recordings: Path | None = None  # whole-call WAVs go here; None records none
+    data_dir: Path | None = None  # unrecognized utterances' WAVs go to its audio/; None: none
+    metrics: Metrics = field(default_factory=Metrics)  # for GET /metrics
+
+    @property
+    def flow(self) -> Flow:
+        """The version served now. A call reads it once, at its start, and keeps that Flow
+        to its end, so a reload never changes a call in progress."""
+        return self.flow_store.flow
 
 
 @dataclass
@@ -116,6 +131,8 @@ class CallSession:
         self.turn_latencies: list[float] = []  # caller's input decided → first bot audio
         self.transcript: list[dict[str, Any]] = []  # kept with a callback booked in the call
         self.recorder = CallRecorder(None, "")
+        self.recording: CallAudio | None = None
+        self._unmatched = b""  # audio of the utterance the dialog just found no match for
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -129,7 +146,9 @@ class CallSession:
         if not isinstance(first, CallStart):
             return await self._abort(f"expected the call to start, got {type(first).__name__}")
         self.call_id = first.call_id
-        self.recorder = CallRecorder(self.s.store, self.call_id, tz=self.s.hours.tz)
+        self.recorder = CallRecorder(
+            self.s.store, self.call_id, tz=self.s.hours.tz, data_dir=self.s.data_dir
+        )
         if not self.s.registry.admit(self.call_id):
             log.warning(
                 "call %s rejected: %d calls in progress", self.call_id, self.s.registry.active
@@ -152,6 +171,7 @@ class CallSession:
     async def _abort(self, reason: str) -> str:
         log.warning("call on %s ended: %s", self.leg.name, reason)
         self.end_reason = reason
+        self.s.metrics.call_ended(reason)
         with contextlib.suppress(Exception):
             await self.leg.send(EndCall(reason))
             await self.leg.close()
@@ -170,6 +190,7 @@ class CallSession:
                 await self.leg.close()
             self._publish({"event": "hangup", "reason": "busy"})
             self.s.registry.end(self.call_id)
+            self.s.metrics.call_ended("busy")
 
     async def _say_now(self, text: str, rate: int) -> None:
         """A prompt outside the flow (busy, call too long), played to the end."""
@@ -192,18 +213,30 @@ class CallSession:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.leg.close(), 5)
         await _cancel(receive)
+        if self.recording is not None:  # before the hangup event: then it can be fetched
+            try:
+                await self.recording.finish()
+            except (OSError, RuntimeError, ValueError):
+                log.exception("call %s: the recording could not be written", self.call_id)
         self._publish({"event": "hangup", "reason": self.end_reason})
         await self.recorder.finish(self.end_reason)
         self.s.registry.end(self.call_id)
         sent = player.frames_sent if player is not None else 0
         underruns = player.underruns if player is not None else 0
         self.s.registry.release(self.call_id, sent, underruns, self.turn_latencies)
+        self.s.metrics.call_ended(self.end_reason)
         log.info("call %s ended: %s", self.call_id, self.end_reason)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         task = asyncio.create_task(coro, name=f"{self.call_id}:{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _play(self, message: OutboundMessage) -> None:
+        """The player's way to the leg: what the caller hears is recorded on the way."""
+        if self.recording is not None:
+            self.recording.sent(message)
+        await self.leg.send(message)
 
     def _publish(self, event: dict[str, Any]) -> None:
         event.setdefault("at", round(time.time(), 3))
@@ -216,7 +249,10 @@ class CallSession:
         self.endpointer = Endpointer(
             start.rate, EndpointerConfig(end_silence_ms=self.s.limits.end_silence_ms)
         )
-        self.player = Player(self.leg.send, start.rate)
+        if self.s.recordings is not None:
+            path = recording_path(self.s.recordings, self.call_id)
+            self.recording = CallAudio(path, start.rate, self.s.limits.max_call_s)
+        self.player = Player(self._play, start.rate)
         self.player.on_first_frame = self._first_bot_frame
         self.player.on_drained = lambda: self._inputs.put_nowait(_Input("drained"))
         self.player.start()
@@ -266,9 +302,9 @@ class CallSession:
         if item.kind == "inbound":
             await self._inbound(item.value)
         elif item.kind == "asr":
-            utterance, result = item.value
+            utterance, result, audio = item.value
             if utterance == self._utterance and self._listen is not None:
-                await self._recognized(result)
+                await self._recognized(result, audio)
         elif item.kind == "fetch":
             await self._dialog(item.value)
         elif item.kind == "drained":
@@ -288,6 +324,8 @@ class CallSession:
 
     async def _inbound(self, msg: InboundMessage) -> None:
         if isinstance(msg, Audio):
+            if self.recording is not None:
+                self.recording.caller(msg.pcm)
             for event in self.endpointer.feed(msg.pcm):
                 await self._vad(event)
         elif isinstance(msg, Dtmf):
@@ -320,6 +358,7 @@ class CallSession:
             await self._dialog(NoInput())
 
     async def _recognize(self, utterance: int, audio: bytes, listen: Listen) -> None:
+        started = time.perf_counter()
         try:
             result = await self.s.asr.recognize(
                 audio, listen.grammar, rate=self._rate, hint=listen.hint
@@ -327,10 +366,19 @@ class CallSession:
         except Exception:  # the caller hears a no-match reprompt rather than silence
             log.exception("call %s: recognition failed", self.call_id)
             result = RecognitionResult("", 0.0, "error")
-        self._inputs.put_nowait(_Input("asr", (utterance, result)))
+        mode = "grammar" if listen.grammar is not None else "free"
+        self.s.metrics.asr_time(mode, time.perf_counter() - started)
+        self._inputs.put_nowait(_Input("asr", (utterance, result, audio)))
 
-    async def _recognized(self, result: RecognitionResult) -> None:
-        await self._dialog(Recognized(result.text, result.confidence))
+    async def _recognized(self, result: RecognitionResult, audio: bytes) -> None:
+        self._listen = None  # as in _dialog: a new Listen comes with the engine's answer
+        actions = self.engine.handle(self.state, Recognized(result.text, result.confidence))
+        kinds = [a.kind for a in actions if isinstance(a, Turn)]
+        if kinds[:2] == ["recognized", "no_match"]:
+            # Speech the flow could not use: its recording (kept with the recognized turn)
+            # shows grammar tuners what callers say. Only these, so disk use stays small.
+            self._unmatched = audio
+        await self._act(actions)
 
     async def _dtmf(self, digit: str) -> None:
         listen = self._listen
@@ -399,6 +447,8 @@ class CallSession:
                     self.end_reason = reason
             elif isinstance(action, Turn):
                 self._turn(action)
+            elif isinstance(action, Survey):
+                self.recorder.survey(action.score)
 
     async def _fetch(self, action: Fetch) -> None:
         done: FetchDone = await self.s.fulfillment.fetch(action)
@@ -446,6 +496,7 @@ class CallSession:
         self._inputs.put_nowait(_Input("fetch", done))
 
     def _turn(self, turn: Turn) -> None:
+        self.s.metrics.dialog_turn(turn.kind, turn.node)
         self.transcript.append(
             {
                 "node": turn.node,
@@ -455,12 +506,17 @@ class CallSession:
                 "confidence": turn.confidence,
             }
         )
+        audio = b""
+        if turn.kind == "recognized":
+            audio, self._unmatched = self._unmatched, b""
         self.recorder.turn(
             turn.kind,
             node=turn.node,
             text=turn.text,
             intent=turn.intent,
             confidence=turn.confidence,
+            audio=audio,
+            rate=self._rate,
         )
         event: dict[str, Any] = {"event": turn.kind, "node": turn.node}
         if turn.kind == "prompt":
@@ -473,7 +529,9 @@ class CallSession:
 
     def _first_bot_frame(self) -> None:
         if self._speech_end_at is not None:
-            self.turn_latencies.append(time.perf_counter() - self._speech_end_at)
+            latency = time.perf_counter() - self._speech_end_at
+            self.turn_latencies.append(latency)
+            self.s.metrics.turn_latency.observe(latency)
             self._speech_end_at = None
 
 

@@ -24,6 +24,7 @@ from ivr.dialog.types import (
     Recognized,
     Say,
     Start,
+    Survey,
     Turn,
 )
 
@@ -49,6 +50,7 @@ __all__ = [
     "Recognized",
     "Say",
     "Start",
+    "Survey",
     "Turn",
     "load_flow",
     "lookup",

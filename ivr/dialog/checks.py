@@ -1,11 +1,14 @@
 """Cross-checks on a parsed flow that pydantic's per-field validation cannot see.
 
-Each message names the node (when there is one) and the field: ``node 'x': choices.a.goto: ...``.
+Each problem is structured: `loc`, the path of keys and list positions to the offending value
+in the flow document (so tools can find its line), and the message. As text it names the node
+(when there is one) and the field: ``node 'x': choices.a.goto: unknown node 'b'``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from ivr.dialog.schema import (
     AnswerNode,
@@ -17,7 +20,7 @@ from ivr.dialog.schema import (
     Prompt,
     QuestionNode,
 )
-from ivr.dialog.values import YESNO_DTMF, placeholders
+from ivr.dialog.values import RATING_PHRASES, YESNO_DTMF, placeholders
 
 BUILTIN_VARIABLES = frozenset(
     # set by the engine: at start, on the way to a callback, and by a booked callback
@@ -26,104 +29,167 @@ BUILTIN_VARIABLES = frozenset(
 )  # fmt: skip
 
 
+Loc = tuple[str | int, ...]
+"""A place in a flow document: keys and list positions, e.g. ("nodes", "menu", "prompt")."""
+
+
+@dataclass(frozen=True)
+class FlowProblem:
+    loc: Loc
+    message: str
+    label: str | None = None
+    """How the place is named when it is not `describe(loc)`, e.g. the dotted form pydantic
+    errors have always had; "" when the message names the place itself."""
+
+    @property
+    def where(self) -> str:
+        return describe(self.loc) if self.label is None else self.label
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}" if self.where else self.message
+
+
+def describe(loc: Loc) -> str:
+    """``("nodes", "x", "reprompts", 0)`` → ``node 'x': reprompts[0]``; elsewhere dotted."""
+    if len(loc) >= 2 and loc[0] == "nodes":
+        return f"node {loc[1]!r}: {_dotted(loc[2:]) or 'node'}"
+    return _dotted(loc) or "flow"
+
+
+def _dotted(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else part
+    return out
+
+
 def check_flow(spec: FlowSpec) -> list[str]:
-    errors: list[str] = []
+    """The problems of `flow_problems` as messages (``node 'x': field: what is wrong``)."""
+    return [str(p) for p in flow_problems(spec)]
+
+
+def flow_problems(spec: FlowSpec) -> list[FlowProblem]:
+    problems: list[FlowProblem] = []
     nodes = spec.nodes
 
-    def target(where: str, name: str | None) -> None:
+    def target(loc: Loc, name: str | None) -> None:
         if name is not None and name not in nodes:
-            errors.append(f"{where}: unknown node {name!r}")
+            problems.append(FlowProblem(loc, f"unknown node {name!r}"))
 
-    target("start", spec.start)
-    target("escalation", spec.escalation)
-    target("faq_next", spec.faq_next)
+    target(("start",), spec.start)
+    target(("escalation",), spec.escalation)
+    target(("faq_next",), spec.faq_next)
     for gid, g in spec.globals.items():
-        where = f"globals.{gid}"
+        goto: Loc = ("globals", gid, "goto")
         if g.action == "goto" and g.goto is None:
-            errors.append(f"{where}.goto: required for action 'goto'")
+            problems.append(FlowProblem(goto, "required for action 'goto'"))
         if g.action == "repeat" and g.goto is not None:
-            errors.append(f"{where}.goto: not allowed with action 'repeat'")
-        target(f"{where}.goto", g.goto)
+            problems.append(FlowProblem(goto, "not allowed with action 'repeat'"))
+        target(goto, g.goto)
     for fid, f in spec.faq.items():
-        target(f"faq.{fid}.next", f.next)
+        target(("faq", fid, "next"), f.next)
     for name, node in nodes.items():
-        errors += [f"node {name!r}: {msg}" for msg in _check_node(spec, node)]
-    errors += _check_placeholders(spec)
-    errors += _check_answer_loops(spec)
-    return errors
+        problems += _check_node(spec, name, node)
+    problems += _check_placeholders(spec)
+    problems += _check_answer_loops(spec)
+    return problems
 
 
-def _check_node(spec: FlowSpec, node: Node) -> Iterator[str]:
-    def target(where: str, name: str | None) -> Iterator[str]:
-        if name is not None and name not in spec.nodes:
-            yield f"{where}: unknown node {name!r}"
+def _check_node(spec: FlowSpec, name: str, node: Node) -> Iterator[FlowProblem]:
+    def at(*loc: str | int) -> Loc:
+        return ("nodes", name, *loc)
 
-    yield from target("escalation", node.escalation)
+    def target(loc: Loc, goto: str | None) -> Iterator[FlowProblem]:
+        if goto is not None and goto not in spec.nodes:
+            yield FlowProblem(loc, f"unknown node {goto!r}")
+
+    yield from target(at("escalation"), node.escalation)
     keys: dict[str, str] = {}
     if node.globals:
         keys = {g.dtmf: f"globals.{gid}" for gid, g in spec.globals.items() if g.dtmf}
     if isinstance(node, MenuNode):
         if node.faq and not spec.faq:
-            yield "faq: the flow has no 'faq' intents"
-        yield from target("faq_next", node.faq_next)
+            yield FlowProblem(at("faq"), "the flow has no 'faq' intents")
+        yield from target(at("faq_next"), node.faq_next)
         for cid, choice in node.choices.items():
-            where = f"choices.{cid}"
-            yield from target(f"{where}.goto", choice.goto)
+            yield from target(at("choices", cid, "goto"), choice.goto)
             if node.globals and cid in spec.globals:
-                yield f"{where}: same id as a global intent"
+                yield FlowProblem(at("choices", cid), "same id as a global intent")
             if not choice.phrases and not choice.dtmf:
-                yield f"{where}: needs phrases or a dtmf key"
+                yield FlowProblem(at("choices", cid), "needs phrases or a dtmf key")
             if choice.dtmf:
-                yield from _dtmf_clash(keys, choice.dtmf, f"{where}.dtmf")
+                dtmf = at("choices", cid, "dtmf")
+                yield from _dtmf_clash(keys, choice.dtmf, dtmf, f"choices.{cid}.dtmf")
     elif isinstance(node, QuestionNode):
-        yield from target("next", node.next)
+        yield from target(at("next"), node.next)
         for value, goto in node.branches.items():
-            yield from target(f"branches.{value}", goto)
+            yield from target(at("branches", value), goto)
         if node.type == "yesno":
             for value in set(node.branches) - {"yes", "no"}:
-                yield f"branches.{value}: a yesno question only answers 'yes' or 'no'"
+                yield FlowProblem(
+                    at("branches", value), "a yesno question only answers 'yes' or 'no'"
+                )
             for key, value in YESNO_DTMF.items():
-                yield from _dtmf_clash(keys, key, f"dtmf for {value!r}")
+                # The keys are implied by the type: the clash is reported at `type: yesno`.
+                named = f"dtmf for {value!r}"
+                yield from _dtmf_clash(keys, key, at("type"), named, f"node {name!r}: {named}")
+        if node.type == "rating":
+            for key in RATING_PHRASES:  # rating keys 1-5, like yesno's, come with the type
+                named = f"dtmf for rating {key}"
+                yield from _dtmf_clash(keys, key, at("type"), named, f"node {name!r}: {named}")
+        if node.survey and node.type != "rating":
+            yield FlowProblem(at("survey"), "only a rating question can be the survey")
         if node.next is None and not (node.type == "yesno" and {"yes", "no"} <= set(node.branches)):
-            yield "next: required (a yesno question may give branches for both yes and no)"
+            yield FlowProblem(
+                at("next"), "required (a yesno question may give branches for both yes and no)"
+            )
         if node.min_digits > node.max_digits:
-            yield f"min_digits: {node.min_digits} is more than max_digits {node.max_digits}"
+            yield FlowProblem(
+                at("min_digits"), f"{node.min_digits} is more than max_digits {node.max_digits}"
+            )
     elif isinstance(node, BranchNode):
         for value, goto in node.cases.items():
-            yield from target(f"cases.{value}", goto)
-        yield from target("present", node.present)
-        yield from target("default", node.default)
+            yield from target(at("cases", value), goto)
+        yield from target(at("present"), node.present)
+        yield from target(at("default"), node.default)
     elif isinstance(node, CallbackNode):
-        yield from target("next", node.next)
-        yield from target("failed", node.failed)
+        yield from target(at("next"), node.next)
+        yield from target(at("failed"), node.failed)
         if node.failed is None and node.fallback is None:
-            yield "failed: required (or a fallback prompt): what happens when booking fails"
+            yield FlowProblem(
+                at("failed"), "required (or a fallback prompt): what happens when booking fails"
+            )
         known = _known_variables(spec)
-        for field, names in (("number", node.number), ("when", [node.when])):
-            for var in names:
-                if var not in known:
-                    yield f"{field}: unknown variable {var!r}"
+        for i, var in enumerate(node.number):
+            if var not in known:
+                loc = at("number", i)
+                yield FlowProblem(loc, f"unknown variable {var!r}", f"node {name!r}: number")
+        if node.when not in known:
+            yield FlowProblem(at("when"), f"unknown variable {node.when!r}")
     elif isinstance(node, AnswerNode):
-        yield from target("next", node.next)
+        yield from target(at("next"), node.next)
         if node.fetch is None:
             if node.prompt is None:
-                yield "prompt: required (or 'fetch' with 'say')"
+                yield FlowProblem(at("prompt"), "required (or 'fetch' with 'say')")
             for field in ("say", "fallback"):
                 if getattr(node, field) is not None:
-                    yield f"{field}: only used with 'fetch'"
+                    yield FlowProblem(at(field), "only used with 'fetch'")
         else:
             if node.say is None:
-                yield "say: required with 'fetch'"
+                yield FlowProblem(at("say"), "required with 'fetch'")
             if node.fetch.source == "http" and not node.fetch.url:
-                yield "fetch.url: required for source 'http'"
-            yield from target("fetch.missing", node.fetch.missing)
-            yield from target("fetch.on_error", node.fetch.on_error)
+                yield FlowProblem(at("fetch", "url"), "required for source 'http'")
+            yield from target(at("fetch", "missing"), node.fetch.missing)
+            yield from target(at("fetch", "on_error"), node.fetch.on_error)
 
 
-def _dtmf_clash(keys: dict[str, str], key: str, where: str) -> Iterator[str]:
+def _dtmf_clash(
+    keys: dict[str, str], key: str, loc: Loc, named: str, label: str | None = None
+) -> Iterator[FlowProblem]:
+    """`keys` maps each key taken so far to how its owner is named in messages."""
     if key in keys:
-        yield f"{where}: key {key!r} is already used by {keys[key]}"
-    keys[key] = where
+        yield FlowProblem(loc, f"key {key!r} is already used by {keys[key]}", label)
+    keys[key] = named
 
 
 def _known_variables(spec: FlowSpec) -> set[str]:
@@ -138,58 +204,62 @@ def _known_variables(spec: FlowSpec) -> set[str]:
     return known
 
 
-def _node_prompts(node: Node) -> Iterator[tuple[str, Prompt]]:
+def _node_prompts(node: Node) -> Iterator[tuple[Loc, Prompt]]:
     if node.prompt is not None:
-        yield "prompt", node.prompt
+        yield ("prompt",), node.prompt
     for field in ("reprompts", "no_input", "no_match"):
         for i, p in enumerate(getattr(node, field)):
-            yield f"{field}[{i}]", p
+            yield (field, i), p
     for field in ("say", "fallback"):
         p = getattr(node, field, None)
         if p is not None:
-            yield field, p
+            yield (field,), p
 
 
-def _check_placeholders(spec: FlowSpec) -> list[str]:
+def _check_placeholders(spec: FlowSpec) -> list[FlowProblem]:
     known = _known_variables(spec)
-    found: list[tuple[str, Prompt, set[str]]] = []
+    found: list[tuple[Loc, Prompt, set[str]]] = []
     for name, node in spec.nodes.items():
-        found += [(f"node {name!r}: {f}", p, known) for f, p in _node_prompts(node)]
+        found += [(("nodes", name, *loc), p, known) for loc, p in _node_prompts(node)]
     for fid, faq in spec.faq.items():
-        found.append((f"faq.{fid}.answer", faq.answer, known))
+        found.append((("faq", fid, "answer"), faq.answer, known))
     d = spec.defaults
     extra = {"confirm": {"choice"}, "disambiguate": {"first", "second"}}
     for field in ("confirm", "confirm_rejected", "disambiguate", "fallback", "not_found"):
-        found.append((f"defaults.{field}", getattr(d, field), known | extra.get(field, set())))
+        found.append((("defaults", field), getattr(d, field), known | extra.get(field, set())))
     for field in ("no_input", "no_match"):
-        found += [(f"defaults.{field}[{i}]", p, known) for i, p in enumerate(getattr(d, field))]
-    errors = []
-    for where, prompt, allowed in found:
+        found += [(("defaults", field, i), p, known) for i, p in enumerate(getattr(d, field))]
+    problems = []
+    for loc, prompt, allowed in found:
         try:
             names = placeholders(prompt.text)
         except ValueError as exc:
-            errors.append(f"{where}: bad placeholder braces: {exc}")
+            problems.append(FlowProblem(loc, f"bad placeholder braces: {exc}"))
             continue
         for ph in names:
             if ph not in allowed:
-                errors.append(
-                    f"{where}: unknown placeholder {{{ph}}} (known: {', '.join(sorted(allowed))};"
-                    " document call parameters under 'variables:')"
+                problems.append(
+                    FlowProblem(
+                        loc,
+                        f"unknown placeholder {{{ph}}} (known: {', '.join(sorted(allowed))};"
+                        " document call parameters under 'variables:')",
+                    )
                 )
-    return errors
+    return problems
 
 
-def _check_answer_loops(spec: FlowSpec) -> list[str]:
+def _check_answer_loops(spec: FlowSpec) -> list[FlowProblem]:
     """A cycle made only of answer nodes would never listen to the caller."""
-    errors = []
+    problems = []
     for start, node in spec.nodes.items():
         seen = {start}
         while isinstance(node, AnswerNode) and node.next in spec.nodes:
             if node.next == start:
-                errors.append(f"node {start!r}: next: answer nodes loop back here without asking")
+                loc = ("nodes", start, "next")
+                problems.append(FlowProblem(loc, "answer nodes loop back here without asking"))
                 break
             if node.next in seen:
                 break
             seen.add(node.next)
             node = spec.nodes[node.next]
-    return errors
+    return problems

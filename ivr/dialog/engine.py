@@ -40,6 +40,7 @@ from ivr.dialog.types import (
     Recognized,
     Say,
     Start,
+    Survey,
     Turn,
 )
 from ivr.dialog.values import PHONE_DIGITS, render, spell
@@ -200,7 +201,7 @@ class DialogEngine:
             max_digits = max((len(k) for k in keys), default=1)
         elif node.type == "text":
             grammar = None
-        elif node.type not in ("yesno", "when"):  # when: keypad options are single keys
+        elif node.type not in ("yesno", "when", "rating"):  # these take single keys
             digits = {"digits": node.max_digits, "date": 8, "time": 4, "phone": PHONE_DIGITS[1]}
             max_digits, terminator = digits[node.type], node.terminator
         no_input_ms = node.no_input_ms or self.spec.defaults.no_input_ms
@@ -258,6 +259,8 @@ class DialogEngine:
             state.variables[node.var] = interp.value or ""
             if node.type in ("digits", "phone", "when"):  # how prompts read it back
                 state.variables[f"{node.var}_spoken"] = interp.title
+            if node.survey and interp.value:
+                out.actions.append(Survey(int(interp.value)))
             yesno = node.type == "yesno"
             state.intents.append(f"{node.var}={interp.value}" if yesno else node.var)
             target = node.branches.get(interp.value or "", node.next)

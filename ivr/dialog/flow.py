@@ -1,7 +1,9 @@
 """Loading a flow file: YAML → pydantic models → cross-checks → compiled grammars.
 
 Every problem is reported as a FlowError whose messages name file, node and field, e.g.
-``grammars/bad.yaml: node 'main_menu': choices.balance.goto: unknown node 'balace'``.
+``grammars/bad.yaml: node 'main_menu': choices.balance.goto: unknown node 'balace'``; its
+`problems` hold the same as structured FlowProblems (with the place in the document as a path,
+for tools that point at the line: ``ivr grammar check``).
 """
 
 from __future__ import annotations
@@ -15,20 +17,26 @@ import yaml
 from pydantic import ValidationError
 
 from ivr.asr.grammar import Grammar, GrammarError, from_phrases, load_grammar
-from ivr.dialog.checks import check_flow
+from ivr.dialog.checks import FlowProblem, Loc, flow_problems
 from ivr.dialog.schema import NODE_KINDS, FlowSpec, MenuNode, Node, QuestionNode
-from ivr.dialog.values import DATE_PHRASES, TIME_PHRASES
+from ivr.dialog.values import DATE_PHRASES, RATING_PHRASES, TIME_PHRASES
 from ivr.dialog.when import phrases as when_phrases
 
 BUNDLED_GRAMMARS = Path(__file__).resolve().parents[2] / "grammars"
 
 
 class FlowError(ValueError):
-    """A flow file that cannot be used; `errors` holds one message per problem."""
+    """A flow file that cannot be used; `errors` holds one message per problem, and `problems`
+    the same problems structured, when they come from the document's content (parse_flow)."""
 
-    def __init__(self, errors: list[str]) -> None:
+    def __init__(self, errors: list[str], problems: list[FlowProblem] | None = None) -> None:
         super().__init__("\n".join(errors))
         self.errors = errors
+        self.problems = problems or []
+
+
+def _flow_error(source: str, problems: list[FlowProblem]) -> FlowError:
+    return FlowError([f"{source}: {p}" for p in problems], problems)
 
 
 @dataclass(frozen=True)
@@ -94,29 +102,35 @@ def load_flow(path: str | Path, grammar_dir: Path | None = None) -> Flow:
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise FlowError([f"{path}: not valid YAML: {exc}"]) from exc
     version = hashlib.sha256(raw).hexdigest()[:10]
-    return parse_flow(data, str(path), version, grammar_dir or _grammar_dir(path))
+    return parse_flow(data, str(path), version, grammar_dir or flow_grammar_dir(path))
 
 
 def parse_flow(data: Any, source: str, version: str, grammar_dir: Path) -> Flow:
     if not isinstance(data, dict):
-        raise FlowError([f"{source}: expected a mapping with 'start', 'escalation' and 'nodes'"])
+        expected = "expected a mapping with 'start', 'escalation' and 'nodes'"
+        raise _flow_error(source, [FlowProblem((), expected, "")])
     try:
         spec = FlowSpec.model_validate(data)
     except ValidationError as exc:
-        raise FlowError([_pydantic_message(source, err) for err in exc.errors()]) from exc
-    errors = [f"{source}: {msg}" for msg in check_flow(spec)]
-    if errors:
-        raise FlowError(errors)
+        raise _flow_error(source, [_pydantic_problem(err) for err in exc.errors()]) from exc
+    problems = flow_problems(spec)
+    if problems:
+        raise _flow_error(source, problems)
     return _compile(spec, source, version, grammar_dir)
 
 
-def _grammar_dir(path: Path) -> Path:
+def flow_grammar_dir(path: Path) -> Path:
+    """Where the flow in `path` takes the digits and yesno grammars from when no folder is
+    configured: its own folder if that has them, else the bundled ``grammars/``."""
     own = path.resolve().parent
     return own if (own / "digits.yaml").is_file() else BUNDLED_GRAMMARS
 
 
-def _pydantic_message(source: str, err: Any) -> str:
-    loc = [str(p) for p in err["loc"]]
+_grammar_dir = flow_grammar_dir  # the name ivr.dialog.store imports
+
+
+def _pydantic_problem(err: Any) -> FlowProblem:
+    loc: list[str | int] = list(err["loc"])
     msg = str(err["msg"])
     if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
         loc.append("kind")
@@ -124,18 +138,20 @@ def _pydantic_message(source: str, err: Any) -> str:
         msg = f"unknown node kind {tag!r}" if tag is not None else "missing"
         msg += f" (expected one of: {', '.join(NODE_KINDS)})"
     if len(loc) >= 2 and loc[0] == "nodes":
+        # pydantic puts the node's kind (the union member) into the path: not in the document
         rest = loc[3:] if len(loc) > 2 and loc[2] in NODE_KINDS else loc[2:]
-        return f"{source}: node {loc[1]!r}: {'.'.join(rest) or 'node'}: {msg}"
-    return f"{source}: {'.'.join(loc) or 'flow'}: {msg}"
+        label = f"node {str(loc[1])!r}: {'.'.join(map(str, rest)) or 'node'}"
+        return FlowProblem(("nodes", loc[1], *rest), msg, label)
+    return FlowProblem(tuple(loc), msg, ".".join(map(str, loc)) or "flow")
 
 
 def _compile(spec: FlowSpec, source: str, version: str, grammar_dir: Path) -> Flow:
-    errors: list[str] = []
+    problems: list[FlowProblem] = []
     try:
         digits = load_grammar("digits", grammar_dir)
         yesno = load_grammar("yesno", grammar_dir)
     except GrammarError as exc:
-        raise FlowError([f"{source}: {exc}"]) from exc
+        raise _flow_error(source, [FlowProblem((), str(exc), "")]) from exc
     globals_ = {gid: list(g.phrases) for gid, g in spec.globals.items()}
 
     def build(
@@ -156,7 +172,10 @@ def _compile(spec: FlowSpec, source: str, version: str, grammar_dir: Path) -> Fl
                 **kwargs,
             )
         except GrammarError as exc:
-            errors.append(str(exc).replace(": intents.", ": phrases of intent ", 1))
+            prefix = f"{source}: "
+            message = str(exc).replace(": intents.", ": phrases of intent ", 1)
+            loc = _phrase_loc(spec, label, exc.loc)
+            problems.append(FlowProblem(loc, message.removeprefix(prefix), ""))
             return yesno
 
     def where(label: str) -> str:
@@ -173,6 +192,8 @@ def _compile(spec: FlowSpec, source: str, version: str, grammar_dir: Path) -> Fl
                 grammars[name] = build(name, dict(yesno.intents) | extra, yesno)
             elif node.type == "when":
                 grammars[name] = build(name, {p: [p] for p in when_phrases()} | extra)
+            elif node.type == "rating":
+                grammars[name] = build(name, dict(RATING_PHRASES) | extra)
             elif node.type in ("digits", "date", "time", "phone"):
                 words = {"date": DATE_PHRASES, "time": TIME_PHRASES}.get(node.type, {})
                 grammars[name] = build(name, dict(digits.intents) | words | extra, digits)
@@ -186,7 +207,24 @@ def _compile(spec: FlowSpec, source: str, version: str, grammar_dir: Path) -> Fl
     if spec.faq:
         questions = {fid: list(f.questions) for fid, f in spec.faq.items()}
         faq = build("faq", questions, threshold=spec.defaults.faq_threshold)
-    if errors:
-        raise FlowError(errors)
+    if problems:
+        raise _flow_error(source, problems)
     dtmf = {g.dtmf: gid for gid, g in spec.globals.items() if g.dtmf}
     return Flow(spec, source, version, grammars, confirm, faq, dtmf)
+
+
+def _phrase_loc(spec: FlowSpec, label: str, loc: Loc) -> Loc:
+    """The place in the flow document of a phrase that a compiled grammar (`label`: a node,
+    "faq" or "confirmation") refused, from its place in the grammar (("intents", id, i))."""
+    if len(loc) < 2 or loc[0] != "intents":
+        return ("nodes", label) if label in spec.nodes else ()
+    intent, rest = str(loc[1]), loc[2:]
+    node = spec.nodes.get(label)
+    if isinstance(node, MenuNode) and intent in node.choices:
+        return ("nodes", label, "choices", intent, "phrases", *rest)
+    if intent in spec.globals:
+        return ("globals", intent, "phrases", *rest)
+    if label == "faq" and intent in spec.faq:
+        return ("faq", intent, "questions", *rest)
+    # a built-in grammar's intent (digits, yesno, times): the node's `type` brings it in
+    return ("nodes", label, "type") if node is not None else ()

@@ -87,7 +87,7 @@ class Interpreter:
             value = keyed_value(node, digits, self.today())
             if value is not None:
                 return Interp("value", value, value, readback(node, value))
-            if node.type in ("yesno", "text"):  # keys are the answer for digits/date/time
+            if node.type in ("yesno", "text", "rating"):  # digits/date/time: keys are answers
                 return self.intent(state, globals_.get(digits))
         return None
 

@@ -131,9 +131,11 @@ class QuestionNode(_Node):
     kind: Literal["question"]
     prompt: Prompt
     # phone: a number to call back (digits, 7 to 15); when: a callback time in the caller's
-    # words or by keypad option, resolved against business hours (value: ISO 8601)
-    type: Literal["digits", "yesno", "date", "time", "text", "phone", "when"]
+    # words or by keypad option, resolved against business hours (value: ISO 8601);
+    # rating: 1 to 5, said ("four", "five stars", "excellent") or keyed
+    type: Literal["digits", "yesno", "date", "time", "text", "phone", "when", "rating"]
     var: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    survey: bool = False  # rating only: the answer is the call's post-call survey score
     next: str | None = None
     branches: Annotated[dict[str, Text], BeforeValidator(_keys)] = Field(
         default_factory=dict

@@ -114,6 +114,13 @@ class Hangup:
     reason: str
 
 
+@dataclass(frozen=True)
+class Survey:
+    """The caller answered the flow's post-call survey: keep `score` (1-5) with the call."""
+
+    score: int
+
+
 TurnKind = Literal["prompt", "recognized", "dtmf", "no_input", "no_match"]
 
 
@@ -128,4 +135,4 @@ class Turn:
     confidence: float | None = None
 
 
-Action = Say | Listen | Fetch | BookCallback | Handoff | Hangup | Turn
+Action = Say | Listen | Fetch | BookCallback | Handoff | Hangup | Survey | Turn

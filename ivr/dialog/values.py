@@ -1,4 +1,5 @@
-"""Prompt placeholders and the values question nodes collect (digits, yes/no, date, time)."""
+"""Prompt placeholders and the values question nodes collect (digits, yes/no, date, time,
+rating)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,15 @@ from ivr.dialog.schema import Prompt, QuestionNode
 
 YESNO_DTMF = {"1": "yes", "2": "no"}
 PHONE_DIGITS = (7, 15)  # shortest local number .. longest E.164 number
+
+# A rating's intents are its values, "1" (worst) to "5" (best); keys 1-5 give the same.
+RATING_PHRASES: dict[str, list[str]] = {
+    "1": ["one", "one star", "one out of five", "terrible", "awful", "very bad", "very poor"],
+    "2": ["two", "two stars", "two out of five", "bad", "poor"],
+    "3": ["three", "three stars", "three out of five", "okay", "average", "so so"],
+    "4": ["four", "four stars", "four out of five", "good", "pretty good"],
+    "5": ["five", "five stars", "five out of five", "excellent", "very good", "great", "perfect"],
+}
 
 DATE_PHRASES: dict[str, list[str]] = {
     "today": ["today", "for today"],
@@ -60,6 +70,8 @@ def question_value(node: QuestionNode, intent: str, today: date) -> str | None:
         return _date_value(intent, today)
     if node.type == "time":
         return _time_value(intent)
+    if node.type == "rating":
+        return intent if intent in RATING_PHRASES else None
     return None
 
 
@@ -69,6 +81,8 @@ def keyed_value(node: QuestionNode, digits: str, today: date) -> str | None:
         return YESNO_DTMF.get(digits)
     if node.type in ("text", "when"):  # when: keypad options are the Interpreter's
         return None
+    if node.type == "rating":
+        return digits if digits in RATING_PHRASES else None
     if node.terminator and digits.endswith(node.terminator):
         digits = digits[: -len(node.terminator)]
     return question_value(node, digits, today) if digits.isdigit() else None

@@ -10,7 +10,7 @@ timezone-aware UTC datetimes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -65,6 +65,8 @@ class Call:
     started_at: datetime
     ended_at: datetime | None
     end_reason: str | None
+    survey: int | None = None
+    """The caller's post-call survey score, 1-5 (None: not asked or not answered)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,9 @@ class Turn:
     text: str | None
     intent: str | None
     confidence: float | None
+    audio: str | None = None
+    """Path of the utterance's recording relative to the data directory (kept only for
+    utterances nothing matched), else None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +129,59 @@ class Event:
     next_attempt_at: datetime
     delivered_at: datetime | None
     last_error: str | None
+
+
+# --- analytics records (what the analytics queries return; see ivr.analytics) -------------
+# Every analytics query covers the calls that started in [since, until) and their turns.
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCount:
+    """How many turns of one kind happened at one node."""
+
+    node: str | None
+    kind: TurnKind
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConfidenceCount:
+    """Recognized turns at one node whose confidence fell in bucket `bucket` (0-9):
+    [bucket/10, (bucket+1)/10), the last one including 1.0."""
+
+    node: str | None
+    bucket: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallTotals:
+    calls: int
+    ended: int
+    handling_seconds: float | None
+    """Average ended_at - started_at of the ended calls (None without any)."""
+    survey: dict[int, int]
+    """Survey score → number of calls that gave it (scores nobody gave are absent)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    """An ended call that reached an agent (see `Store.escalated_calls`)."""
+
+    call_id: str
+    end_reason: str | None
+    callback_reason: str | None
+    """The reason of the callback booked from the call (None: it booked none)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IntentUse:
+    """A call acted on `intent` at `node` (once per call, node and intent)."""
+
+    call_id: str
+    node: str | None
+    intent: str
+    started_at: datetime
 
 
 class Store(Protocol):
@@ -177,6 +235,7 @@ class Store(Protocol):
         intent: str | None = None,
         confidence: float | None = None,
         at: datetime | None = None,
+        audio: str | None = None,
     ) -> Turn:
         """Append a turn; `seq` is the call's next number from 1. NotFound for no such call."""
         ...
@@ -194,6 +253,50 @@ class Store(Protocol):
         ...
 
     async def list_turns(self, call_id: str) -> list[Turn]: ...
+
+    async def set_turn_audio(self, call_id: str, seq: int, audio: str | None) -> Turn:
+        """Reference (or with None forget) the recording of a turn. NotFound for no such turn."""
+        ...
+
+    async def record_survey(self, call_id: str, score: int) -> Call:
+        """The caller's survey score (1-5; a later answer replaces an earlier one).
+        ValueError for a score out of range, NotFound for no such call."""
+        ...
+
+    # analytics: each over the calls that started in [since, until) and their turns
+
+    async def turn_counts(self, since: datetime, until: datetime) -> list[NodeCount]:
+        """Turns by node and kind."""
+        ...
+
+    async def confidence_counts(self, since: datetime, until: datetime) -> list[ConfidenceCount]:
+        """Recognized turns with a confidence, by node and tenth of the confidence range."""
+        ...
+
+    async def call_totals(self, since: datetime, until: datetime) -> CallTotals: ...
+
+    async def escalated_calls(
+        self, since: datetime, until: datetime, agent_nodes: Collection[str] = ()
+    ) -> list[Escalation]:
+        """Ended calls that reached an agent: a callback was booked from the call (its
+        transcript's call_id), or it ended as `callback_booked`, `callback_not_booked` or
+        `handoff: …`, or it had a turn at one of `agent_nodes` (the flow's agent path)."""
+        ...
+
+    async def turns_of(self, call_ids: Collection[str]) -> list[Turn]:
+        """The turns of these calls, by call and seq."""
+        ...
+
+    async def intent_uses(self, since: datetime, until: datetime) -> list[IntentUse]:
+        """Intents acted on (recognized or keyed), once per call, node and intent."""
+        ...
+
+    async def unrecognized_turns(
+        self, since: datetime, until: datetime, node: str | None = None, limit: int = 10000
+    ) -> list[Turn]:
+        """Speech nothing matched: recognized turns without an intent that the dialog answered
+        with a no-match (the next turn), newest first, at most `limit`."""
+        ...
 
     # callbacks
     async def upsert_open_callback(

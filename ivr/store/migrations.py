@@ -1,7 +1,8 @@
 """The schema, as numbered migrations applied in order when a store opens.
 
 One logical schema for both databases. The only dialect differences are the column types
-below ({ts}, {json}, {uuid}); everything else (checks, partial indexes) is the same SQL.
+below ({ts}, {json}, {uuid}) and one JSON expression ({transcript_call_id}); everything else
+(checks, partial indexes) is the same SQL.
 Never edit an applied migration: add the next number.
 """
 
@@ -14,8 +15,20 @@ Dialect = Literal["sqlite", "postgresql"]
 
 TYPES: dict[Dialect, dict[str, str]] = {
     # SQLite keeps timestamps as fixed-width UTC ISO-8601 text, so text order is time order.
-    "sqlite": {"ts": "TEXT", "json": "TEXT", "uuid": "TEXT"},
-    "postgresql": {"ts": "TIMESTAMPTZ", "json": "JSONB", "uuid": "UUID"},
+    # transcript_call_id: the call a callback was booked from (its transcript's "call_id"),
+    # the same expression in the index and in the analytics queries that use it.
+    "sqlite": {
+        "ts": "TEXT",
+        "json": "TEXT",
+        "uuid": "TEXT",
+        "transcript_call_id": "json_extract(transcript, '$.call_id')",
+    },
+    "postgresql": {
+        "ts": "TIMESTAMPTZ",
+        "json": "JSONB",
+        "uuid": "UUID",
+        "transcript_call_id": "(transcript ->> 'call_id')",
+    },
 }
 
 
@@ -135,6 +148,21 @@ MIGRATIONS: tuple[Migration, ...] = (
                 outcome TEXT,
                 PRIMARY KEY (callback_id, attempt)
             )""",
+        ),
+    ),
+    Migration(
+        5,
+        "analytics: utterance audio, survey score",
+        (
+            # The recording of an utterance nothing matched (DATA_DIR-relative path), for
+            # grammar tuning; NULL for every other turn.
+            "ALTER TABLE turns ADD COLUMN audio TEXT",
+            # The caller's post-call survey answer; NULL when not asked or not answered.
+            "ALTER TABLE calls ADD COLUMN survey INTEGER CHECK (survey BETWEEN 1 AND 5)",
+            # Per-node figures and the unrecognized utterances of one node.
+            "CREATE INDEX turns_node_kind ON turns (node, kind)",
+            # Which calls booked a callback (containment, escalation reasons).
+            "CREATE INDEX callbacks_call_id ON callbacks (({transcript_call_id}))",
         ),
     ),
 )

@@ -3,7 +3,8 @@
 A backend supplies connections (`Conn`: `$1`-style parameters, rows as dicts) and units of
 work (`_unit()`: one transaction). Dialect differences are kept to the column types in
 `migrations.py` and the two claim statements below (`FOR UPDATE SKIP LOCKED` on PostgreSQL;
-SQLite has one writer at a time, taken with `BEGIN IMMEDIATE`).
+SQLite has one writer at a time, taken with `BEGIN IMMEDIATE`). The analytics queries are in
+`analytics.py`, row conversions in `rows.py`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, cast
+from typing import Any
 
+from ivr.store.analytics import AnalyticsQueries
 from ivr.store.base import (
     CALLBACK_STATUSES,
     OPEN_STATUSES,
@@ -34,40 +36,11 @@ from ivr.store.base import (
     TurnKind,
 )
 from ivr.store.migrations import MIGRATIONS, SCHEMA_MIGRATIONS, TYPES, Dialect
+from ivr.store.rows import Conn, Row, call_of, now_or, to_text, ts, ts_opt, turn_of, utc
 
-Row = dict[str, Any]
+__all__ = ["Conn", "Row", "SqlStore", "TxStore", "now_or", "to_text", "utc"]
+
 DEFAULT_EVENT_LEASE = timedelta(seconds=30)
-
-
-class Conn(Protocol):
-    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
-
-    async def execute(self, sql: str, *args: Any) -> None: ...
-
-
-def utc(value: datetime) -> datetime:
-    """`value` in UTC; naive datetimes are refused (their zone is a guess)."""
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"naive datetime {value!r}: pass a timezone-aware one")
-    return value.astimezone(UTC)
-
-
-def now_or(value: datetime | None) -> datetime:
-    return datetime.now(UTC) if value is None else utc(value)
-
-
-def to_text(value: datetime) -> str:
-    """Fixed-width UTC ISO-8601, so that text order is time order (SQLite)."""
-    return utc(value).isoformat(timespec="microseconds")
-
-
-def _ts(value: Any) -> datetime:
-    d = datetime.fromisoformat(value) if isinstance(value, str) else cast(datetime, value)
-    return utc(d)
-
-
-def _ts_opt(value: Any) -> datetime | None:
-    return None if value is None else _ts(value)
 
 
 def _json_in(value: Any) -> str | None:
@@ -86,37 +59,11 @@ def _uuid(kind: str, id: str) -> str:
         raise NotFound(kind, id) from None
 
 
-def _call(r: Row) -> Call:
-    return Call(
-        id=r["id"],
-        caller=r["caller"],
-        transport=r["transport"],
-        flow=r["flow"],
-        flow_version=r["flow_version"],
-        started_at=_ts(r["started_at"]),
-        ended_at=_ts_opt(r["ended_at"]),
-        end_reason=r["end_reason"],
-    )
-
-
-def _turn(r: Row) -> Turn:
-    return Turn(
-        call_id=r["call_id"],
-        seq=int(r["seq"]),
-        at=_ts(r["at"]),
-        node=r["node"],
-        kind=r["kind"],
-        text=r["text"],
-        intent=r["intent"],
-        confidence=None if r["confidence"] is None else float(r["confidence"]),
-    )
-
-
 def _callback(r: Row) -> Callback:
     return Callback(
         id=str(r["id"]),
         number=r["number"],
-        due_at=_ts(r["due_at"]),
+        due_at=ts(r["due_at"]),
         status=r["status"],
         reason=r["reason"],
         priority=int(r["priority"]),
@@ -125,9 +72,9 @@ def _callback(r: Row) -> Callback:
         agent=r["agent"],
         outcome=r["outcome"],
         transcript=_json_out(r["transcript"]),
-        lease_until=_ts_opt(r["lease_until"]),
-        created_at=_ts(r["created_at"]),
-        updated_at=_ts(r["updated_at"]),
+        lease_until=ts_opt(r["lease_until"]),
+        created_at=ts(r["created_at"]),
+        updated_at=ts(r["updated_at"]),
     )
 
 
@@ -135,10 +82,10 @@ def _attempt(r: Row) -> Attempt:
     return Attempt(
         callback_id=str(r["callback_id"]),
         attempt=int(r["attempt"]),
-        started_at=_ts(r["started_at"]),
+        started_at=ts(r["started_at"]),
         taken_by=r["taken_by"],
         agent=r["agent"],
-        ended_at=_ts_opt(r["ended_at"]),
+        ended_at=ts_opt(r["ended_at"]),
         outcome=r["outcome"],
     )
 
@@ -182,10 +129,10 @@ def _event(r: Row) -> Event:
         id=str(r["id"]),
         type=r["type"],
         payload=_json_out(r["payload"]),
-        created_at=_ts(r["created_at"]),
+        created_at=ts(r["created_at"]),
         attempts=int(r["attempts"]),
-        next_attempt_at=_ts(r["next_attempt_at"]),
-        delivered_at=_ts_opt(r["delivered_at"]),
+        next_attempt_at=ts(r["next_attempt_at"]),
+        delivered_at=ts_opt(r["delivered_at"]),
         last_error=r["last_error"],
     )
 
@@ -199,7 +146,7 @@ def decode_cursor(cursor: str, uuid_ids: bool = True) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         due, id = json.loads(raw)
-        return _ts(due), str(uuid.UUID(id)) if uuid_ids else str(id)
+        return ts(due), str(uuid.UUID(id)) if uuid_ids else str(id)
     except (ValueError, TypeError, binascii.Error) as e:
         raise ValueError(f"bad cursor {cursor!r}") from e
 
@@ -260,7 +207,7 @@ CLAIM_SQL: dict[Dialect, dict[str, str]] = {
 }
 
 
-class SqlStore(ABC):
+class SqlStore(AnalyticsQueries, ABC):
     """Implements `Store` on top of `_unit()`; subclasses provide connections."""
 
     backend: str = ""
@@ -317,7 +264,7 @@ class SqlStore(ABC):
             rows = await c.fetch(
                 "SELECT version, name, applied_at FROM schema_migrations ORDER BY version"
             )
-        return [(int(r["version"]), r["name"], _ts(r["applied_at"])) for r in rows]
+        return [(int(r["version"]), r["name"], ts(r["applied_at"])) for r in rows]
 
     # calls and turns
 
@@ -344,7 +291,7 @@ class SqlStore(ABC):
             )
         if not rows:
             raise Conflict("call", id, "start", "already started")
-        return _call(rows[0])
+        return call_of(rows[0])
 
     async def end_call(self, id: str, end_reason: str, *, ended_at: datetime | None = None) -> Call:
         async with self._unit() as c:
@@ -359,14 +306,14 @@ class SqlStore(ABC):
                 if not await c.fetch("SELECT id FROM calls WHERE id = $1", id):
                     raise NotFound("call", id)
                 raise Conflict("call", id, "end", "ended")
-        return _call(rows[0])
+        return call_of(rows[0])
 
     async def get_call(self, id: str) -> Call:
         async with self._unit(write=False) as c:
             rows = await c.fetch("SELECT * FROM calls WHERE id = $1", id)
         if not rows:
             raise NotFound("call", id)
-        return _call(rows[0])
+        return call_of(rows[0])
 
     async def add_turn(
         self,
@@ -378,6 +325,7 @@ class SqlStore(ABC):
         intent: str | None = None,
         confidence: float | None = None,
         at: datetime | None = None,
+        audio: str | None = None,
     ) -> Turn:
         if kind not in TURN_KINDS:
             raise ValueError(f"turn kind {kind!r} is not one of {TURN_KINDS}")
@@ -390,8 +338,8 @@ class SqlStore(ABC):
             if not rows:
                 raise NotFound("call", call_id)
             rows = await c.fetch(
-                "INSERT INTO turns (call_id, seq, at, node, kind, text, intent, confidence)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+                "INSERT INTO turns (call_id, seq, at, node, kind, text, intent, confidence, audio)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
                 call_id,
                 int(rows[0]["seq"]),
                 now_or(at),
@@ -400,8 +348,32 @@ class SqlStore(ABC):
                 text,
                 intent,
                 confidence,
+                audio,
             )
-        return _turn(rows[0])
+        return turn_of(rows[0])
+
+    async def set_turn_audio(self, call_id: str, seq: int, audio: str | None) -> Turn:
+        async with self._unit() as c:
+            rows = await c.fetch(
+                "UPDATE turns SET audio = $3 WHERE call_id = $1 AND seq = $2 RETURNING *",
+                call_id,
+                seq,
+                audio,
+            )
+        if not rows:
+            raise NotFound("turn", f"{call_id}/{seq}")
+        return turn_of(rows[0])
+
+    async def record_survey(self, call_id: str, score: int) -> Call:
+        if isinstance(score, bool) or not 1 <= score <= 5:
+            raise ValueError(f"survey score {score!r} is not 1-5")
+        async with self._unit() as c:
+            rows = await c.fetch(
+                "UPDATE calls SET survey = $2 WHERE id = $1 RETURNING *", call_id, score
+            )
+        if not rows:
+            raise NotFound("call", call_id)
+        return call_of(rows[0])
 
     async def list_calls(
         self,
@@ -435,14 +407,14 @@ class SqlStore(ABC):
         sql += f" ORDER BY started_at DESC, id DESC LIMIT {p(limit + 1)}"
         async with self._unit(write=False) as c:
             rows = await c.fetch(sql, *args)
-        items = [_call(r) for r in rows[:limit]]
+        items = [call_of(r) for r in rows[:limit]]
         more = len(rows) > limit
         return items, encode_cursor(items[-1].started_at, items[-1].id) if more else None
 
     async def list_turns(self, call_id: str) -> list[Turn]:
         async with self._unit(write=False) as c:
             rows = await c.fetch("SELECT * FROM turns WHERE call_id = $1 ORDER BY seq", call_id)
-        return [_turn(r) for r in rows]
+        return [turn_of(r) for r in rows]
 
     # callbacks
 

@@ -108,8 +108,10 @@ class WebhookDeliverer:
         backoff_base_s: float = 1.0,
         backoff_cap_s: float = 600.0,
         rand: Callable[[], float] = random.random,
+        on_attempt: Callable[[bool], None] | None = None,
     ) -> None:
         self.store = store
+        self.on_attempt = on_attempt  # told after each attempt: accepted by every URL or not
         self.http = http
         self.urls = list(dict.fromkeys(urls))  # a URL listed twice is one subscriber
         self.secret = secret
@@ -223,6 +225,8 @@ class WebhookDeliverer:
     async def _deliver(self, event: Event) -> None:
         try:
             errors = await self._send(event)
+            if self.on_attempt is not None:
+                self.on_attempt(not errors)
             await self._settle(event, errors)
         except Exception as exc:
             # Nothing recorded: the event stays leased and is retried when the lease ends.

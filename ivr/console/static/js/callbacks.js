@@ -1,0 +1,189 @@
+// The callback queue: filter, then claim, complete (with an outcome), reschedule or cancel.
+
+import { ApiError, bodyEnum, get, post } from "./api.js";
+import { clear, fmtTime, h, notice } from "./dom.js";
+
+const STATUSES = ["scheduled", "claimed", "completed", "cancelled", "expired"];
+const OPEN = new Set(["scheduled", "claimed"]);
+const FALLBACK_OUTCOMES = ["resolved", "unresolved", "wrong_number", "declined", "no_answer", "busy", "voicemail", "failed"];
+const REFRESH_MS = 15000;
+
+// <input type="datetime-local"> value (the browser's zone) → RFC 3339 in UTC.
+function instant(value) {
+  if (!value) return null;
+  const date = new Date(value);
+  return Number.isNaN(date.getTime()) ? null : date.toISOString();
+}
+
+function localInput(iso) {
+  const d = iso ? new Date(iso) : new Date(Date.now() + 3600e3);
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
+export function callbacksView() {
+  let outcomes = FALLBACK_OUTCOMES;
+  let cursor = null;
+  let timer = null;
+  const statusBoxes = STATUSES.map((s) =>
+    h("label", { class: "check" }, h("input", { type: "checkbox", name: "status", value: s, checked: OPEN.has(s) }), s),
+  );
+  const number = h("input", { type: "search", name: "number", placeholder: "number", id: "cb-number" });
+  const dueAfter = h("input", { type: "datetime-local", name: "due_after", id: "cb-due-after" });
+  const dueBefore = h("input", { type: "datetime-local", name: "due_before", id: "cb-due-before" });
+  const body = h("tbody");
+  const status = h("div", { class: "status", id: "cb-status", role: "status" });
+  const more = h("button", { type: "button", hidden: true, onclick: () => load(true) }, "More");
+  const detail = h("section", { class: "panel detail", hidden: true, id: "cb-detail" });
+
+  const el = h(
+    "div",
+    { class: "view callbacks" },
+    h(
+      "div",
+      { class: "columns" },
+      h(
+        "section",
+        { class: "panel" },
+        h("h2", {}, "Callback queue"),
+        h(
+          "form",
+          { class: "filters", id: "cb-filters", onsubmit: (e) => (e.preventDefault(), load(false)) },
+          h("fieldset", {}, h("legend", {}, "Status"), statusBoxes),
+          h("label", {}, "Number ", number),
+          h("label", {}, "Due after ", dueAfter),
+          h("label", {}, "Due before ", dueBefore),
+          h("button", { type: "submit" }, "Apply"),
+          h("button", { type: "button", onclick: () => load(false) }, "Refresh"),
+        ),
+        status,
+        h(
+          "table",
+          { class: "grid", id: "cb-table" },
+          h("thead", {}, h("tr", {}, ["Due", "Number", "Status", "Reason", "Attempts", "Agent", "Outcome", "Actions"].map((t) => h("th", {}, t)))),
+          body,
+        ),
+        more,
+      ),
+      detail,
+    ),
+  );
+
+  function query(append) {
+    return {
+      status: statusBoxes.map((l) => l.firstChild).filter((c) => c.checked).map((c) => c.value),
+      number: number.value.trim(),
+      due_after: instant(dueAfter.value),
+      due_before: instant(dueBefore.value),
+      limit: 50,
+      cursor: append ? cursor : null,
+    };
+  }
+
+  async function load(append) {
+    try {
+      const page = await get("/v1/callbacks", query(append));
+      if (!append) clear(body);
+      for (const cb of page.items) body.append(row(cb));
+      if (!body.children.length) body.append(h("tr", {}, h("td", { colspan: 8, class: "empty" }, "No callbacks match.")));
+      cursor = page.next;
+      more.hidden = !cursor;
+    } catch (err) {
+      notice(status, err instanceof ApiError ? err.describe() : String(err), "error");
+    }
+  }
+
+  async function act(cb, verb, payload, done) {
+    try {
+      const updated = await post(`/v1/callbacks/${cb.id}/${verb}`, payload);
+      notice(status, `${cb.number}: ${done} (now ${updated.status}${updated.outcome ? `, ${updated.outcome}` : ""}).`, "ok");
+    } catch (err) {
+      notice(status, `${cb.number}: ${err instanceof ApiError ? err.describe() : err}`, "error");
+    }
+    await load(false);
+  }
+
+  function row(cb) {
+    const open = OPEN.has(cb.status);
+    const outcome = h("select", { name: "outcome", "aria-label": "outcome" }, outcomes.map((o) => h("option", { value: o }, o)));
+    const when = h("input", { type: "datetime-local", name: "due_at", "aria-label": "new due time", value: localInput(cb.due_at) });
+    const actions = h("div", { class: "acts" });
+    if (cb.status === "scheduled" || (cb.status === "claimed" && !cb.agent)) {
+      actions.append(h("button", { type: "button", dataset: { action: "claim" }, onclick: () => act(cb, "claim", {}, "claimed") }, "Claim"));
+    }
+    if (cb.status === "claimed") {
+      actions.append(
+        h("span", { class: "inline" }, outcome, h("button", { type: "button", dataset: { action: "complete" }, onclick: () => act(cb, "complete", { outcome: outcome.value }, `completed: ${outcome.value}`) }, "Complete")),
+      );
+    }
+    if (open) {
+      actions.append(
+        h("span", { class: "inline" }, when, h("button", { type: "button", dataset: { action: "reschedule" }, onclick: () => {
+          const due = instant(when.value);
+          if (!due) return notice(status, "Pick a date and time to reschedule to.", "error");
+          return act(cb, "reschedule", { due_at: due }, `rescheduled to ${fmtTime(due)}`);
+        } }, "Reschedule")),
+        h("button", { type: "button", class: "danger", dataset: { action: "cancel" }, onclick: () => act(cb, "cancel", {}, "cancelled") }, "Cancel"),
+      );
+    }
+    return h(
+      "tr",
+      { dataset: { callbackId: cb.id, status: cb.status } },
+      h("td", { title: cb.due_at }, fmtTime(cb.due_at)),
+      h("td", {}, h("a", { href: "#", onclick: (e) => (e.preventDefault(), show(cb.id)) }, cb.number)),
+      h("td", {}, h("span", { class: `tag status-${cb.status}` }, cb.status)),
+      h("td", {}, cb.reason || ""),
+      h("td", {}, `${cb.attempts} / ${cb.max_attempts}`),
+      h("td", {}, cb.agent || ""),
+      h("td", {}, cb.outcome || ""),
+      h("td", { class: "actions" }, actions),
+    );
+  }
+
+  async function show(id) {
+    detail.hidden = false;
+    clear(detail, h("p", {}, "Loading…"));
+    try {
+      const cb = await get(`/v1/callbacks/${id}`);
+      const turns = Array.isArray(cb.transcript?.turns) ? cb.transcript.turns : null;
+      clear(
+        detail,
+        h("button", { type: "button", class: "close", onclick: () => (detail.hidden = true), title: "Close" }, "×"),
+        h("h2", {}, `Callback for ${cb.number}`),
+        h("dl", { class: "facts" }, [
+          ["Due", fmtTime(cb.due_at)], ["Status", cb.status], ["Reason", cb.reason || ""],
+          ["Priority", cb.priority], ["Created", fmtTime(cb.created_at)],
+        ].map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])),
+        h("h3", {}, "What the caller said"),
+        turns
+          ? h("ol", { class: "transcript" }, turns.map((t) => h("li", { class: `turn ${t.kind}` }, h("span", { class: "who" }, t.kind === "prompt" ? "bot" : "caller"), h("span", { class: "what" }, t.text || ""), t.intent ? h("span", { class: "tag intent" }, t.intent) : null)))
+          : h("pre", { class: "json" }, JSON.stringify(cb.transcript, null, 2)),
+        h("h3", {}, "Attempts"),
+        cb.attempt_log.length
+          ? h("table", { class: "grid" }, h("tr", {}, ["#", "By", "Agent", "Started", "Ended", "Outcome"].map((t) => h("th", {}, t))),
+              cb.attempt_log.map((a) => h("tr", {}, [a.attempt, a.taken_by, a.agent || "", fmtTime(a.started_at), fmtTime(a.ended_at), a.outcome || ""].map((v) => h("td", {}, String(v))))))
+          : h("p", { class: "muted" }, "None yet."),
+      );
+    } catch (err) {
+      clear(detail, h("p", { class: "notice error" }, err.describe ? err.describe() : String(err)));
+    }
+  }
+
+  return {
+    id: "callbacks",
+    title: "Callbacks",
+    el,
+    async show() {
+      outcomes = (await bodyEnum("POST", "/v1/callbacks/{id}/complete", "outcome")) || FALLBACK_OUTCOMES;
+      await load(false);
+      clearInterval(timer);
+      // Not while the page is hidden, nor under an agent picking an outcome or a time.
+      timer = setInterval(() => {
+        if (document.visibilityState === "visible" && !body.contains(document.activeElement)) load(false);
+      }, REFRESH_MS);
+    },
+    hide() {
+      clearInterval(timer);
+    },
+  };
+}

@@ -1,0 +1,232 @@
+// SVG charts (no library): stacked bars for series over time buckets, plain bars for a
+// histogram; and the guessing that turns analytics JSON of unknown shape into series.
+
+import { fmtNumber, h } from "./dom.js";
+
+const NS = "http://www.w3.org/2000/svg";
+export const PALETTE = ["#2563eb", "#16a34a", "#d97706", "#dc2626", "#7c3aed", "#0891b2", "#db2777", "#65a30d", "#475569", "#ea580c"];
+const TIME_KEYS = ["bucket", "time", "start", "period", "hour", "day", "date", "at", "t", "ts"];
+const NAME_KEYS = ["intent", "name", "label", "series", "key", "node"];
+const VALUE_KEYS = ["count", "calls", "n", "value", "total", "volume", "hits"];
+
+function svg(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(NS, tag);
+  for (const [k, v] of Object.entries(attrs)) if (v !== undefined && v !== null) el.setAttribute(k, String(v));
+  for (const c of children.flat()) if (c !== null && c !== undefined) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return el;
+}
+
+const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+const isDate = (v) => typeof v === "string" && /^\d{4}-\d\d-\d\d/.test(v);
+
+// The list of row objects in a response: the response itself, or its items/rows/… array.
+export function rowsOf(data) {
+  if (Array.isArray(data)) return data.filter(isObject);
+  if (!isObject(data)) return [];
+  for (const key of ["items", "rows", "buckets", "data", "nodes", "intents", "utterances"]) {
+    if (Array.isArray(data[key]) && data[key].some(isObject)) return data[key].filter(isObject);
+  }
+  const first = Object.values(data).find((v) => Array.isArray(v) && v.some(isObject));
+  return first ? first.filter(isObject) : [];
+}
+
+function pick(row, keys) {
+  return keys.find((k) => k in row);
+}
+
+function timeKey(rows) {
+  const named = pick(rows[0], TIME_KEYS);
+  if (named) return named;
+  return Object.keys(rows[0]).find((k) => rows.every((r) => isDate(r[k])));
+}
+
+function label(value) {
+  if (!isDate(value)) return String(value);
+  const d = new Date(value);
+  if (Number.isNaN(d.getTime())) return value;
+  const day = d.toLocaleDateString(undefined, { month: "short", day: "numeric" });
+  const midnight = d.getHours() === 0 && d.getMinutes() === 0;
+  return midnight ? day : `${day} ${d.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" })}`;
+}
+
+// Series over buckets from rows in long form ({bucket, intent, count}), wide form ({bucket,
+// balance: 3, bill: 1}), {series: [{name, points: [...]}]}, or {name: [points]}. Null when
+// nothing in `data` looks like a series.
+export function toSeries(data) {
+  if (isObject(data) && Array.isArray(data.buckets) && Array.isArray(data.series)) {
+    // parallel form: {buckets: [t0, t1…], series: [{intent, counts: [n0, n1…]}]}
+    const n = data.buckets.length;
+    const series = data.series.filter(isObject).map((s) => {
+      const values = Object.values(s).find((v) => Array.isArray(v) && v.length === n && v.every((x) => typeof x === "number"));
+      return values ? { name: String(s[pick(s, NAME_KEYS)] ?? "series"), values } : null;
+    });
+    if (series.every(Boolean)) return { labels: data.buckets.map(label), series };
+  }
+  if (isObject(data)) {
+    const nested = Array.isArray(data.series) ? data.series : null;
+    if (nested && nested.every(isObject)) {
+      const rows = nested.flatMap((s) => {
+        const name = s[pick(s, NAME_KEYS)] ?? "series";
+        const points = s.points || s.data || s.values || s.buckets || [];
+        return points.filter(isObject).map((p) => ({ ...p, __series: name }));
+      });
+      return fromRows(rows, "__series");
+    }
+    const byName = Object.entries(data).filter(([, v]) => Array.isArray(v) && v.length && v.every(isObject));
+    if (byName.length > 1) {
+      return fromRows(byName.flatMap(([name, points]) => points.map((p) => ({ ...p, __series: name }))), "__series");
+    }
+  }
+  return fromRows(rowsOf(data));
+}
+
+function fromRows(rows, nameKey = null) {
+  if (!rows.length) return null;
+  const time = timeKey(rows);
+  const name = nameKey || pick(rows[0], NAME_KEYS.filter((k) => k !== time));
+  const numeric = Object.keys(rows[0]).filter((k) => k !== time && k !== name && typeof rows[0][k] === "number");
+  const value = pick(rows[0], VALUE_KEYS.filter((k) => numeric.includes(k))) || (name ? numeric[0] : null);
+  if (!time) {
+    // totals per name ({intent, count}): one bar each
+    if (!name || !value) return null;
+    return { labels: rows.map((r) => String(r[name] ?? "none")), series: [{ name: value, values: rows.map((r) => Number(r[value]) || 0) }] };
+  }
+  const buckets = [...new Set(rows.map((r) => r[time]))].sort();
+  const index = new Map(buckets.map((b, i) => [b, i]));
+  const series = new Map();
+  const add = (sName, bucket, v) => {
+    if (!series.has(sName)) series.set(sName, new Array(buckets.length).fill(0));
+    series.get(sName)[index.get(bucket)] += Number(v) || 0;
+  };
+  if (name && value) {
+    for (const r of rows) add(String(r[name] ?? "none"), r[time], r[value]);
+  } else if (numeric.length) {
+    for (const r of rows) for (const k of numeric) add(k, r[time], r[k]);
+  } else {
+    return null;
+  }
+  return { labels: buckets.map(label), series: [...series].map(([n, values]) => ({ name: n, values })) };
+}
+
+// A confidence histogram anywhere in the analytics responses: a property named *histogram*
+// (or confidence*) holding bins ({from, to, count} or similar) or plain counts over 0..1.
+export function findHistogram(...responses) {
+  for (const r of responses) {
+    const summed = sumRows(rowsOf(r));
+    if (summed) return summed;
+  }
+  const seen = new Set();
+  const walk = (value, key = "") => {
+    if (value === null || typeof value !== "object" || seen.has(value)) return null;
+    seen.add(value);
+    if (Array.isArray(value) && /hist|confidence/i.test(key)) {
+      const bins = toBins(value);
+      if (bins) return bins;
+    }
+    if (isObject(value) && /hist/i.test(key)) {
+      const bins = toBins(value.bins || value.buckets || value.counts || rowsOf(value));
+      if (bins) return bins;
+    }
+    for (const [k, v] of Object.entries(value)) {
+      const found = walk(v, k);
+      if (found) return found;
+    }
+    return null;
+  };
+  for (const r of responses) {
+    const found = walk(r);
+    if (found) return found;
+  }
+  return null;
+}
+
+// Rows that each carry a histogram (per node: `confidence: [n0 … n9]`): their sum.
+function sumRows(rows) {
+  const key = rows.length && Object.keys(rows[0]).find((k) => /hist|confidence/i.test(k) && Array.isArray(rows[0][k]));
+  if (!key) return null;
+  const n = rows[0][key].length;
+  if (!n || !rows.every((r) => Array.isArray(r[key]) && r[key].length === n && r[key].every((x) => typeof x === "number"))) return null;
+  return toBins(rows.reduce((sum, r) => sum.map((v, i) => v + r[key][i]), new Array(n).fill(0)));
+}
+
+// A tiny bar chart for a table cell holding a list of counts.
+export function sparkline(values) {
+  const max = Math.max(1, ...values);
+  const w = 4;
+  return svg("svg", { class: "spark", viewBox: `0 0 ${values.length * w} 16`, width: values.length * w, height: 16, role: "img", "aria-label": values.join(", ") },
+    svg("title", {}, values.join(", ")),
+    svg("line", { x1: 0, x2: values.length * w, y1: 15.5, y2: 15.5, class: "base" }),
+    values.map((v, i) => svg("rect", { x: i * w, width: w - 1, y: 16 - (16 * v) / max, height: (16 * v) / max })));
+}
+
+function toBins(list) {
+  if (!Array.isArray(list) || !list.length) return null;
+  if (list.every((v) => typeof v === "number")) {
+    const w = 1 / list.length;
+    return list.map((v, i) => ({ label: `${(i * w).toFixed(1)}–${((i + 1) * w).toFixed(1)}`, value: v }));
+  }
+  if (!list.every(isObject)) return null;
+  const value = pick(list[0], VALUE_KEYS);
+  if (!value) return null;
+  const lo = pick(list[0], ["from", "lo", "low", "min", "start", "ge", "gte"]);
+  const hi = pick(list[0], ["to", "hi", "high", "max", "end", "lt", "le"]);
+  const one = pick(list[0], ["bin", "bucket", "label", "range", "confidence"]);
+  return list.map((b) => ({
+    label: lo && hi ? `${fmtNumber(b[lo])}–${fmtNumber(b[hi])}` : String(b[one ?? lo ?? hi] ?? ""),
+    value: Number(b[value]) || 0,
+  }));
+}
+
+function niceMax(max) {
+  if (max <= 0) return 1;
+  if (max <= 4 && Number.isInteger(max)) return max;
+  const p = 10 ** Math.floor(Math.log10(max));
+  return [1, 2, 2.5, 5, 10].map((m) => m * p).find((m) => m >= max);
+}
+
+// Counts get whole-number ticks (no "0.25 calls"); anything else quarters of the scale.
+function ticks(max, series) {
+  const whole = series.every((s) => s.values.every(Number.isInteger));
+  if (whole && max <= 4) return Array.from({ length: max + 1 }, (_, i) => i);
+  return [0, 0.25, 0.5, 0.75, 1].map((f) => max * f);
+}
+
+// Stacked bars: one column per label, one colour per series, with a legend.
+export function barChart({ labels, series }, { height = 220, id, legend = true } = {}) {
+  const left = 40;
+  const bottom = 42;
+  const top = 10;
+  const col = Math.max(14, Math.min(48, 640 / Math.max(1, labels.length)));
+  const width = left + col * labels.length + 10;
+  const totals = labels.map((_, i) => series.reduce((n, s) => n + s.values[i], 0));
+  const max = niceMax(Math.max(0, ...totals));
+  const y = (v) => top + (height - top - bottom) * (1 - v / max);
+  const every = Math.ceil(labels.length / 12);
+  const chart = svg(
+    "svg",
+    { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img", id, "aria-label": "bar chart", preserveAspectRatio: "xMinYMin meet" },
+    ticks(max, series).map((t) =>
+      svg("g", { class: "tick" },
+        svg("line", { x1: left, x2: width - 5, y1: y(t), y2: y(t) }),
+        svg("text", { x: left - 4, y: y(t) + 4, "text-anchor": "end" }, fmtNumber(t))),
+    ),
+    labels.map((l, i) => {
+      let acc = 0;
+      const x = left + i * col + 2;
+      return svg("g", { class: "bar" },
+        series.map((s, k) => {
+          const v = s.values[i];
+          const rect = svg("rect", { x, width: col - 4, y: y(acc + v), height: Math.max(0, y(acc) - y(acc + v)), fill: PALETTE[k % PALETTE.length] },
+            svg("title", {}, `${l} · ${s.name}: ${fmtNumber(v)}`));
+          acc += v;
+          return rect;
+        }),
+        i % every === 0 ? svg("text", { x: x + (col - 4) / 2, y: height - bottom + 14, "text-anchor": "middle", class: "label" }, l.length > 12 ? `${l.slice(0, 11)}…` : l) : null,
+      );
+    }),
+  );
+  const key = legend
+    ? h("ul", { class: "legend" }, series.map((s, k) => h("li", {}, h("span", { class: "swatch", style: `background:${PALETTE[k % PALETTE.length]}` }), s.name)))
+    : null;
+  return h("figure", { class: "chart-box" }, chart, key);
+}

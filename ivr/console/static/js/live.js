@@ -1,0 +1,199 @@
+// Live calls: the calls in progress with their running transcripts (from the live feed), the
+// ones that ended while watching, and the call history; a call's timeline and recording.
+
+import { ApiError, blob, get } from "./api.js";
+import { clear, fmtDuration, fmtTime, h, notice } from "./dom.js";
+import { eventLine, transcript, turnLine } from "./transcript.js";
+
+export function liveView({ feed }) {
+  const activeList = h("div", { class: "cards", id: "live-active" });
+  const endedList = h("div", { class: "cards compact", id: "live-ended" });
+  const historyBody = h("tbody");
+  const historyStatus = h("div", { class: "status" });
+  const callerFilter = h("input", { type: "search", placeholder: "caller number", id: "history-caller" });
+  const more = h("button", { type: "button", hidden: true, onclick: () => loadHistory(true) }, "More");
+  const detail = h("section", { class: "panel detail", id: "call-detail", hidden: true });
+  let cursor = null;
+  let audioUrl = null;
+  let refreshTimer = null;
+
+  const el = h(
+    "div",
+    { class: "view live" },
+    h(
+      "div",
+      { class: "columns" },
+      h(
+        "div",
+        {},
+        h("section", { class: "panel" }, h("h2", {}, "In progress ", h("span", { class: "count", id: "live-count" }, "0")), activeList),
+        h("section", { class: "panel" }, h("h2", {}, "Ended while watching"), endedList),
+        h(
+          "section",
+          { class: "panel" },
+          h("h2", {}, "Call history"),
+          h(
+            "form",
+            { class: "filters", onsubmit: (e) => (e.preventDefault(), loadHistory(false)) },
+            callerFilter,
+            h("button", { type: "submit" }, "Search"),
+          ),
+          h(
+            "table",
+            { class: "grid clickable", id: "history" },
+            h("thead", {}, h("tr", {}, ["Started", "Caller", "Transport", "Flow", "Duration", "End"].map((t) => h("th", {}, t)))),
+            historyBody,
+          ),
+          more,
+          historyStatus,
+        ),
+      ),
+      detail,
+    ),
+  );
+
+  // --- calls in progress (the feed) --------------------------------------------------------
+
+  function card(call) {
+    const info = call.info || {};
+    const header = h(
+      "header",
+      {},
+      h("strong", {}, info.caller || "unknown caller"),
+      h("span", { class: "tag" }, info.transport || "?"),
+      h("span", { class: "tag node", dataset: { role: "node" } }, call.node || ""),
+      h("time", {}, call.startedAt ? fmtTime(call.startedAt) : ""),
+      call.ended ? h("span", { class: "tag end" }, call.endReason || "ended") : null,
+    );
+    return h(
+      "article",
+      {
+        class: `call${call.ended ? " ended" : ""}`,
+        dataset: { callId: call.id },
+        onclick: call.ended ? () => openCall(call.id) : null,
+        title: call.ended ? "Show the timeline and recording" : call.id,
+      },
+      header,
+      transcript(call.events, { live: !call.ended }),
+    );
+  }
+
+  function renderFeed() {
+    const active = feed.active();
+    clear(activeList, active.length ? active.map(card) : h("p", { class: "empty" }, "No calls in progress."));
+    const ended = feed.ended();
+    clear(endedList, ended.length ? ended.map(card) : h("p", { class: "empty" }, "None yet."));
+    el.querySelector("#live-count").textContent = String(active.length);
+  }
+
+  function onEvent({ detail: { call, event } }) {
+    const existing = activeList.querySelector(`article[data-call-id="${CSS.escape(call.id)}"]`);
+    if (!existing || event.event === "call_started" || event.event === "hangup") {
+      renderFeed();
+      if (event.event === "hangup") scheduleHistory();
+      return;
+    }
+    const lineEl = eventLine(event);
+    if (lineEl) existing.querySelector(".transcript").append(lineEl);
+    existing.querySelector('[data-role="node"]').textContent = call.node || "";
+  }
+
+  feed.addEventListener("event", onEvent);
+  feed.addEventListener("reset", renderFeed);
+
+  // --- history (the API) -------------------------------------------------------------------
+
+  function scheduleHistory() {
+    clearTimeout(refreshTimer);
+    // The call's end is written just after its hangup event: ask a moment later.
+    refreshTimer = setTimeout(() => loadHistory(false), 1500);
+  }
+
+  async function loadHistory(append) {
+    try {
+      const page = await get("/v1/calls", {
+        limit: 20,
+        caller: callerFilter.value.trim(),
+        cursor: append ? cursor : null,
+      });
+      if (!append) clear(historyBody);
+      for (const call of page.items) historyBody.append(historyRow(call));
+      if (!historyBody.children.length) historyBody.append(h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No calls.")));
+      cursor = page.next;
+      more.hidden = !cursor;
+      notice(historyStatus, "");
+    } catch (err) {
+      notice(historyStatus, err instanceof ApiError ? err.describe() : String(err), "error");
+    }
+  }
+
+  function historyRow(call) {
+    const seconds = call.ended_at ? (new Date(call.ended_at) - new Date(call.started_at)) / 1000 : NaN;
+    return h(
+      "tr",
+      { dataset: { callId: call.id }, onclick: () => openCall(call.id), tabindex: 0 },
+      h("td", {}, fmtTime(call.started_at)),
+      h("td", {}, call.caller || ""),
+      h("td", {}, call.transport),
+      h("td", {}, `${call.flow || ""} ${call.flow_version || ""}`),
+      h("td", {}, call.ended_at ? fmtDuration(seconds) : "in progress"),
+      h("td", {}, call.end_reason || ""),
+    );
+  }
+
+  // --- one call ----------------------------------------------------------------------------
+
+  async function openCall(id) {
+    detail.hidden = false;
+    if (audioUrl) URL.revokeObjectURL(audioUrl);
+    audioUrl = null;
+    const audioBox = h("div", { class: "recording" }, "Loading the recording…");
+    clear(detail, h("h2", {}, "Call ", h("code", {}, id)), h("p", {}, "Loading…"));
+    let call;
+    try {
+      call = await get(`/v1/calls/${encodeURIComponent(id)}`);
+    } catch (err) {
+      clear(detail, h("h2", {}, "Call ", h("code", {}, id)), h("p", { class: "notice error" }, err.describe ? err.describe() : String(err)));
+      return;
+    }
+    const seconds = call.ended_at ? (new Date(call.ended_at) - new Date(call.started_at)) / 1000 : NaN;
+    clear(
+      detail,
+      h("button", { type: "button", class: "close", onclick: () => (detail.hidden = true), title: "Close" }, "×"),
+      h("h2", {}, "Call ", h("code", {}, call.id)),
+      h(
+        "dl",
+        { class: "facts" },
+        [
+          ["Caller", call.caller || "unknown"],
+          ["Transport", call.transport],
+          ["Flow", `${call.flow || ""} ${call.flow_version || ""}`],
+          ["Started", fmtTime(call.started_at)],
+          ["Ended", call.ended_at ? `${fmtTime(call.ended_at)} (${fmtDuration(seconds)})` : "in progress"],
+          ["End reason", call.end_reason || ""],
+        ].map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]),
+      ),
+      audioBox,
+      h("h3", {}, "Timeline"),
+      h("ol", { class: "transcript", id: "call-timeline" }, call.turns.map(turnLine)),
+    );
+    try {
+      audioUrl = URL.createObjectURL(await blob(`/v1/calls/${encodeURIComponent(id)}/audio`));
+      clear(audioBox, h("audio", { controls: true, src: audioUrl, preload: "metadata", id: "call-audio" }), h("small", {}, "Left: caller · right: bot"));
+    } catch (err) {
+      clear(audioBox, h("span", { class: "muted" }, err.status === 404 ? "No recording of this call." : `Recording: ${err.message}`));
+    }
+  }
+
+  return {
+    id: "live",
+    title: "Live calls",
+    el,
+    show() {
+      renderFeed();
+      loadHistory(false);
+    },
+    hide() {},
+    openCall,
+  };
+}

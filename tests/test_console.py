@@ -1,0 +1,451 @@
+"""The web console in a real headless Chromium against a real `ivr serve`: every page loads
+without an error, a live phone call (real speech) shows up with its transcript and then its
+recording, callbacks are worked from the queue, the flow is validated and tested (typed and
+spoken into a fake microphone), analytics render. Screenshots: test-artifacts/console/.
+
+One server and one browser for the module; each test opens its own browser context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import re
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import aiohttp
+import numpy as np
+import pytest
+import pytest_asyncio
+import soundfile as sf
+from audio_fixtures import recording
+from browser import (
+    ROOT,
+    chromium,
+    console_page,
+    list_screenshots,
+    screenshot,
+    show_tab,
+)
+from live_server import LiveServer, live_server
+from playwright.async_api import Browser, Page, expect
+from speech import flite
+
+from ivr.api import hash_token
+from ivr.api.live import PROTOCOL
+from ivr.audio.pcm import Audio, write_wav
+from ivr.callbacks import CallbackPolicy, Callbacks
+from ivr.dial import Caller, Turn
+from ivr.store import open_store
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+TOKEN = "console-test-token-0123456789"
+AGENT = "kim"  # the token's name: the agent of a claim made with it
+READER = "reader-token-0123456789"  # callbacks.read only
+KNOWN = "+15551230001"  # a demo account: "Your balance is 23 dollars and 50 cents."
+DUE = (datetime.now(UTC) + timedelta(days=2)).replace(hour=10, minute=0, second=0, microsecond=0)
+NUMBERS = ["+15550100001", "+15550100002", "+15550100003"]
+SEEDED: dict[str, str] = {}  # number → callback id
+PAGES = ("live", "callbacks", "grammar", "analytics", "softphone")
+
+
+def seed(db: Path) -> None:
+    """Callbacks as a call would book them, written before the server starts."""
+
+    async def run() -> None:
+        store = await open_store(str(db))
+        try:
+            callbacks = Callbacks(store, CallbackPolicy(tz=ZoneInfo("UTC")))
+            for i, number in enumerate(NUMBERS):
+                transcript = {
+                    "reason": "bill",
+                    "turns": [
+                        {"node": "main_menu", "kind": "prompt", "text": "Say balance…"},
+                        {"node": "main_menu", "kind": "recognized", "text": "my bill",
+                         "intent": "bill", "confidence": 0.8},
+                    ],
+                }  # fmt: skip
+                due = DUE + timedelta(minutes=15 * i)
+                cb, _ = await callbacks.book(number, due, reason="bill", transcript=transcript)
+                SEEDED[number] = cb.id
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+
+
+def microphone(tmp: Path) -> Path:
+    """Chromium's fake microphone (looped): silence, "balance", silence."""
+    rate = 48000
+    word = flite("balance", tmp / "balance48k.wav", rate=rate).samples
+    silence = np.zeros(int(rate * 1.5), dtype=np.int16)
+    path = tmp / "microphone.wav"
+    write_wav(path, Audio(np.concatenate([silence, word, silence]), rate))
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    tmp = tmp_path_factory.mktemp("console")
+    seed(tmp / "data" / "ivr.db")
+    flow = tmp / "flows" / "hotline.yaml"  # a copy: the page saves the flow it edits
+    flow.parent.mkdir()
+    shutil.copy(ROOT / "grammars" / "hotline.yaml", flow)
+    tokens = f"{AGENT}:{hash_token(TOKEN)}:*,reader:{hash_token(READER)}:callbacks.read"
+    with live_server(tmp, IVR_API_TOKENS=tokens, IVR_FLOW=str(flow)) as live:
+        yield live
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Browser]:
+    mic = microphone(tmp_path_factory.mktemp("microphone"))
+    media = (
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={mic}",
+    )
+    async with chromium(*media) as b:
+        yield b
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _screenshots(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    list_screenshots(request.config)
+
+
+def base(server: LiveServer) -> str:
+    return f"http://127.0.0.1:{server.port}"
+
+
+async def api(server: LiveServer, path: str, token: str = TOKEN) -> Any:
+    async with aiohttp.ClientSession() as http:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with http.get(f"{base(server)}{path}", headers=headers) as r:
+            assert r.status == 200, await r.text()
+            return await r.json() if r.content_type == "application/json" else await r.read()
+
+
+async def documented(server: LiveServer, method: str, path: str) -> bool:
+    """Whether the server has the operation (some pages' APIs come from other work)."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base(server)}/v1/openapi.json") as r:
+            doc = await r.json()
+    return method.lower() in doc["paths"].get(path, {})
+
+
+# --- the WebSocket feed's authentication ----------------------------------------------------
+
+
+async def test_live_feed_takes_the_token_as_subprotocol_or_query(server: LiveServer) -> None:
+    url = f"ws://127.0.0.1:{server.port}/v1/live"
+    async with aiohttp.ClientSession() as http:
+        for protocols, query, status in [
+            ((), "", 401),
+            ((PROTOCOL, "bearer.not-a-token"), "", 401),
+            ((PROTOCOL,), "?token=not-a-token", 401),
+            ((PROTOCOL, f"bearer.{READER}"), "", 403),  # a token without calls.read
+            ((), f"?token={READER}", 403),
+        ]:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+                await http.ws_connect(url + query, protocols=protocols)
+            assert exc.value.status == status, (protocols, query)
+        ws = await http.ws_connect(url, protocols=(PROTOCOL, f"bearer.{TOKEN}"))
+        assert ws.protocol == PROTOCOL  # the browser insists the server picks one of its own
+        await ws.close()
+        ws = await http.ws_connect(f"{url}?token={TOKEN}")
+        await ws.close()
+        async with http.get(f"{base(server)}/v1/live/calls") as r:
+            assert r.status == 401
+    assert await api(server, "/v1/live/calls") == {"items": []}
+
+
+# --- every page -----------------------------------------------------------------------------
+
+
+async def test_sign_in_refuses_an_unknown_token(browser: Browser, server: LiveServer) -> None:
+    async with console_page(browser, base(server), None) as (page, errors):
+        await page.fill("#token", "not-a-token")
+        await page.click("#login button[type=submit]")
+        await page.wait_for_selector("#login .notice.error")
+        assert "unknown bearer token" in await page.inner_text("#login")
+        assert await page.evaluate("localStorage.length") == 0  # not kept
+        # the refused request is the only complaint
+        assert errors.messages and all("401" in m for m in errors.messages), errors.messages
+
+
+async def test_every_page_loads_without_errors(browser: Browser, server: LiveServer) -> None:
+    async with console_page(browser, base(server), None) as (page, errors):
+        await screenshot(page, "sign-in")
+        await page.fill("#token", TOKEN)
+        await page.click("#login button[type=submit]")
+        await page.wait_for_selector('#main[data-ready="live"]')
+        assert await page.evaluate("localStorage.getItem('ivr.console.token')") == TOKEN
+        await page.wait_for_selector("#feed-state.open")  # the live feed connected
+        for tab in PAGES:
+            await show_tab(page, tab)
+            await check_page(page, server, tab)
+            await screenshot(page, tab)
+        # A reload keeps the token and the page (#fragment).
+        await page.reload()
+        await page.wait_for_selector('#main[data-ready="softphone"]')
+        assert errors.messages == []
+
+
+async def check_page(page: Page, server: LiveServer, tab: str) -> None:
+    """What each page shows once loaded (an API another change brings may be missing: then
+    the page must say so)."""
+    if tab == "live":
+        await page.wait_for_selector("#live-active")
+        await page.wait_for_selector("#history tbody tr")
+    elif tab == "callbacks":
+        rows = page.locator("#cb-table tbody tr[data-callback-id]")
+        await rows.first.wait_for()
+        assert await rows.count() == len(NUMBERS)
+    elif tab == "grammar":
+        if await documented(server, "GET", "/v1/flows/{name}"):
+            await expect(page.locator("#flow-text")).to_have_value(re.compile("name: hotline"))
+            assert await page.locator(".editor .gutter span").count() > 100  # line numbers
+        else:
+            await page.wait_for_selector("#main .unavailable")
+    elif tab == "analytics":
+        for section in ("summary", "intents", "histogram", "nodes", "unrecognized"):
+            box = page.locator(f"#an-{section}")
+            await box.locator("p, table, figure, .cards-grid").first.wait_for()
+            assert await box.locator(".notice.error").count() == 0
+    elif tab == "softphone":
+        assert await page.is_enabled("#sp-dial") and await page.is_disabled("#sp-hangup")
+
+
+# --- a live call ----------------------------------------------------------------------------
+
+
+async def test_live_call_shows_its_transcript_then_its_recording(
+    browser: Browser, server: LiveServer, tmp_path: Path
+) -> None:
+    speech = tmp_path / "balance.wav"
+    write_wav(speech, flite("balance", speech))
+    async with console_page(browser, base(server), TOKEN) as (page, errors):
+        await page.wait_for_selector('#main[data-ready="live"]')
+        await page.wait_for_selector("#feed-state.open")
+        caller = Caller(server.media_url, [Turn(wav=speech)], caller=KNOWN, out=None)
+        call = asyncio.create_task(caller.run())
+        card = page.locator(f'#live-active article[data-call-id="{caller.call_sid}"]')
+        await card.wait_for(timeout=20_000)
+        assert KNOWN in await card.locator("header").inner_text()
+        # In progress: the card and the REST list show the node it is at.
+        await card.locator('[data-role="node"]:not(:empty)').wait_for()
+        [live] = (await api(server, "/v1/live/calls"))["items"]
+        assert live["id"] == caller.call_sid and live["caller"] == KNOWN
+        assert live["transport"] == "websocket" and live["flow"] == "hotline"
+        assert live["node"] and live["events"] >= 1
+        assert (await api(server, "/v1/live/calls?transport=browser"))["items"] == []
+        # The caller's word appears with its intent and confidence, while the call goes on.
+        said = card.locator('li[data-kind="recognized"]')
+        await said.locator('.tag.intent:text-is("balance")').wait_for(timeout=40_000)
+        assert "“balance”" in await said.inner_text()
+        assert await said.locator(".tag.conf").inner_text() != ""
+        await screenshot(page, "live-call")
+        report = await asyncio.wait_for(call, 60)
+        assert report.hangup == "caller_hangup"
+        # Ended: in "ended while watching", then in the history; open its timeline.
+        ended = page.locator(f'#live-ended article[data-call-id="{caller.call_sid}"]')
+        await ended.wait_for(timeout=10_000)
+        row = page.locator(f'#history tr[data-call-id="{caller.call_sid}"]')
+        await row.wait_for(timeout=10_000)
+        await row.click()
+        timeline = page.locator('#call-timeline li[data-kind="recognized"]')
+        await timeline.locator('.tag.intent:text-is("balance")').wait_for()
+        audio = page.locator("#call-audio")
+        await audio.wait_for()
+        assert (await audio.get_attribute("src") or "").startswith("blob:")
+        duration = await audio.evaluate(
+            """a => a.readyState >= 1 ? a.duration : new Promise(ok =>
+                 a.addEventListener("loadedmetadata", () => ok(a.duration), {once: true}))"""
+        )
+        await screenshot(page, "call-detail")
+        assert errors.messages == []
+    record = await api(server, f"/v1/calls/{caller.call_sid}")
+    seconds = (
+        datetime.fromisoformat(record["ended_at"]) - datetime.fromisoformat(record["started_at"])
+    ).total_seconds()
+    assert abs(duration - seconds) < 2.0, (duration, seconds)
+    # The recording: the caller's side holds the word, the bot's side the prompts.
+    wav, rate = sf.read(io.BytesIO(await api(server, f"/v1/calls/{caller.call_sid}/audio")))
+    assert rate == 8000 and wav.shape[1] == 2
+    assert np.abs(wav[:, 0]).max() > 0.05 and np.abs(wav[:, 1]).max() > 0.05
+
+
+# --- callbacks --------------------------------------------------------------------------------
+
+
+async def test_callbacks_are_worked_from_the_queue(browser: Browser, server: LiveServer) -> None:
+    done, moved, dropped = (SEEDED[n] for n in NUMBERS)
+    async with console_page(browser, base(server), TOKEN) as (page, errors):
+        await show_tab(page, "callbacks")
+        status = page.locator("#cb-status")
+
+        def row(cb_id: str, state: str = "") -> Any:
+            extra = f'[data-status="{state}"]' if state else ""
+            return page.locator(f'#cb-table tr[data-callback-id="{cb_id}"]{extra}')
+
+        # claim, then complete with an outcome
+        await row(done).locator('button[data-action="claim"]').click()
+        claimed = row(done, "claimed")
+        await claimed.wait_for()
+        assert AGENT in await claimed.inner_text()
+        await claimed.locator('select[name="outcome"]').select_option("resolved")
+        await claimed.locator('button[data-action="complete"]').click()
+        await status.locator("text=completed: resolved").wait_for()
+        await row(done).wait_for(state="detached")  # the default filter shows open ones
+        # reschedule (the browser's zone is UTC here) and cancel
+        await row(moved).locator('input[name="due_at"]').fill("2031-02-03T10:30")
+        await row(moved).locator('button[data-action="reschedule"]').click()
+        await status.locator("text=rescheduled").wait_for()
+        await row(dropped).locator('button[data-action="cancel"]').click()
+        await status.locator("text=cancelled").wait_for()
+        # the filter finds the finished one again
+        await page.locator('#cb-filters input[value="completed"]').check()
+        await page.fill("#cb-number", NUMBERS[0])
+        await page.click('#cb-filters button[type="submit"]')
+        await row(done, "completed").wait_for()
+        assert await page.locator("#cb-table tbody tr[data-callback-id]").count() == 1
+        # and shows what the caller said
+        await row(done).locator("a").click()
+        await page.locator("#cb-detail").get_by_text("my bill").wait_for()
+        await screenshot(page, "callbacks-worked")
+        assert errors.messages == []
+    completed = await api(server, f"/v1/callbacks/{done}")
+    assert completed["status"] == "completed" and completed["outcome"] == "resolved"
+    assert [a["agent"] for a in completed["attempt_log"]] == [AGENT]
+    rescheduled = await api(server, f"/v1/callbacks/{moved}")
+    assert datetime.fromisoformat(rescheduled["due_at"]) == datetime(2031, 2, 3, 10, 30, tzinfo=UTC)
+    assert (await api(server, f"/v1/callbacks/{dropped}"))["status"] == "cancelled"
+
+
+# --- grammar ----------------------------------------------------------------------------------
+
+
+async def test_flow_is_validated_saved_and_tested(browser: Browser, server: LiveServer) -> None:
+    if not await documented(server, "GET", "/v1/flows/{name}"):
+        pytest.fail("GET /v1/flows/{name} is not served: the grammar page has nothing to edit")
+    async with console_page(browser, base(server), TOKEN) as (page, errors):
+        await show_tab(page, "grammar")
+        area = page.locator("#flow-text")
+        await expect(area).to_have_value(re.compile("name: hotline"))
+        original = await area.input_value()
+        line = original.split("\n").index("start: greeting") + 1
+        # a broken reference: validation marks its line
+        await area.fill(original.replace("start: greeting", "start: nowhere"))
+        await page.click("#flow-validate")
+        problem = page.locator(f'#flow-problems li[data-line="{line}"]')
+        await problem.wait_for()
+        assert "nowhere" in await problem.inner_text()
+        assert await page.locator(f'.gutter span.bad[data-line="{line}"]').count() == 1
+        await screenshot(page, "grammar-problems")
+        # saving it is refused (422) with the problem listed; nothing changes
+        await page.click("#flow-save")
+        await page.locator("#flow-status").get_by_text("Not saved").wait_for()
+        # a good edit is saved and served
+        edited = "# edited from the console\n" + original
+        await area.fill(edited)
+        await page.click("#flow-save")
+        await page.locator("#flow-status").get_by_text("Saved").wait_for()
+        # the tester: typed, then spoken into the (fake) microphone
+        await page.fill("#test-node", "main_menu")
+        await page.fill("#test-text", "check my balance")
+        await page.click("#test-run")
+        await page.locator("#test-result .verdict").get_by_text("balance").wait_for()
+        assert await page.inner_text('#test-result dd[data-field="phrase"]') != ""
+        await page.click("#test-record")
+        # The fake microphone's loop (silence, "balance", silence) is 3.6 s: 4.5 s of it
+        # hold the word once whole.
+        await page.wait_for_timeout(4500)
+        await page.click("#test-record")
+        heard = page.locator('#test-result dd[data-field="text"]')
+        await heard.wait_for(timeout=20_000)
+        assert await heard.inner_text() == "balance"
+        assert await page.inner_text("#test-result .verdict") == "balance"
+        await screenshot(page, "grammar-tester")
+        # the refused save is the only complaint (the browser logs every 4xx response)
+        [refused] = errors.messages
+        assert "422" in refused and "/v1/flows/hotline" in refused
+    flow = await api(server, "/v1/flows/hotline")
+    assert flow["text"] == edited
+
+
+# --- analytics --------------------------------------------------------------------------------
+
+
+async def test_analytics_page(browser: Browser, server: LiveServer) -> None:
+    paths = {
+        "summary": "/v1/analytics/summary",
+        "intents": "/v1/analytics/intents",
+        "nodes": "/v1/analytics/nodes",
+        "unrecognized": "/v1/analytics/unrecognized",
+    }
+    served = {k: await documented(server, "GET", p) for k, p in paths.items()}
+    adopt = await documented(server, "POST", "/v1/analytics/unrecognized/adopt")
+    if served["unrecognized"]:
+        # A caller the menu does not understand ("password"): an unrecognized utterance.
+        turns = [Turn(wav=recording("vm-password"))]
+        report = await Caller(server.media_url, turns, caller=KNOWN, out=None).run()
+        assert "no_match" in [e["event"] for e in report.events], report.events
+    async with console_page(browser, base(server), TOKEN) as (page, errors):
+        await show_tab(page, "analytics")
+        for section, present in served.items():
+            box = page.locator(f"#an-{section}")
+            if not present:
+                await box.locator(".unavailable").wait_for()
+                assert paths[section] in await box.inner_text()
+        if served["summary"]:
+            # the calls of this module are counted: a card per figure
+            await page.locator("#an-cards .card").first.wait_for()
+            data = await api(server, paths["summary"])
+            scalars = [k for k, v in data.items() if isinstance(v, int | float)]
+            for key in scalars:
+                assert await page.locator(f'#an-cards .card[data-key="{key}"]').count() == 1
+            assert await page.inner_text('#an-cards .card[data-key="calls"] .value') != "0"
+        if served["intents"]:
+            # After the live test (module order), its caller's "balance" is a bar.
+            counts = await api(server, f"{paths['intents']}?bucket=hour")
+            bars = page.locator('#an-intents-chart rect:not([height="0"])')
+            if "balance" in json.dumps(counts):
+                await bars.first.wait_for()
+                assert "balance" in (await bars.first.locator("title").text_content() or "")
+                await page.select_option("#an-bucket", "day")
+                await bars.first.wait_for()
+            else:
+                await page.locator("#an-intents").get_by_text("No intents").wait_for()
+        if served["nodes"]:
+            await page.locator("#an-nodes-table tbody tr").first.wait_for()
+            await page.locator("#an-histogram-chart").wait_for()
+        if served["unrecognized"]:
+            row = page.locator("#an-unrecognized-table tbody tr").first
+            await row.wait_for()
+            assert "main_menu" in await row.inner_text()
+            # play what the caller said (its own recording, or the call's from that moment)
+            await row.locator("button.play").first.click()
+            player = page.locator('#an-player[src^="blob:"]')
+            await player.wait_for()
+            await expect(player).to_have_js_property("paused", False)
+            await screenshot(page, "analytics-data")
+            if adopt:
+                await row.locator("button.adopt-open").click()
+                form = row.locator("form.adopt")
+                await form.locator('input[name="intent"]').fill("agent")
+                await form.locator('input[name="phrase"]').fill("password help")
+                await form.locator('button[type="submit"]').click()
+                await page.locator("#an-adopt-status").get_by_text("Added").wait_for()
+        else:
+            await screenshot(page, "analytics-data")
+        assert errors.messages == []
+    if served["unrecognized"] and adopt:
+        assert "password help" in (await api(server, "/v1/flows/hotline"))["text"]
