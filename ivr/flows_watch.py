@@ -23,8 +23,8 @@ from pathlib import Path
 from aiohttp import web
 
 from ivr.asr.grammar import Grammar
-from ivr.dialog.flow import Flow, FlowError
-from ivr.dialog.store import FlowStore, Source, version_of
+from ivr.dialog.flow import Flow, FlowError, version_of
+from ivr.dialog.store import FlowStore, Source
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,8 @@ from ivr.api.context import API
 from ivr.api.errors import ApiError
 from ivr.api.models import Instant, Name
 from ivr.api.operation import Operation, parse_query, read_body
-from ivr.dialog.flow import FlowError
+from ivr.dialog.flow import FlowError, version_of
 from ivr.dialog.schema import FlowSpec
-from ivr.dialog.store import version_of
 from ivr.flows_watch import SERVED_FLOWS, FlowWatcher
 from ivr.server.websocket import SERVICES
 from ivr.store import NotFound

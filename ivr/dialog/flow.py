@@ -97,12 +97,21 @@ def load_flow(path: str | Path, grammar_dir: Path | None = None) -> Flow:
         raw = path.read_bytes()
     except OSError as exc:
         raise FlowError([f"{path}: cannot read: {exc}"]) from exc
+    return flow_from_bytes(raw, str(path), grammar_dir or flow_grammar_dir(path))
+
+
+def version_of(raw: bytes) -> str:
+    """A flow's version: a short hash of its file's bytes."""
+    return hashlib.sha256(raw).hexdigest()[:10]
+
+
+def flow_from_bytes(raw: bytes, source: str, grammar_dir: Path) -> Flow:
+    """The flow a file with these bytes would be (e.g. an upload not yet on disk)."""
     try:
         data = yaml.safe_load(raw.decode("utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise FlowError([f"{path}: not valid YAML: {exc}"]) from exc
-    version = hashlib.sha256(raw).hexdigest()[:10]
-    return parse_flow(data, str(path), version, grammar_dir or flow_grammar_dir(path))
+        raise FlowError([f"{source}: not valid YAML: {exc}"]) from exc
+    return parse_flow(data, source, version_of(raw), grammar_dir)
 
 
 def parse_flow(data: Any, source: str, version: str, grammar_dir: Path) -> Flow:
@@ -126,7 +135,6 @@ def flow_grammar_dir(path: Path) -> Path:
     return own if (own / "digits.yaml").is_file() else BUNDLED_GRAMMARS
 
 
-_grammar_dir = flow_grammar_dir  # the name ivr.dialog.store imports
 
 
 def _pydantic_problem(err: Any) -> FlowProblem:

@@ -7,7 +7,6 @@ pure, so callers may run it off the event loop; `accept` / `reject` switch the s
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from typing import Literal
 
 import yaml
 
-from ivr.dialog.flow import Flow, FlowError, flow_grammar_dir, parse_flow
+from ivr.dialog.flow import Flow, FlowError, flow_from_bytes, flow_grammar_dir
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +42,6 @@ class Rejection:
     errors: tuple[str, ...]
     at: datetime
     source: Source
-
-
-def version_of(raw: bytes) -> str:
-    """The version `load_flow` gives a file with these bytes."""
-    return hashlib.sha256(raw).hexdigest()[:10]
 
 
 def _now() -> datetime:
@@ -105,11 +99,7 @@ class FlowStore:
         grammars, `check`); FlowError otherwise. Changes nothing, so it may run in a thread.
         The name may not change (`rename`: only for the first load): calls and the API know
         the flow by it."""
-        try:
-            data = yaml.safe_load(raw.decode("utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise FlowError([f"{self.path}: not valid YAML: {exc}"]) from exc
-        flow = parse_flow(data, str(self.path), version_of(raw), self.grammar_dir)
+        flow = flow_from_bytes(raw, str(self.path), self.grammar_dir)
         if not rename and flow.name != self.name:
             raise FlowError(
                 [

@@ -9,7 +9,6 @@ each unknown word.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from pydantic import ValidationError
 from ivr.asr.base import Engine
 from ivr.asr.grammar import Grammar, GrammarError, normalize, parse_grammar
 from ivr.dialog.checks import Loc
-from ivr.dialog.flow import Flow, FlowError, flow_grammar_dir, parse_flow
+from ivr.dialog.flow import Flow, FlowError, flow_grammar_dir, parse_flow, version_of
 from ivr.dialog.schema import FlowSpec, MenuNode
 from ivr.tuning.problems import BadDocument, Document, Problem
 
@@ -74,7 +73,7 @@ def check_text(text: str, file: str, engine: Engine | None, grammar_dir: Path) -
     if isinstance(data, dict) and "intents" in data and "nodes" not in data:
         report = _check_grammar(doc, engine)
     else:  # anything else is reported as the flow it should have been
-        version = hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
+        version = version_of(text.encode("utf-8"))
         report = _check_flow(doc, version, engine, grammar_dir)
     report.problems[:0] = doc.duplicate_keys()
     report.problems.sort(key=lambda p: (p.line is not None, p.line or 0))  # in file order
