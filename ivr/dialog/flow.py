@@ -135,8 +135,6 @@ def flow_grammar_dir(path: Path) -> Path:
     return own if (own / "digits.yaml").is_file() else BUNDLED_GRAMMARS
 
 
-
-
 def _pydantic_problem(err: Any) -> FlowProblem:
     loc: list[str | int] = list(err["loc"])
     msg = str(err["msg"])

@@ -365,7 +365,8 @@ class Store(Protocol):
         cursor: str | None = None,
     ) -> tuple[list[Callback], str | None]:
         """Callbacks by (due_at, id); due_after <= due_at < due_before. Returns the page and
-        the cursor of the next one (None on the last page)."""
+        the cursor of the next one (None on the last page). Without transcripts (None):
+        `get_callback` has them."""
         ...
 
     async def claim_due_callbacks(

@@ -71,7 +71,7 @@ def _callback(r: Row) -> Callback:
         max_attempts=int(r["max_attempts"]),
         agent=r["agent"],
         outcome=r["outcome"],
-        transcript=_json_out(r["transcript"]),
+        transcript=_json_out(r.get("transcript")),
         lease_until=ts_opt(r["lease_until"]),
         created_at=ts(r["created_at"]),
         updated_at=ts(r["updated_at"]),
@@ -163,6 +163,10 @@ _DUE_CALLBACKS = """
 _CLAIM_CALLBACKS_SET = (
     "status = 'claimed', agent = NULL, attempts = callbacks.attempts + 1,"
     " lease_until = $3, updated_at = $1"
+)
+_LIST_COLUMNS = (
+    "id, number, due_at, status, reason, priority, attempts, max_attempts, agent, outcome,"
+    " lease_until, created_at, updated_at"
 )
 _OVERDUE_CALLBACKS = """
     SELECT id FROM callbacks
@@ -639,7 +643,9 @@ class SqlStore(AnalyticsQueries, ABC):
         if cursor is not None:
             after_due, after_id = decode_cursor(cursor)
             where.append(f"(due_at, id) > ({p(after_due)}, {p(after_id)})")
-        sql = "SELECT * FROM callbacks"
+        # Lists leave out the transcripts (every turn of the call: the bulk of a row, and
+        # decoding them was most of a list request's cost); get_callback has them.
+        sql = f"SELECT {_LIST_COLUMNS} FROM callbacks"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY due_at, id LIMIT {p(limit + 1)}"
