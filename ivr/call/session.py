@@ -218,8 +218,9 @@ class CallSession:
                 await self.recording.finish()
             except (OSError, RuntimeError, ValueError):
                 log.exception("call %s: the recording could not be written", self.call_id)
-        self._publish({"event": "hangup", "reason": self.end_reason})
+        # The record first, then the event: a feed consumer may fetch the finished call at once.
         await self.recorder.finish(self.end_reason)
+        self._publish({"event": "hangup", "reason": self.end_reason})
         self.s.registry.end(self.call_id)
         sent = player.frames_sent if player is not None else 0
         underruns = player.underruns if player is not None else 0
