@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from ivr.audio.pcm import resample
 from ivr.call.recording import CallAudio, recording_path
 from ivr.call.registry import CallRegistry, Overflow
 from ivr.transports.messages import ClearAudio, PlayAudio, SetMark
@@ -80,6 +81,51 @@ async def test_memory_is_bounded_by_the_call_limit(tmp_path: Path) -> None:
     await rec.finish()
     wav, _ = sf.read(tmp_path / "c.wav", dtype="int16")
     assert len(wav) == 6 * 8000 and not wav[:, 1].any()
+
+
+async def test_a_long_call_streams_to_disk_with_seamless_pieces(tmp_path: Path) -> None:
+    """Ten minutes in 20 ms frames: memory holds a few seconds, and the file is exactly what
+    was heard (every frame numbered, so a lost or repeated sample at a seam would show)."""
+    clock = Clock()
+    rec = CallAudio(tmp_path / "c.wav", 8000, max_seconds=3600, clock=clock)
+    frames = 10 * 60 * 50
+    caller = (np.arange(frames * 160) % 30011).astype("<i2")
+    peak = 0
+    for i in range(frames):
+        rec.caller(caller[i * 160 : (i + 1) * 160].tobytes())
+        if i % 250 == 0:  # the bot says 20 ms every 5 s, on the caller's clock
+            rec.sent(PlayAudio(pcm(7, 160)))
+        clock.now += 0.02
+        peak = max(peak, rec.buffered)
+        if i % 50 == 0:
+            await asyncio.sleep(0.005)  # each second, the writer's thread gets to run
+    assert peak < 20 * 8000 * 2 * 2  # both sides: seconds (pieces of 5 s), not 10 minutes
+    assert await rec.finish() == tmp_path / "c.wav"
+    wav, _ = sf.read(tmp_path / "c.wav", dtype="int16")
+    assert len(wav) == frames * 160 and (wav[:, 0] == caller).all()
+    bot = np.zeros(frames * 160, dtype=np.int16)
+    for start in range(0, frames * 160, 250 * 160):
+        bot[start : start + 160] = 7
+    assert (wav[:, 1] == bot).all()
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+async def test_a_long_sixteen_khz_call_resamples_without_seams(tmp_path: Path) -> None:
+    """Written piece by piece, the 8 kHz file matches resampling the whole call at once."""
+    clock = Clock()
+    rec = CallAudio(tmp_path / "c.wav", 16000, max_seconds=600, clock=clock)
+    t = np.arange(16000 * 30)
+    tone = (8000 * np.sin(2 * np.pi * 440 * t / 16000)).astype("<i2")
+    for i in range(0, len(tone), 320):
+        rec.caller(tone[i : i + 320].tobytes())
+        clock.now += 0.02
+        await asyncio.sleep(0)
+    await rec.finish()
+    wav, rate = sf.read(tmp_path / "c.wav", dtype="int16")
+    whole = resample(tone, 16000, 8000)
+    assert rate == 8000 and abs(len(wav) - len(whole)) <= 1
+    n = min(len(wav), len(whole))
+    assert np.abs(wav[:n, 0].astype(int) - whole[:n]).max() <= 2
 
 
 async def test_nothing_heard_writes_nothing(tmp_path: Path) -> None:

@@ -1,8 +1,10 @@
 """Whole-call recording: what the caller said and what the bot played, on one timeline, as a
 stereo WAV (left: caller, right: bot; 8 kHz 16-bit) in DATA_DIR/recordings/<call_id>.wav.
 
-Audio is buffered in memory while the call runs (bounded by the longest call allowed) and
-written once, in a worker thread, when it ends: the event loop never waits on the disk.
+Audio streams to disk while the call runs: whatever is settled (both sides known) is handed,
+every few seconds, to a worker thread that resamples it and appends it to a temporary WAV,
+which `finish()` completes and renames into place. Memory per call stays at a few seconds of
+audio however long the call lasts, and the event loop never waits on the disk.
 
 The caller's audio is a continuous stream (a phone line carries 20 ms frames whether anyone
 speaks or not), so its samples are laid down back to back from the start. The bot's frames
@@ -23,14 +25,15 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 
-from ivr.audio.pcm import resample
 from ivr.transports.messages import ClearAudio, OutboundMessage, PlayAudio
 
 log = logging.getLogger(__name__)
 
 RATE = 8000  # recordings are telephone audio whatever the leg's rate
-SLACK_S = 5.0  # buffers may exceed the call limit by this much (the goodbye prompt)
+SLACK_S = 5.0  # a recording may exceed the call limit by this much (the goodbye prompt)
+CHUNK_S = 5.0  # settled audio is written in pieces of about this length
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
@@ -44,7 +47,7 @@ def recording_path(directory: Path, call_id: str) -> Path:
 
 
 class CallAudio:
-    """The two sides of one call, in memory until `finish()`."""
+    """The two sides of one call: a few seconds in memory, the rest already on disk."""
 
     def __init__(
         self,
@@ -58,33 +61,46 @@ class CallAudio:
         self._clock = clock
         self._t0 = clock()
         self._limit = int((max_seconds + SLACK_S) * rate) * 2  # bytes per side
+        self._chunk = int(CHUNK_S * rate) * 2
+        # Unwritten tails of both sides. Byte offset `_base` of the timeline is where both
+        # begin: everything before it has been handed to the writer.
+        self._base = 0
         self._caller = bytearray()
         self._bot = bytearray()  # silence where the bot did not play
+        self._sink = _WavSink(path, rate)
+        self._pieces: list[tuple[bytes, bytes]] = []
+        self._writer: asyncio.Task[None] | None = None
         self.truncated = False
 
     def _now(self) -> int:
         """Byte offset of this moment on the timeline (whole samples)."""
         return round((self._clock() - self._t0) * self.rate) * 2
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held in memory, both sides (what the writer has not taken yet)."""
+        return len(self._caller) + len(self._bot) + sum(len(a) + len(b) for a, b in self._pieces)
+
     def caller(self, pcm: bytes) -> None:
-        room = self._limit - len(self._caller)
+        room = self._limit - (self._base + len(self._caller))
         if len(pcm) > room:
             self._truncate()
             pcm = pcm[: max(0, room)]
         self._caller += pcm
+        self._write_settled()
 
     def sent(self, message: OutboundMessage) -> None:
         """What the player sends the leg: audio is recorded, a clear drops unplayed audio."""
         if isinstance(message, PlayAudio):
             self._bot_audio(message.pcm)
         elif isinstance(message, ClearAudio):
-            now = self._now()
+            now = self._now() - self._base
             if len(self._bot) > now:
-                del self._bot[now:]
+                del self._bot[max(0, now) :]
 
     def _bot_audio(self, pcm: bytes) -> None:
-        at = max(len(self._bot), self._now())  # a burst of frames plays back to back
-        if at + len(pcm) > self._limit:
+        at = max(len(self._bot), self._now() - self._base)  # a burst plays back to back
+        if self._base + at + len(pcm) > self._limit:
             self._truncate()
             return
         if at > len(self._bot):
@@ -96,27 +112,83 @@ class CallAudio:
             self.truncated = True
             log.warning("recording %s: longer than the call limit, the rest is dropped", self.path)
 
+    def _write_settled(self) -> None:
+        """Hand the writer what can no longer change: the caller's stream up to now (the
+        bot's audio before now is final; after it, a barge-in may still drop it)."""
+        settled = min(len(self._caller), self._now() - self._base)
+        if settled >= self._chunk:
+            self._take(settled - settled % 2)
+
+    def _take(self, n: int) -> None:
+        if n <= 0:
+            return
+        caller, bot = bytes(self._caller[:n]), bytes(self._bot[:n])
+        del self._caller[:n], self._bot[:n]
+        self._base += n
+        self._pieces.append((caller, bot))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        while self._pieces:
+            caller, bot = self._pieces[0]
+            await asyncio.to_thread(self._sink.write, caller, bot)
+            self._pieces.pop(0)  # after: `buffered` counts it until it is on disk
+
     async def finish(self) -> Path | None:
-        """Write the WAV (in a thread); None when nothing was heard either way."""
-        caller, bot = bytes(self._caller), bytes(self._bot)
-        self._caller, self._bot = bytearray(), bytearray()
-        if not caller and not bot:
+        """Write the rest and complete the WAV; None when nothing was heard either way."""
+        self._take(max(len(self._caller), len(self._bot)))
+        writer = self._writer
+        if writer is not None:
+            await writer
+        return await asyncio.to_thread(self._sink.close)
+
+
+class _WavSink:
+    """An 8 kHz stereo WAV written piece by piece (in a worker thread) to a temporary name,
+    renamed into place when complete: a reader never sees half a file."""
+
+    def __init__(self, path: Path, rate: int) -> None:
+        self.path = path
+        self._tmp = path.with_name(f".{path.name}.tmp")
+        self._file: sf.SoundFile | None = None
+        self._fed = False  # the resampler was given audio (it holds some back until `last`)
+        # One stream for the whole call: no clicks or lost samples at the pieces' seams.
+        self._resampler = (
+            soxr.ResampleStream(rate, RATE, 2, dtype="int16", quality="HQ")
+            if rate != RATE
+            else None
+        )
+
+    def write(self, left: bytes, right: bytes, last: bool = False) -> None:
+        frames = stereo(left, right)
+        self._fed = self._fed or len(frames) > 0
+        if self._resampler is not None:
+            frames = self._resampler.resample_chunk(frames, last=last)
+        if self._file is None:
+            if not len(frames):
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = sf.SoundFile(
+                str(self._tmp), "w", samplerate=RATE, channels=2, subtype="PCM_16", format="WAV"
+            )
+        self._file.write(frames)
+
+    def close(self) -> Path | None:
+        if self._resampler is not None and self._fed:
+            self.write(b"", b"", last=True)  # what the resampler still holds
+        if self._file is None:
             return None
-        await asyncio.to_thread(write_stereo, self.path, caller, bot, self.rate)
+        self._file.close()
+        os.replace(self._tmp, self.path)
         return self.path
 
 
-def write_stereo(path: Path, left: bytes, right: bytes, rate: int) -> None:
-    """Two 16-bit PCM channels (padded to the longer) as an 8 kHz stereo WAV, replaced
-    atomically: a reader never sees half a file."""
+def stereo(left: bytes, right: bytes) -> np.ndarray:
+    """Two 16-bit PCM channels (padded to the longer) as (samples, 2) int16."""
     n = max(len(left), len(right)) // 2
     frames = np.zeros((n, 2), dtype=np.int16)
     for channel, pcm in enumerate((left, right)):
         samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
         frames[: len(samples), channel] = samples
-    if rate != RATE:
-        frames = np.stack([resample(frames[:, c], rate, RATE) for c in (0, 1)], axis=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    sf.write(str(tmp), frames, RATE, subtype="PCM_16", format="WAV")
-    os.replace(tmp, path)
+    return frames
