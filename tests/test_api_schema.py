@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import schemathesis
+import soundfile as sf
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from live_server import live_server
@@ -26,7 +27,7 @@ from ivr.api import API, hash_token
 from ivr.api.routes import document
 from ivr.app import create_app
 from ivr.call.recorder import write_wav
-from ivr.call.recording import recording_path, write_stereo
+from ivr.call.recording import recording_path, stereo
 from ivr.callbacks import CallbackPolicy, Callbacks
 from ivr.config import SCOPES, Settings
 from ivr.store import open_store
@@ -112,7 +113,8 @@ def _seed(db: Path) -> list[str]:
                 await store.add_turn(call_id, "prompt", node="greeting", text="Welcome")
                 if i % 2 == 0:  # a recording, as the server keeps one (GET …/audio)
                     wav = recording_path(db.parent / "recordings", call_id)
-                    write_stereo(wav, b"\x01\x00" * 800, b"\x02\x00" * 400, 8000)
+                    wav.parent.mkdir(parents=True, exist_ok=True)
+                    sf.write(wav, stereo(b"\x01\x00" * 800, b"\x02\x00" * 400), 8000)
                 await store.add_turn(call_id, "recognized", node="menu", text="balance",
                                      intent="balance", confidence=0.87)  # fmt: skip
                 if i == 0:  # an unrecognized utterance with its audio (GET …/turns/{seq}/audio)
@@ -181,6 +183,11 @@ CONFIG = schemathesis.Config.from_dict(
             # flow that does not validate (the hooks below also send real ones: 200).
             "positive_data_acceptance": {
                 "expected-statuses": ["2xx", "400", "401", "403", "404", "409", "422"]
+            },
+            # The default rejections plus 413: a generated body can exceed the server's 1 MB
+            # limit (documented for every operation with a body), rejected before parsing.
+            "negative_data_rejection": {
+                "expected-statuses": "400 401 403 404 405 406 409 413 415 422 428 429 5xx".split()
             },
         },
     }
