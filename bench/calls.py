@@ -2,7 +2,8 @@
 WebSocket media stream (VAD → ASR → dialog → TTS → paced playback).
 
     python bench/calls.py [--n 10 50 100] [--end-silence-ms 600] [--caller-procs 0]
-                          [--api-rps 0 100] [--url ws://HOST:PORT/v1/media-stream]
+                          [--api-rps 0 100] [--repeat 3]
+                          [--url ws://HOST:PORT/v1/media-stream]
 
 Each caller (the known demo numbers rotated) says "balance", "data usage", "what are your
 opening hours" (flite voices rms/slt/awb rotated, 8 kHz mono 16-bit via sox), then keys 0
@@ -59,6 +60,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from api_load import ApiLoad, LoadStats
@@ -673,6 +676,41 @@ def details(r: RunResult, silence_ms: int) -> list[str]:
     return out
 
 
+def compare_rates(runs: list[RunResult], n: int) -> list[str]:
+    """Speech turn p95 at each API rate against the first rate, each rate's turns pooled over
+    its runs; with a bootstrap 90 % interval of the ratio (turns resampled per rate)."""
+    pooled: dict[float, list[float]] = {}
+    for r in runs:
+        pooled.setdefault(r.api_rps, []).extend(r.speech_lat)
+    if len(pooled) < 2:
+        return []
+    rates = list(pooled)
+    base = np.asarray(pooled[rates[0]])
+    rng = np.random.default_rng(0)
+    out = [f"N={n}: speech turn p95 by API rate, turns pooled over runs (per-run p95 in ms):"]
+    for rate in rates:
+        per_run = [f"{pct(r.speech_lat, 95) * 1000:.0f}" for r in runs if r.api_rps == rate]
+        lat = pooled[rate]
+        out.append(
+            f"   {rate:g}/s: p95 {pct(lat, 95) * 1000:.0f} ms over {len(lat)} turns "
+            f"(runs: {', '.join(per_run)})"
+        )
+    for rate in rates[1:]:
+        other = np.asarray(pooled[rate])
+        boot = [
+            np.percentile(rng.choice(other, other.size), 95)
+            / np.percentile(rng.choice(base, base.size), 95)
+            for _ in range(2000)
+        ]
+        lo, hi = np.percentile(boot, [5, 95])
+        ratio = np.percentile(other, 95) / np.percentile(base, 95)
+        out.append(
+            f"N={n}: speech turn p95 at {rate:g}/s vs {rates[0]:g}/s: {ratio:.2f}x "
+            f"(bootstrap 90 % interval {lo:.2f}–{hi:.2f}x; target ≤ 1.10x)"
+        )
+    return out
+
+
 def log_problems(path: Path, limit: int = 8) -> list[str]:
     if not path.exists():
         return []
@@ -731,6 +769,13 @@ def main() -> None:
         default=[0.0],
         help="run every N once per rate of integration API requests beside the calls",
     )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the --api-rps rates this many times, interleaved (0, 100, 0, 100, …): "
+        "the comparison pools each rate's turns, as one run's p95 moves with machine noise",
+    )
     p.add_argument("--no-warmup", action="store_true")
     p.add_argument("--server-verbose", action="store_true", help="run `ivr -v serve`")
     p.add_argument(
@@ -762,7 +807,7 @@ def main() -> None:
         print(f"machine: {os.cpu_count()} CPUs; callers run in this script's process(es)\n")
         print(HEADER)
         for n in args.n:
-            for rps in args.api_rps:
+            for rps in [r for _ in range(args.repeat) for r in args.api_rps]:
                 hook_port = free_port()
                 if args.url:
                     url = args.url
@@ -800,16 +845,7 @@ def main() -> None:
                     server = None
         if len(args.api_rps) > 1:
             for n in args.n:
-                runs = [r for r in rows if r.n == n and r.speech_lat]
-                if len(runs) > 1:
-                    p95_0 = pct(runs[0].speech_lat, 95)
-                    notes.append(
-                        f"N={n}: speech turn p95 with API traffic vs at {runs[0].api_rps:g}/s: "
-                        + ", ".join(
-                            f"{r.api_rps:g}/s {pct(r.speech_lat, 95) / p95_0:.2f}x"
-                            for r in runs[1:]
-                        )
-                    )
+                notes += compare_rates([r for r in rows if r.n == n and r.speech_lat], n)
         print()
         for ln in notes:
             print(ln)
