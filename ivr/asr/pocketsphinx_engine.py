@@ -348,6 +348,8 @@ class _Utterance:
         for i, hyp in enumerate(dec.nbest()):
             if i >= NBEST_FOR_CONFIDENCE:
                 break
+            if hyp is None:  # the n-best search can yield None (seen on noise, a big grammar)
+                continue
             words = [w.split("(")[0] for w in hyp.hypstr.split() if w.split("(")[0]]
             texts.append(" ".join("[unk]" if w in garbage else w for w in words))
         return texts
