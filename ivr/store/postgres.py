@@ -52,6 +52,10 @@ class PostgresStore(SqlStore):
     def _unit(self, write: bool = True) -> AbstractAsyncContextManager[Conn]:
         return self._tx(write)
 
+    async def _select(self, sql: str, *args: Any) -> list[Row]:
+        async with self._pool.acquire() as conn:  # autocommit: no BEGIN/COMMIT round trips
+            return await _PgConn(conn).fetch(sql, *args)
+
     @asynccontextmanager
     async def _tx(self, write: bool) -> AsyncIterator[Conn]:
         async with self._pool.acquire() as conn, conn.transaction(readonly=not write):

@@ -93,6 +93,12 @@ class SQLiteStore(SqlStore):
     def _unit(self, write: bool = True) -> AbstractAsyncContextManager[Conn]:
         return self._locked(write)
 
+    async def _select(self, sql: str, *args: Any) -> list[Row]:
+        if self._owner is not None and self._owner is asyncio.current_task():
+            raise RuntimeError("inside store.transaction(): use the store it yields")
+        async with self._lock:  # autocommit: the statement is its own read transaction
+            return await self._conn.fetch(sql, *args)
+
     @asynccontextmanager
     async def _locked(self, write: bool) -> AsyncIterator[Conn]:
         task = asyncio.current_task()
