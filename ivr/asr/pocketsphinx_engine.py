@@ -16,8 +16,9 @@ normalisation is also more accurate than the live estimate on short utterances).
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from functools import lru_cache
@@ -32,6 +33,8 @@ from pocketsphinx import Decoder
 from ivr.asr.base import Alternative, RecognitionResult, Recognizer
 from ivr.asr.grammar import Grammar, GrammarError
 from ivr.audio.pcm import resample
+
+log = logging.getLogger(__name__)
 
 MODEL_RATE = 16000
 NOISE_STD = 33.0  # ≈ -60 dBFS: see the module docstring
@@ -189,11 +192,20 @@ def _decoding() -> _Decoding:
     return _local
 
 
-def _warm_worker() -> None:
-    """Create a worker's decoders before its first call (0.1–0.3 s each)."""
-    for free in (False, True):
-        with _decoding().pool.decoder(free):
-            pass
+def _warm_worker(grammars: tuple[Grammar, ...] = ()) -> None:
+    """Create a worker's decoders (0.1–0.3 s each) and add `grammars` to its grammar decoder
+    before its first call: a large one (the callback-time grammar, 2,500 phrases) otherwise
+    makes the first caller to reach it in each worker wait for the compilation."""
+    decoding = _decoding()
+    with decoding.pool.decoder(True):
+        pass
+    with decoding.pool.decoder(False) as dec:
+        for grammar in grammars:
+            for sequence in (False, True) if grammar.sequence else (False,):
+                try:
+                    decoding.activate(dec, grammar, sequence)
+                except Exception:  # compiled on first use instead; the pool must start
+                    log.exception("ASR worker: could not prepare grammar %s", grammar.source)
 
 
 def _ready() -> bool:
@@ -219,21 +231,31 @@ class PocketsphinxEngine:
 
     def __init__(self, processes: int = 0) -> None:
         self._pool: ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         self._checked: set[tuple[object, ...]] = set()  # grammars known to compile
         self.processes = processes
-        if processes > 0:
-            self._pool = ProcessPoolExecutor(
-                processes, mp_context=get_context("spawn"), initializer=_warm_worker
-            )
 
-    def warm(self) -> None:
-        """Start every worker process now (the pool starts them lazily, on first use)."""
-        if self._pool is not None:
-            for fut in [self._pool.submit(_ready) for _ in range(self.processes * 2)]:
+    def _workers(self, grammars: Sequence[Grammar] = ()) -> ProcessPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    self.processes,
+                    mp_context=get_context("spawn"),
+                    initializer=_warm_worker,
+                    initargs=(tuple(grammars),),
+                )
+            return self._pool
+
+    def warm(self, grammars: Sequence[Grammar] = ()) -> None:
+        """Start every worker process now (the pool starts them lazily, on first use), each
+        with `grammars` (the flow's) compiled into its decoder."""
+        if self.processes > 0:
+            pool = self._workers(grammars)
+            for fut in [pool.submit(_ready) for _ in range(self.processes * 2)]:
                 fut.result()
 
     def describe(self) -> str:
-        where = f"{self.processes} worker processes" if self._pool else "in-process"
+        where = f"{self.processes} worker processes" if self.processes > 0 else "in-process"
         return f"pocketsphinx en-us (built-in model at {_MODEL_DIR}, {where})"
 
     def create(self, grammar: Grammar | None, rate: int = 8000, nbest: int = 1) -> Recognizer:
@@ -245,9 +267,9 @@ class PocketsphinxEngine:
     def decode(
         self, grammar: Grammar | None, pcm: bytes, rate: int, nbest: int, final: bool
     ) -> RecognitionResult:
-        if self._pool is None:
+        if self.processes <= 0:
             return decode(grammar, pcm, rate, nbest, final)
-        return self._pool.submit(decode, grammar, pcm, rate, nbest, final).result()
+        return self._workers().submit(decode, grammar, pcm, rate, nbest, final).result()
 
     def close(self) -> None:
         if self._pool is not None:

@@ -76,6 +76,16 @@ class Flow:
     def nodes(self) -> dict[str, Node]:
         return self.spec.nodes
 
+    def listen_grammars(self) -> list[Grammar]:
+        """Every grammar a call of this flow may listen with (menus, questions, yes/no
+        confirmations, free-speech hints), each once."""
+        found = [
+            *self.grammars.values(),
+            *self.confirm_grammars.values(),
+            *(hint for node in self.nodes if (hint := self.hint(node)) is not None),
+        ]
+        return list({g.key: g for g in found}.values())
+
     def title(self, intent: str, node: Node | None = None) -> str:
         """A spoken name for an intent (global, choice of `node`, or FAQ)."""
         if isinstance(node, MenuNode) and intent in node.choices:
