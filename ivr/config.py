@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     end_silence_ms: int = Field(600, ge=100, le=5000)
     interdigit_ms: int = Field(3000, ge=500)
     record_calls: bool = True  # both sides of each call to DATA_DIR/recordings/<call_id>.wav
+    # Recordings and unrecognized utterances' audio older than this are deleted (0: kept).
+    audio_retention_days: float = Field(90, ge=0)
 
     tts_voice: str | None = None
     tts_speed: int = Field(160, ge=60, le=400)  # words per minute

@@ -21,6 +21,12 @@ def free_port() -> int:
 
 def test_serve_defaults_healthz(tmp_path: Path) -> None:
     port = free_port()
+    # Call audio past the default retention (90 days) goes at start; a recent one stays.
+    (tmp_path / "recordings").mkdir()
+    old, recent = tmp_path / "recordings" / "CAold.wav", tmp_path / "recordings" / "CAnew.wav"
+    for path, days in ((old, 91), (recent, 89)):
+        path.write_bytes(b"RIFF")
+        os.utime(path, (time.time() - days * 86400,) * 2)
     env = {**os.environ, "IVR_DATA_DIR": str(tmp_path)}
     env.pop("IVR_VOSK_MODEL", None)
     proc = subprocess.Popen(
@@ -44,10 +50,14 @@ def test_serve_defaults_healthz(tmp_path: Path) -> None:
                 assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
                 time.sleep(0.2)
         assert b"pocketsphinx" in body
+        while old.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not old.exists() and recent.exists()
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert "No Vosk model configured" in out
+    assert "audio retention: deleted 1 files" in out
 
 
 def test_serve_with_missing_model_fails_at_start(tmp_path: Path) -> None:
