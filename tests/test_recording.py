@@ -129,6 +129,27 @@ async def test_a_long_sixteen_khz_call_resamples_without_seams(tmp_path: Path) -
     assert np.abs(wav[:n, 0].astype(int) - whole[:n]).max() <= 2
 
 
+async def test_a_disk_that_refuses_the_recording_ends_it_not_the_call(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "recordings").write_text("a file where the folder should be")
+    clock = Clock()
+    rec = CallAudio(tmp_path / "recordings" / "c.wav", 8000, max_seconds=600, clock=clock)
+    for _ in range(20 * 50):  # 20 s: pieces are handed to the writer, which fails
+        rec.caller(pcm(1, 160))
+        rec.sent(PlayAudio(pcm(2, 160)))
+        clock.now += 0.02
+        await asyncio.sleep(0)
+    for _ in range(200):
+        if rec.failed:
+            break
+        await asyncio.sleep(0.01)
+    assert rec.failed and "the rest of the call is not recorded" in caplog.text
+    rec.caller(pcm(1, 8000))  # the call goes on; nothing more is held for it
+    assert rec.buffered == 0
+    assert await rec.finish() is None
+
+
 async def test_nothing_heard_writes_nothing(tmp_path: Path) -> None:
     rec = CallAudio(tmp_path / "c.wav", 8000, max_seconds=60)
     assert await rec.finish() is None and not (tmp_path / "c.wav").exists()

@@ -15,6 +15,7 @@ are placed at the moment the player sent them (never overlapping each other), an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -71,6 +72,7 @@ class CallAudio:
         self._pieces: list[tuple[bytes, bytes]] = []
         self._writer: asyncio.Task[None] | None = None
         self.truncated = False
+        self.failed = False  # the disk refused a piece: the rest of the call is not kept
 
     def _now(self) -> int:
         """Byte offset of this moment on the timeline (whole samples)."""
@@ -82,6 +84,8 @@ class CallAudio:
         return len(self._caller) + len(self._bot) + sum(len(a) + len(b) for a, b in self._pieces)
 
     def caller(self, pcm: bytes) -> None:
+        if self.failed:
+            return
         room = self._limit - (self._base + len(self._caller))
         if len(pcm) > room:
             self._truncate()
@@ -91,6 +95,8 @@ class CallAudio:
 
     def sent(self, message: OutboundMessage) -> None:
         """What the player sends the leg: audio is recorded, a clear drops unplayed audio."""
+        if self.failed:
+            return
         if isinstance(message, PlayAudio):
             self._bot_audio(message.pcm)
         elif isinstance(message, ClearAudio):
@@ -132,15 +138,27 @@ class CallAudio:
     async def _write(self) -> None:
         while self._pieces:
             caller, bot = self._pieces[0]
-            await asyncio.to_thread(self._sink.write, caller, bot)
+            try:
+                await asyncio.to_thread(self._sink.write, caller, bot)
+            except (OSError, RuntimeError, ValueError) as exc:  # disk full, folder gone...
+                log.error("recording %s: %s; the rest of the call is not recorded", self.path, exc)
+                self.failed = True
+                self._pieces.clear()
+                self._caller.clear()
+                self._bot.clear()
+                return
             self._pieces.pop(0)  # after: `buffered` counts it until it is on disk
 
     async def finish(self) -> Path | None:
-        """Write the rest and complete the WAV; None when nothing was heard either way."""
+        """Write the rest and complete the WAV; None when nothing was heard either way, or
+        when the disk refused it (the partial file is removed)."""
         self._take(max(len(self._caller), len(self._bot)))
         writer = self._writer
         if writer is not None:
             await writer
+        if self.failed:
+            await asyncio.to_thread(self._sink.discard)
+            return None
         return await asyncio.to_thread(self._sink.close)
 
 
@@ -173,6 +191,13 @@ class _WavSink:
                 str(self._tmp), "w", samplerate=RATE, channels=2, subtype="PCM_16", format="WAV"
             )
         self._file.write(frames)
+
+    def discard(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(Exception):  # it failed already; the file is what matters
+                self._file.close()
+            self._file = None
+        self._tmp.unlink(missing_ok=True)
 
     def close(self) -> Path | None:
         if self._resampler is not None and self._fed:
