@@ -197,7 +197,8 @@ class _WavSink:
             with contextlib.suppress(Exception):  # it failed already; the file is what matters
                 self._file.close()
             self._file = None
-        self._tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. never created: its folder is not there
+            self._tmp.unlink(missing_ok=True)
 
     def close(self) -> Path | None:
         if self._resampler is not None and self._fed:
