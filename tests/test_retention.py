@@ -62,13 +62,13 @@ async def test_retention_prunes_at_start_then_on_its_interval(tmp_path: Path) ->
     retention.start()
     try:
         for _ in range(100):
-            if not first.exists():
+            if retention.pruned.files == 1:
                 break
             await asyncio.sleep(0.01)
-        assert not first.exists()
+        assert not first.exists() and retention.pruned.files == 1
         second = make(tmp_path / "audio" / "b" / "1.wav", 40)
-        for _ in range(100):
-            if not second.exists():
+        for _ in range(100):  # the count follows the deletion (the thread's result)
+            if retention.pruned.files == 2:
                 break
             await asyncio.sleep(0.01)
         assert not second.exists() and retention.pruned.files == 2
