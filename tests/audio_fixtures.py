@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ivr.audio.pcm import Audio, read_wav
+from ivr.audio.pcm import Audio
+from ivr.audio.pcm import read_wav as read_wav  # re-exported: tests read through af
 
 SOUNDS_DIR = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 SOUNDS_PACKAGE = "asterisk-core-sounds-en-wav"

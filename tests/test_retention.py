@@ -87,7 +87,7 @@ async def test_zero_days_keeps_everything(tmp_path: Path) -> None:
 
 def test_retention_days_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IVR_AUDIO_RETENTION_DAYS", "7")
-    assert Settings().audio_retention_days == 7
+    assert Settings.model_validate({}).audio_retention_days == 7
     monkeypatch.setenv("IVR_AUDIO_RETENTION_DAYS", "-1")
     with pytest.raises(ValueError, match="audio_retention_days"):
-        Settings()
+        Settings.model_validate({})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import audio_fixtures as af
 import pytest
@@ -25,6 +25,11 @@ VAD_HANGOVER = 0.100
 
 NOISE_LEVELS = (0.02, 0.1)  # white-noise peak: about -39 and -25 dBFS RMS (speech ~ -19 dBFS)
 RECORDINGS = ("digits/5", "goodbye", "transfer")
+
+
+def near(value: float, tolerance: float) -> float:
+    """pytest.approx where a dataclass field wants a float (it compares equal as one)."""
+    return cast(float, pytest.approx(value, abs=tolerance))
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +103,7 @@ def test_no_input_fires_once(workdir: Path, noise_vol: float) -> None:
     else:
         path = af.silence(workdir / "silence6.wav", 6.0)
     events = run(Endpointer(af.RATE), af.read_wav(path).tobytes())
-    assert events == [NoInput(at=pytest.approx(CFG.no_input_ms / 1000, abs=FRAME), since=0.0)]
+    assert events == [NoInput(at=near(CFG.no_input_ms / 1000, FRAME), since=0.0)]
 
 
 def test_no_input_waits_for_prompt_end(workdir: Path) -> None:
@@ -108,7 +113,7 @@ def test_no_input_waits_for_prompt_end(workdir: Path) -> None:
     assert run(ep, pcm[: 6 * 16000]) == []  # the timer does not run while a prompt plays
     ep.prompt_finished()
     events = run(ep, pcm[6 * 16000 :])
-    assert events == [NoInput(at=pytest.approx(6.0 + CFG.no_input_ms / 1000, abs=FRAME), since=6.0)]
+    assert events == [NoInput(at=near(6.0 + CFG.no_input_ms / 1000, FRAME), since=6.0)]
 
 
 def test_no_input_restarts_after_utterance(workdir: Path) -> None:
