@@ -25,6 +25,7 @@ from aiohttp import web
 from ivr.asr.grammar import Grammar
 from ivr.dialog.flow import Flow, FlowError, version_of
 from ivr.dialog.store import FlowStore, Source
+from ivr.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +108,8 @@ class FlowWatcher:
             self._task = asyncio.create_task(self._run(), name=f"flow-watch:{self.store.name}")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def reload(self, source: Source = "file", *, force: bool = False) -> list[str]:
         """Read the file and serve it if it validates; its errors otherwise. Content equal to

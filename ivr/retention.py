@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ivr.tasks import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 
@@ -92,8 +94,5 @@ class AudioRetention:
             await asyncio.sleep(self.interval_s)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None

@@ -10,12 +10,12 @@ one database: the store's claims never hand the same callback to two of them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from ivr.callbacks.service import Callbacks
+from ivr.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,8 @@ class Dispatcher:
             self._task = asyncio.create_task(self._run(), name="dispatcher")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     def stats(self) -> dict[str, Any]:
         return {

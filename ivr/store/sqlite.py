@@ -93,17 +93,21 @@ class SQLiteStore(SqlStore):
     def _unit(self, write: bool = True) -> AbstractAsyncContextManager[Conn]:
         return self._locked(write)
 
-    async def _select(self, sql: str, *args: Any) -> list[Row]:
-        if self._owner is not None and self._owner is asyncio.current_task():
+    def _not_inside_transaction(self) -> asyncio.Task[Any] | None:
+        """The current task; an error if it holds the connection (it would wait on itself)."""
+        task = asyncio.current_task()
+        if task is not None and self._owner is task:
             raise RuntimeError("inside store.transaction(): use the store it yields")
+        return task
+
+    async def _select(self, sql: str, *args: Any) -> list[Row]:
+        self._not_inside_transaction()
         async with self._lock:  # autocommit: the statement is its own read transaction
             return await self._conn.fetch(sql, *args)
 
     @asynccontextmanager
     async def _locked(self, write: bool) -> AsyncIterator[Conn]:
-        task = asyncio.current_task()
-        if task is not None and self._owner is task:
-            raise RuntimeError("inside store.transaction(): use the store it yields")
+        task = self._not_inside_transaction()
         async with self._lock:
             self._owner = task
             try:

@@ -49,6 +49,7 @@ import aiohttp
 from yarl import URL
 
 from ivr.store import Conflict, Event, Store
+from ivr.tasks import cancel_and_wait
 from ivr.webhooks.signing import EVENT_ID_HEADER, EVENT_TYPE_HEADER, SIGNATURE_HEADER, sign
 
 log = logging.getLogger(__name__)
@@ -160,11 +161,8 @@ class WebhookDeliverer:
     async def close(self, grace_s: float = 2.0) -> None:
         """Stop claiming; give deliveries in flight up to `grace_s` to finish, then cancel
         them and make their events due again at once (for the next process)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         pending = list(self._inflight.values())
         if pending:
             await asyncio.wait(pending, timeout=grace_s)
