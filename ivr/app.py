@@ -23,6 +23,7 @@ from ivr.call.registry import CallRegistry
 from ivr.call.session import CallLimits, CallServices
 from ivr.callbacks import CallbackPolicy, Callbacks
 from ivr.callbacks.dispatcher import Dispatcher
+from ivr.clock import shifted_clock
 from ivr.config import Settings
 from ivr.console import add_console_routes
 from ivr.dialog.flow import Flow, FlowError
@@ -65,7 +66,8 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     await tts.synthesize("ready")  # start the worker now, not on the first call
     prompts = PromptRenderer(tts, PromptCache(settings.cache_dir / "prompts"), settings.prompts_dir)
     store = await open_store(settings.store_url)
-    callbacks = Callbacks(store, CallbackPolicy.from_settings(settings))
+    clock = shifted_clock(settings.clock_start)
+    callbacks = Callbacks(store, CallbackPolicy.from_settings(settings), clock)
     app[API] = ApiContext(callbacks, store, settings.api_tokens, callbacks.policy.tz)
     http = aiohttp.ClientSession()
     limits = CallLimits(
@@ -85,6 +87,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         store=store,
         callbacks=callbacks,
         hours=BusinessHours.parse(settings.business_hours, settings.timezone),
+        clock=clock,
         recordings=app[RECORDINGS] if settings.record_calls else None,
         data_dir=settings.data_dir,  # unrecognized utterances' audio (DATA_DIR/audio)
     )

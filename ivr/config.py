@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -111,6 +112,8 @@ class Settings(BaseSettings):
 
     # Agent callbacks: when agents work, in which zone callers' times are meant.
     timezone: str = "UTC"
+    # The calendar starts at this instant (RFC 3339 with offset) and runs on: demos, tests.
+    clock_start: datetime | None = None
     business_hours: str = "mon-fri 08:00-20:00, sat 09:00-17:00"
     vip_numbers: CommaList = Field(default_factory=list)  # callbacks from these come first
     callback_max_attempts: int = Field(3, ge=1, le=20)
@@ -135,6 +138,13 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from None
+        return value
+
+    @field_validator("clock_start")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("clock_start needs a UTC offset, e.g. 2030-01-06T03:00:00+00:00")
         return value
 
     @model_validator(mode="after")

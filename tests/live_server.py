@@ -55,6 +55,10 @@ def live_server(tmp: Path, **env: str) -> Iterator[LiveServer]:
         **os.environ,
         "IVR_DATA_DIR": str(tmp / "data"),
         "IVR_END_SILENCE_MS": "500",
+        # Agents are in whatever the hour: a test about business hours sets these (and
+        # IVR_CLOCK_START) itself, so no test depends on when the suite runs.
+        "IVR_TIMEZONE": "UTC",
+        "IVR_BUSINESS_HOURS": "24/7",
         **env,
     }
     full_env.pop("IVR_VOSK_MODEL", None)

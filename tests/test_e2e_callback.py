@@ -33,6 +33,7 @@ VIP = "+15551230003"  # demo account 90210: segment "vip"
 TOKEN = "test-agent-token"
 SECRET = "whsec-test"
 TZ = "Asia/Shanghai"
+NOW = "2030-01-07T22:30:00+08:00"  # the service's calendar: "tomorrow" is fixed, not the host's
 
 
 def said(tmp: Path, text: str, voice: str = "rms") -> Path:
@@ -89,10 +90,11 @@ def booked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         "IVR_API_TOKENS": f"agent7:{digest}:*",
         "IVR_TIMEZONE": TZ,
         "IVR_BUSINESS_HOURS": "24/7",  # the test must not depend on the hour it runs at
+        "IVR_CLOCK_START": NOW,
     }
     try:
         with live_server(tmp, **env) as server:
-            started = datetime.now(ZoneInfo(TZ))
+            started = datetime.fromisoformat(NOW).astimezone(ZoneInfo(TZ))
             speech = dial(server, VIP, "--wav", str(agent), "--wav", str(yes),
                           "--wav", str(slot), "--wav", str(yes))  # fmt: skip
             listed = api(server, "GET", f"/v1/callbacks?number={VIP.replace('+', '%2B')}")

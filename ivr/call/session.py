@@ -29,6 +29,7 @@ from ivr.call.recorder import CallRecorder
 from ivr.call.recording import CallAudio, recording_path
 from ivr.call.registry import CallRegistry
 from ivr.callbacks import Callbacks
+from ivr.clock import Clock, system_clock, today_in
 from ivr.dialog.engine import ALWAYS_OPEN, DialogEngine
 from ivr.dialog.flow import Flow
 from ivr.dialog.state import DialogState
@@ -97,6 +98,7 @@ class CallServices:
     store: Store | None = None  # call records; None keeps no records
     callbacks: Callbacks | None = None  # agent callbacks; None: booking fails politely
     hours: BusinessHours = ALWAYS_OPEN  # when agents work (callback times, after-hours)
+    clock: Clock = system_clock  # the calendar: business hours, callback times, dates
     recordings: Path | None = None  # whole-call WAVs go here; None records none
     data_dir: Path | None = None  # unrecognized utterances' WAVs go to its audio/; None: none
     metrics: Metrics = field(default_factory=Metrics)  # for GET /metrics
@@ -275,7 +277,8 @@ class CallSession:
                 "flow_version": flow.version,
             }
         )
-        self.engine = DialogEngine(flow, hours=self.s.hours)
+        clock, hours = self.s.clock, self.s.hours
+        self.engine = DialogEngine(flow, today_in(clock, hours.tz), clock, hours)
         self.state: DialogState
         self.state, actions = self.engine.start(Start(caller=start.caller, params=start.params))
         await self._act(actions)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Literal
 
+from ivr.clock import Clock, system_clock, today_in
 from ivr.dialog.flow import Flow
 from ivr.dialog.interpret import Interpreter
 from ivr.dialog.schema import (
@@ -63,21 +64,22 @@ class _Out:
 
 
 class DialogEngine:
-    """Runs one flow. `today` is the clock used for date answers, `clock` (timezone-aware)
-    and `hours` the ones for callback times (injectable for tests)."""
+    """Runs one flow. `clock` (timezone-aware) and `hours` resolve callback times and say
+    whether agents are in; `today` is the date for date answers (default: `clock`'s date in
+    the hours' zone). All injectable for tests."""
 
     def __init__(
         self,
         flow: Flow,
-        today: Callable[[], date] = date.today,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        today: Callable[[], date] | None = None,
+        clock: Clock = system_clock,
         hours: BusinessHours = ALWAYS_OPEN,
     ) -> None:
         self.flow = flow
         self.spec = flow.spec
         self.clock = clock
         self.hours = hours
-        self.interpret = Interpreter(flow, today, clock, hours)
+        self.interpret = Interpreter(flow, today or today_in(clock, hours.tz), clock, hours)
 
     def start(self, event: Start) -> tuple[DialogState, list[Action]]:
         variables = dict(event.params)
