@@ -20,10 +20,13 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from rapidfuzz import fuzz, process
+
+from ivr.nlu.classifier import REJECT, IntentClassifier
+from ivr.nlu.numbers import digits_as_words, spoken_digits
 
 UNKNOWN_TOKENS = frozenset({"[unk]", "<unk>", "[noise]", "[laughter]"})
 _UNK_PLACEHOLDER = "\u2400"  # a character no phrase contains, so unknown words never match
@@ -70,17 +73,27 @@ class Sequence:
     join: str = ""
 
 
+MatchBy = Literal["meaning", "spelling"]
+
+
 @dataclass(frozen=True)
 class Grammar:
-    """Phrases (with synonyms) mapped to intents."""
+    """Phrases (with synonyms) mapped to intents.
+
+    `match_by` "meaning" (intents: the phrases are examples; see `ivr.nlu.classifier`, whose
+    calibrated rejection applies and `threshold` does not) or "spelling" (the closest phrase
+    by edit distance must reach `threshold`: phrase lists such as callback times, where
+    "at three" and "at four" mean different things). Sequence grammars (digit strings) are
+    matched by spelling, after spoken and written numbers are read as digits."""
 
     name: str
     intents: dict[str, list[str]]
     sequence: Sequence | None = None
-    threshold: float = 0.8  # minimum match score
+    threshold: float = 0.8  # minimum match score (spelling)
     min_confidence: float = 0.25  # minimum recognizer confidence
     language: str = "en"
     source: str = "<memory>"
+    match_by: MatchBy = "meaning"
     _by_phrase: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -127,8 +140,14 @@ class Grammar:
         norm = normalize(text)
         if not norm:
             return Match(None, 0.0, None, reason="nothing recognized")
+        if self.sequence is not None:
+            digits = self._digits(text)
+            if digits is not None:
+                norm = digits
+        elif self.match_by == "spelling":
+            norm = normalize(digits_as_words(norm))
+        best = self._meaning(norm) if self._by_meaning else self._best(norm)
         if confidence < self.min_confidence:
-            best = self._best(norm)
             return Match(
                 None,
                 best.score,
@@ -136,7 +155,17 @@ class Grammar:
                 best.runner_up,
                 reason=f"confidence {confidence:.2f} below {self.min_confidence:.2f}",
             )
-        best = self._best(norm)
+        if self._by_meaning:
+            if best.score < REJECT:
+                return Match(
+                    None,
+                    best.score,
+                    best.phrase,
+                    best.runner_up,
+                    reason=f"best phrase {best.phrase!r} ({best.intent}) scored "
+                    f"{best.score:.2f} below {REJECT:.2f}",
+                )
+            return best
         if self.sequence is not None and (best.score < self.threshold or len(norm.split()) > 1):
             seq = self._match_sequence(norm)
             if seq is not None and (seq.score > best.score or best.score < self.threshold):
@@ -151,6 +180,28 @@ class Grammar:
                 f"below {self.threshold:.2f}",
             )
         return best
+
+    @property
+    def _by_meaning(self) -> bool:
+        return self.match_by == "meaning" and self.sequence is None
+
+    def _meaning(self, norm: str) -> Match:
+        ranked = classifier_for(self).rank(norm)
+        if not ranked:
+            return Match(None, 0.0, None, reason="no words")
+        top = ranked[0]
+        runner_up = (ranked[1].intent, round(ranked[1].score, 3)) if len(ranked) > 1 else None
+        return Match(
+            top.intent, round(top.score, 3), top.phrase, runner_up, f"closest phrase {top.phrase!r}"
+        )
+
+    def _digits(self, text: str) -> str | None:
+        """`text` as the words of the digits it spells ("4, 1, 2." → "four one two"), when
+        every digit is one of this grammar's intents; None otherwise."""
+        digits = spoken_digits(text)
+        if digits is None or not set(digits) <= set(self.intents):
+            return None
+        return digits_as_words(digits) if digits else None
 
     def _best(self, norm: str) -> Match:
         found = process.extract(norm, self.phrases, scorer=_similarity, limit=None)
@@ -197,6 +248,25 @@ class Grammar:
             None,
             reason=f"sequence of {len(items)} phrases",
         )
+
+
+_CLASSIFIERS: dict[tuple[object, ...], IntentClassifier] = {}
+
+
+def classifier_for(grammar: Grammar) -> IntentClassifier:
+    """The grammar's classifier, built once per process for each set of phrases (Grammar
+    objects are rebuilt on every flow load and pickled to ASR workers: the cache stays out
+    of them)."""
+    key = grammar.key
+    found = _CLASSIFIERS.get(key)
+    if found is None:
+        if len(_CLASSIFIERS) > 256:  # flows reloaded many times: drop the oldest
+            del _CLASSIFIERS[next(iter(_CLASSIFIERS))]
+        intents: dict[str, list[str]] = {}
+        for phrase, intent in grammar._by_phrase.items():
+            intents.setdefault(intent, []).append(phrase)
+        found = _CLASSIFIERS[key] = IntentClassifier(intents)
+    return found
 
 
 def _similarity(a: str, b: str, **_: Any) -> float:

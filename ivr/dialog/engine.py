@@ -289,10 +289,13 @@ class DialogEngine:
     def _disambiguate(self, state: DialogState, interp: Interp, out: _Out) -> None:
         first, second = interp.options
         grammar = self.interpret.choice_grammar(state, first, second)
-        if grammar is None:  # a title clashes with another phrase: answer the best match
-            self._faq_answer(state, first, out)
+        if grammar is None:  # a title clashes with another phrase: take the best match
+            best = self.interpret.option(state, first)
+            if best is not None:
+                self._act(state, best, 1.0, out)
             return
-        t1, t2 = self.flow.title(first), self.flow.title(second)
+        node = self._node(state)
+        t1, t2 = self.flow.title(first, node), self.flow.title(second, node)
         say = self._say(state, out, self.spec.defaults.disambiguate, first=t1, second=t2)
         state.pending = Pending("disambiguate", say, grammar, options=(first, second))
         self._listen(state, out)

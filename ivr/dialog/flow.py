@@ -207,7 +207,8 @@ def _compile(spec: FlowSpec, source: str, version: str, grammar_dir: Path) -> Fl
             if node.type == "yesno":
                 grammars[name] = build(name, dict(yesno.intents) | extra, yesno)
             elif node.type == "when":
-                grammars[name] = build(name, {p: [p] for p in when_phrases()} | extra)
+                times = {p: [p] for p in when_phrases()}
+                grammars[name] = build(name, times | extra, match_by="spelling")
             elif node.type == "rating":
                 grammars[name] = build(name, dict(RATING_PHRASES) | extra)
             elif node.type in ("digits", "date", "time", "phone"):

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date, datetime
 
-from ivr.asr.grammar import Grammar, GrammarError, normalize
+from ivr.asr.grammar import Grammar, GrammarError, Match, normalize
 from ivr.dialog.flow import Flow
 from ivr.dialog.schema import MenuNode, QuestionNode
 from ivr.dialog.state import DialogState, Interp
 from ivr.dialog.values import YESNO_DTMF, keyed_value, question_value, readback
 from ivr.dialog.when import BusinessHours, Slot, resolve, resolve_keys
+from ivr.nlu.classifier import REJECT
 
 TEXT_MIN_CONFIDENCE = 0.35  # free-text answers below this recognizer confidence are no-match
 FIRST = ["the first", "the first one", "first", "first one"]
@@ -33,36 +34,62 @@ class Interpreter:
         self.hours = hours
 
     def speech(self, state: DialogState, text: str, conf: float) -> tuple[Interp | None, str]:
-        """The interpretation of recognized text (None: no-match) and the matcher's reason."""
+        """The interpretation of recognized text (None: no-match) and the matcher's reason.
+
+        At a menu with FAQs, the menu's intents and the FAQ questions compete on one scale:
+        the best wins, and two that score within `faq_margin` of each other (choices or FAQs
+        with a title) make the caller choose ("Did you mean A, or B?")."""
         if state.pending is not None:
             m = state.pending.grammar.match(text, conf)
             return self.pending(state, m.intent), m.reason
         node = self.spec.nodes[state.node]
         grammar = self.flow.grammars.get(state.node)
-        reason = "no grammar"
+        reasons: list[str] = []
+        found: list[tuple[float, Interp]] = []  # valid interpretations with their scores
         if grammar is not None:
             m = grammar.match(text, conf)
-            interp, reason = self.intent(state, m.intent), m.reason
+            reasons.append(m.reason)
+            interp = self.intent(state, m.intent)
             if interp is not None:
-                return interp, reason
-            if m.intent is not None:
-                reason = f"{m.intent!r} is not a valid answer here"
+                found.append((m.score, interp))
+                alt = self._runner_up(state, m)
+                if alt is not None:
+                    found.append(alt)
+            elif m.intent is not None:
+                reasons[-1] = f"{m.intent!r} is not a valid answer here"
+        faq = self.flow.faq_grammar
+        if isinstance(node, MenuNode) and node.faq and faq is not None:
+            f = faq.match(text, conf)
+            reasons.append(f"faq: {f.reason}")
+            if f.intent is not None:
+                found.append((f.score, Interp("faq", f.intent, title=self.flow.title(f.intent))))
+                if f.runner_up is not None and f.runner_up[1] >= REJECT:
+                    other = f.runner_up[0]
+                    found.append(
+                        (f.runner_up[1], Interp("faq", other, title=self.flow.title(other)))
+                    )
+        if found:
+            found.sort(key=lambda x: -x[0])
+            (score, best), rest = found[0], found[1:]
+            close = [i for s, i in rest if score - s <= self.spec.defaults.faq_margin]
+            if close and best.kind in ("choice", "faq") and close[0].kind in ("choice", "faq"):
+                second = close[0]
+                if second.intent != best.intent:
+                    options = (best.intent, second.intent)
+                    return Interp("ambiguous", best.intent, options=options), "; ".join(reasons)
+            return best, reasons[0] if reasons else ""
         if isinstance(node, QuestionNode) and node.type == "text":
             words = normalize(text).replace("\u2400", "").strip()
             if words and conf >= TEXT_MIN_CONFIDENCE:
                 return Interp("value", "text", text.strip(), text.strip()), "free text"
-        faq = self.flow.faq_grammar
-        if isinstance(node, MenuNode) and node.faq and faq is not None:
-            f = faq.match(text, conf)
-            if f.intent is None:
-                return None, f"menu: {reason}; faq: {f.reason}"
-            if (
-                f.runner_up is not None
-                and f.score - f.runner_up[1] <= self.spec.defaults.faq_margin
-            ):
-                return Interp("ambiguous", f.intent, options=(f.intent, f.runner_up[0])), f.reason
-            return Interp("faq", f.intent, title=self.flow.title(f.intent)), f.reason
-        return None, reason
+        return None, "; ".join(reasons) or "no grammar"
+
+    def _runner_up(self, state: DialogState, m: Match) -> tuple[float, Interp] | None:
+        """The grammar's second intent, when it also clears the rejection and is valid here."""
+        if m.runner_up is None or m.runner_up[1] < REJECT:
+            return None
+        interp = self.intent(state, m.runner_up[0])
+        return None if interp is None else (m.runner_up[1], interp)
 
     def keys(self, state: DialogState, digits: str) -> Interp | None:
         """The interpretation of keypad input (None: no-match)."""
@@ -119,17 +146,24 @@ class Interpreter:
         if p.kind == "confirm" and intent in ("yes", "no"):
             return p.interp if intent == "yes" else Interp("reject", intent)
         if p.kind == "disambiguate" and intent in p.options:
-            return Interp("faq", intent, title=self.flow.title(intent))
+            return self.option(state, intent)
         if intent == "neither":
             return Interp("reject", intent)
         return None
 
+    def option(self, state: DialogState, intent: str) -> Interp | None:
+        """One of the options of "Did you mean A, or B?": an FAQ or the node's intent."""
+        if intent in self.spec.faq:
+            return Interp("faq", intent, title=self.flow.title(intent))
+        return self.intent(state, intent)
+
     def choice_grammar(self, state: DialogState, first: str, second: str) -> Grammar | None:
         """Grammar for "Did you mean A or B?" (titles, the first/the second, neither, globals);
         None when a title clashes with another phrase."""
+        node = self.spec.nodes[state.node]
         intents = {
-            first: [self.flow.title(first), *FIRST],
-            second: [self.flow.title(second), *SECOND],
+            first: [self.flow.title(first, node), *FIRST],
+            second: [self.flow.title(second, node), *SECOND],
             "neither": NEITHER,
         }
         if self.spec.nodes[state.node].globals:
