@@ -44,11 +44,11 @@ class Interpreter:
             return self.pending(state, m.intent), m.reason
         node = self.spec.nodes[state.node]
         grammar = self.flow.grammars.get(state.node)
-        reasons: list[str] = []
+        menu_reason, faq_reason = "no grammar", None
         found: list[tuple[float, Interp]] = []  # valid interpretations with their scores
         if grammar is not None:
             m = grammar.match(text, conf)
-            reasons.append(m.reason)
+            menu_reason = m.reason
             interp = self.intent(state, m.intent)
             if interp is not None:
                 found.append((m.score, interp))
@@ -56,18 +56,17 @@ class Interpreter:
                 if alt is not None:
                     found.append(alt)
             elif m.intent is not None:
-                reasons[-1] = f"{m.intent!r} is not a valid answer here"
+                menu_reason = f"{m.intent!r} is not a valid answer here"
         faq = self.flow.faq_grammar
         if isinstance(node, MenuNode) and node.faq and faq is not None:
             f = faq.match(text, conf)
-            reasons.append(f"faq: {f.reason}")
+            faq_reason = f.reason
             if f.intent is not None:
                 found.append((f.score, Interp("faq", f.intent, title=self.flow.title(f.intent))))
                 if f.runner_up is not None and f.runner_up[1] >= REJECT:
-                    other = f.runner_up[0]
-                    found.append(
-                        (f.runner_up[1], Interp("faq", other, title=self.flow.title(other)))
-                    )
+                    other = Interp("faq", f.runner_up[0], title=self.flow.title(f.runner_up[0]))
+                    found.append((f.runner_up[1], other))
+        both = menu_reason if faq_reason is None else f"menu: {menu_reason}; FAQ: {faq_reason}"
         if found:
             found.sort(key=lambda x: -x[0])
             (score, best), rest = found[0], found[1:]
@@ -75,14 +74,15 @@ class Interpreter:
             if close and best.kind in ("choice", "faq") and close[0].kind in ("choice", "faq"):
                 second = close[0]
                 if second.intent != best.intent:
-                    options = (best.intent, second.intent)
-                    return Interp("ambiguous", best.intent, options=options), "; ".join(reasons)
-            return best, reasons[0] if reasons else ""
+                    return Interp(
+                        "ambiguous", best.intent, options=(best.intent, second.intent)
+                    ), both
+            return best, (faq_reason or "") if best.kind == "faq" else menu_reason
         if isinstance(node, QuestionNode) and node.type == "text":
             words = normalize(text).replace("\u2400", "").strip()
             if words and conf >= TEXT_MIN_CONFIDENCE:
                 return Interp("value", "text", text.strip(), text.strip()), "free text"
-        return None, "; ".join(reasons) or "no grammar"
+        return None, both
 
     def _runner_up(self, state: DialogState, m: Match) -> tuple[float, Interp] | None:
         """The grammar's second intent, when it also clears the rejection and is valid here."""

@@ -24,8 +24,10 @@ from ivr.asr.base import RecognitionResult
 from ivr.asr.grammar import Grammar, Match, parse_grammar
 from ivr.asr.runner import AsrRunner
 from ivr.audio.pcm import Audio
+from ivr.dialog.engine import DialogEngine
 from ivr.dialog.flow import Flow, FlowError, flow_grammar_dir, parse_flow
 from ivr.dialog.schema import AnswerNode, BranchNode, MenuNode, QuestionNode
+from ivr.dialog.state import DialogState
 from ivr.tuning.problems import BadDocument, Document
 
 MAX_AUDIO_SECONDS = 30.0  # one answer to a prompt; longer is not an utterance
@@ -46,6 +48,7 @@ class Target:
     faq: Grammar | None = None  # tried when `grammar` has no match (an FAQ menu)
     faq_margin: float = 0.0  # FAQ answers this close: the caller is asked which one
     node: str | None = None  # a flow's node
+    flow: Flow | None = None  # its flow: the dialog's own interpreter decides there
 
     @property
     def intents(self) -> frozenset[str]:
@@ -81,18 +84,25 @@ class Verdict:
 
 
 def judge(target: Target, text: str, confidence: float = 1.0) -> Verdict:
-    """The intent of recognized `text` (with the recognizer's `confidence`) at `target`."""
+    """The intent of recognized `text` (with the recognizer's `confidence`) at `target`.
+
+    At a flow's node the dialog engine's own interpreter decides (menu choices, globals and
+    FAQs on one scale, question values), so this hears what a call hears."""
     m = target.grammar.match(text, confidence)
-    if m.intent is None and target.faq is not None:
-        f = target.faq.match(text, confidence)
-        if f.intent is not None:
-            reason = f"FAQ: {f.reason}"
-            if f.runner_up is not None and f.score - f.runner_up[1] <= target.faq_margin:
-                reason += f"; {f.runner_up[0]!r} is as close: the caller is asked which one"
-            return _verdict(text, confidence, f, reason)
-        best = f if f.score > m.score else m  # the closest phrase, wherever it is
-        return _verdict(text, confidence, best, f"menu: {m.reason}; FAQ: {f.reason}")
-    return _verdict(text, confidence, m, m.reason)
+    f = target.faq.match(text, confidence) if target.faq is not None else None
+    shown = f if f is not None and f.score > m.score else m  # the closest phrase, wherever
+    if target.flow is None or target.node is None:
+        return _verdict(text, confidence, m, m.reason)
+    state = DialogState(target.node, target.flow.version, {})
+    interp, reason = DialogEngine(target.flow).interpret.speech(state, text, confidence)
+    if interp is None:
+        return Verdict(text, confidence, None, shown.score, shown.phrase, shown.runner_up, reason)
+    intent = interp.intent
+    if interp.kind == "ambiguous":
+        reason = f"{reason}; {interp.options[1]!r} is as close: the caller is asked which one"
+    elif interp.kind == "faq" and f is not None:
+        shown, reason = f, f"FAQ: {f.reason}"
+    return Verdict(text, confidence, intent, shown.score, shown.phrase, shown.runner_up, reason)
 
 
 def _verdict(text: str, confidence: float, m: Match, reason: str) -> Verdict:
@@ -175,7 +185,8 @@ def node_target(flow: Flow, node: str | None) -> Target:
         faq, free = flow.faq_grammar, True
     listen, hint = (None, flow.hint(name)) if free else (grammar, None)
     margin = flow.spec.defaults.faq_margin
-    return Target(f"{flow.name}: node {name!r}", grammar, listen, hint, faq, margin, name)
+    label = f"{flow.name}: node {name!r}"
+    return Target(label, grammar, listen, hint, faq, margin, name, flow)
 
 
 def first_listening(flow: Flow) -> str:
