@@ -16,7 +16,7 @@ from ivr.api import API, ApiContext, add_api_routes
 from ivr.api.analytics import DATA_DIR
 from ivr.api.live import RECORDINGS, live_feed
 from ivr.asr.base import Engine
-from ivr.asr.engines import load_engine
+from ivr.asr.engines import engine_from_settings
 from ivr.asr.grammar import GrammarError
 from ivr.asr.runner import AsrRunner
 from ivr.call.registry import CallRegistry
@@ -51,7 +51,7 @@ DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     flows = FlowStore(settings.flow_path, settings.grammar_dir)  # a bad flow stops start-up
-    engine = load_engine(settings.asr_engine, settings.vosk_model, processes=settings.asr_workers)
+    engine = engine_from_settings(settings, processes=settings.asr_workers)
     # ... and so does a word the engine cannot say; reloads are checked the same way.
     flows.check = functools.partial(check_flow_grammars, engine=engine)
     flows.check(flows.flow)

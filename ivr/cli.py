@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ivr.asr.base import Engine
 from ivr.asr.grammar import Grammar, GrammarError, from_phrases, load_grammar
 from ivr.asr.models import ModelError
 from ivr.config import ConfigError, Settings, load_settings
@@ -23,7 +24,6 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_recognize(args: argparse.Namespace) -> int:
-    from ivr.asr.engines import load_engine
     from ivr.audio.pcm import read_wav
 
     settings = _settings(args)
@@ -32,7 +32,7 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         grammar = from_phrases(args.phrases.split(","))
     elif args.grammar:
         grammar = load_grammar(args.grammar, settings.grammar_dir)
-    engine = load_engine(args.engine or settings.asr_engine, args.model or settings.vosk_model)
+    engine = _cli_engine(args, settings)
     try:
         audio = read_wav(args.audio)
     except ValueError as exc:
@@ -56,6 +56,22 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cli_engine(args: argparse.Namespace, settings: Settings) -> Engine:
+    """The configured engine; `--model` is the model of `--engine` (with neither, of Vosk,
+    unless the directory holds a Whisper model)."""
+    from ivr.asr.engines import load_engine
+    from ivr.asr.models import is_whisper_model_dir
+
+    kind = args.engine or settings.asr_engine
+    vosk, whisper = settings.vosk_model, settings.whisper_model
+    if args.model is not None:
+        if kind == "whisper" or (kind == "auto" and is_whisper_model_dir(args.model)):
+            kind, whisper = "whisper", args.model
+        else:
+            vosk = args.model
+    return load_engine(kind, vosk, 0, whisper)
+
+
 def cmd_say(args: argparse.Namespace) -> int:
     from ivr.audio.pcm import write_wav
     from ivr.tts import TtsEngine, TtsError
@@ -77,16 +93,29 @@ def cmd_say(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from ivr.asr.models import install_model, list_models
+    from ivr.asr.models import (
+        WHISPER_MODELS,
+        install_model,
+        install_whisper_model,
+        list_models,
+    )
 
     settings = _settings(args)
     if args.action == "list":
+        for name, repo in WHISPER_MODELS.items():
+            print(f"{name}\t{'en' if name.endswith('.en') else 'multilingual'}\t{repo}")
         for entry in list_models():
             if str(entry.get("obsolete", "false")) != "true":
                 print(f"{entry['name']}\t{entry.get('lang', '')}\t{entry.get('size_text', '')}")
         return 0
-    path = install_model(args.name, args.data_dir or settings.models_dir, force=args.force)
-    print(f"installed {args.name} at {path}\nuse it with: IVR_VOSK_MODEL={path} ivr serve")
+    data_dir = args.data_dir or settings.models_dir
+    if args.name.startswith("faster-whisper-"):
+        path = install_whisper_model(args.name, data_dir, force=args.force)
+        variable = "IVR_WHISPER_MODEL"
+    else:
+        path = install_model(args.name, data_dir, force=args.force)
+        variable = "IVR_VOSK_MODEL"
+    print(f"installed {args.name} at {path}\nuse it with: {variable}={path} ivr serve")
     return 0
 
 
@@ -208,8 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--grammar", help="grammar name (in the grammar dir) or YAML file path")
     g.add_argument("--phrases", help='comma-separated phrases, each its own intent: "a,b,c"')
-    p.add_argument("--engine", choices=["vosk", "pocketsphinx"])
-    p.add_argument("--model", type=Path, help="Vosk model directory")
+    p.add_argument("--engine", choices=["whisper", "vosk", "pocketsphinx"])
+    p.add_argument("--model", type=Path, help="model directory (Vosk, or Whisper)")
     p.add_argument("--nbest", type=int, default=3, help="alternatives to report")
     p.set_defaults(func=cmd_recognize)
 
@@ -221,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=int, help="words per minute")
     p.set_defaults(func=cmd_say)
 
-    p = sub.add_parser("models", help="official Vosk models")
+    p = sub.add_parser("models", help="official Vosk models and faster-whisper models")
     msub = p.add_subparsers(dest="action", required=True)
     pi = msub.add_parser("install", help="download, verify and unpack a model")
     pi.add_argument("name")

@@ -87,9 +87,11 @@ class Settings(BaseSettings):
     grammar_dir: Path = Field(default_factory=lambda: _default_dir("grammars"))
     prompts_dir: Path = Field(default_factory=lambda: _default_dir("prompts"))
 
-    # ASR: "auto" uses Vosk when a model is configured, else the built-in pocketsphinx engine.
-    asr_engine: Literal["auto", "vosk", "pocketsphinx"] = "auto"
+    # ASR: "auto" uses Vosk when a Vosk model is configured, else Whisper (whisper_model, or
+    # the bundled tiny.en), else the built-in pocketsphinx engine.
+    asr_engine: Literal["auto", "whisper", "vosk", "pocketsphinx"] = "auto"
     vosk_model: Path | None = None
+    whisper_model: Path | None = None  # a faster-whisper (CTranslate2) model directory
     asr_workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
     asr_queue: int = Field(64, ge=1)  # jobs waiting for a worker before callers must wait
 

@@ -49,14 +49,14 @@ def test_serve_defaults_healthz(tmp_path: Path) -> None:
             except OSError:
                 assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
                 time.sleep(0.2)
-        assert b"pocketsphinx" in body
+        assert b"whisper tiny.en (bundled)" in body  # the default engine
         while old.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not old.exists() and recent.exists()
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
-    assert "No Vosk model configured" in out
+    assert "ASR engine: whisper" in out
     assert "audio retention: deleted 1 files" in out
 
 

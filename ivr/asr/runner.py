@@ -1,8 +1,9 @@
 """Running recognizers off the event loop.
 
 Recognizer calls go to a bounded thread pool (Vosk releases the GIL while it decodes; the
-pocketsphinx engine hands its decodes on to worker processes). A semaphore bounds the jobs in
-flight so a burst of callers queues here instead of growing the executor's queue without limit.
+pocketsphinx and Whisper engines hand their decodes on to worker processes). A semaphore
+bounds the jobs in flight so a burst of callers queues here instead of growing the executor's
+queue without limit.
 """
 
 from __future__ import annotations
@@ -42,8 +43,12 @@ class AsrRunner:
 
         With free speech (`grammar` None) and a `hint`, the hint's phrases are tried first:
         constrained decoding is far more accurate on short commands ("balance") and cheap,
-        and only speech it does not cover ([unk]) is decoded again as free speech.
+        and only speech it does not cover ([unk]) is decoded again as free speech. An engine
+        that cannot constrain its decoding (``constrained = False``: Whisper) decodes once;
+        the grammar or hint then only tells it the language.
         """
+        if not getattr(self.engine, "constrained", True):
+            return await self._once(pcm, grammar or hint, rate, nbest)
         if grammar is None and hint is not None:
             first = await self._once(pcm, hint, rate, nbest)
             if covered(first, hint):

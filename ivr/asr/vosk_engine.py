@@ -44,6 +44,7 @@ def load_model(path: Path) -> Model:
 
 class VoskEngine:
     name = "vosk"
+    constrained = True  # grammar mode restricts the decode to the grammar's phrases
 
     def __init__(self, model_path: Path) -> None:
         self.model_path = model_path

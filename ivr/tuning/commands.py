@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ivr.asr.base import Engine
-from ivr.asr.engines import load_engine
+from ivr.asr.engines import engine_from_settings
 from ivr.asr.runner import AsrRunner
 from ivr.audio.pcm import read_wav
 from ivr.config import Settings, load_settings
@@ -19,12 +19,8 @@ from ivr.tuning.probe import Target, TargetError, Verdict, hear, judge, resolve
 
 
 def engine_for(settings: Settings, processes: int = 0) -> Engine:
-    """The configured engine (Vosk with a model, else the built-in one), without the
-    server's start-up notice about the built-in engine."""
-    kind = settings.asr_engine
-    if kind == "auto" and settings.vosk_model is None:
-        kind = "pocketsphinx"
-    return load_engine(kind, settings.vosk_model, processes)
+    """The engine the server would use, without its start-up notice about the built-in one."""
+    return engine_from_settings(settings, processes, notice=False)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
