@@ -67,7 +67,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     prompts = PromptRenderer(tts, PromptCache(settings.cache_dir / "prompts"), settings.prompts_dir)
     store = await open_store(settings.store_url)
     clock = shifted_clock(settings.clock_start)
-    callbacks = Callbacks(store, CallbackPolicy.from_settings(settings), clock)
+    callbacks = Callbacks(store, CallbackPolicy.from_settings(settings))
     app[API] = ApiContext(callbacks, store, settings.api_tokens, callbacks.policy.tz)
     http = aiohttp.ClientSession()
     limits = CallLimits(

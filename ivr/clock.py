@@ -1,10 +1,12 @@
-"""The service's calendar clock: what "now" and "today" mean for business hours, callback
-times and dates the caller says.
+"""The dialog's calendar clock: what "now" and "today" mean to a call for business hours,
+callback times and dates the caller says.
 
 Production runs on the system clock. `IVR_CLOCK_START` starts the calendar at a chosen
 instant and lets it run on from there (a demo of after-hours behaviour, or tests that must
-give the same result at any hour). Timers, timeouts and pacing use the loop's monotonic clock
-and are never shifted.
+give the same result at any hour). Only the dialog reads it: records, the webhook outbox and
+the callback dispatcher stay on the system clock (a shifted clock there would stamp events in
+the future and hold them back), and timers, timeouts and pacing use the loop's monotonic
+clock.
 """
 
 from __future__ import annotations
