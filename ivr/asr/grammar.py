@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +26,7 @@ from typing import Any, Literal
 import yaml
 from rapidfuzz import fuzz, process
 
-from ivr.nlu.classifier import REJECT, IntentClassifier
+from ivr.nlu.classifier import IntentClassifier
 from ivr.nlu.numbers import digits_as_words, spoken_digits
 
 UNKNOWN_TOKENS = frozenset({"[unk]", "<unk>", "[noise]", "[laughter]"})
@@ -94,6 +95,7 @@ class Grammar:
     language: str = "en"
     source: str = "<memory>"
     match_by: MatchBy = "meaning"
+    negatives: tuple[str, ...] = ()  # out-of-scope examples (meaning): nearest one → no-match
     _by_phrase: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -125,7 +127,7 @@ class Grammar:
     @property
     def key(self) -> tuple[object, ...]:
         """Hashable identity of what an engine compiles: phrases and sequence settings."""
-        return (self.name, tuple(self._by_phrase.items()), self.sequence)
+        return (self.name, tuple(self._by_phrase.items()), self.sequence, self.negatives)
 
     @property
     def phrases(self) -> list[str]:
@@ -156,14 +158,14 @@ class Grammar:
                 reason=f"confidence {confidence:.2f} below {self.min_confidence:.2f}",
             )
         if self._by_meaning:
-            if best.score < REJECT:
+            if best.intent is not None and best.score < self.reject:
                 return Match(
                     None,
                     best.score,
                     best.phrase,
                     best.runner_up,
                     reason=f"best phrase {best.phrase!r} ({best.intent}) scored "
-                    f"{best.score:.2f} below {REJECT:.2f}",
+                    f"{best.score:.2f} below {self.reject:.2f}",
                 )
             return best
         if self.sequence is not None and (best.score < self.threshold or len(norm.split()) > 1):
@@ -182,14 +184,29 @@ class Grammar:
         return best
 
     @property
+    def reject(self) -> float:
+        """The score a match by meaning needs (else a no-match); `threshold` by spelling."""
+        return classifier_for(self).reject if self._by_meaning else self.threshold
+
+    @property
     def _by_meaning(self) -> bool:
         return self.match_by == "meaning" and self.sequence is None
 
     def _meaning(self, norm: str) -> Match:
-        ranked = classifier_for(self).rank(norm)
+        clf = classifier_for(self)
+        ranked = clf.rank(norm)
         if not ranked:
             return Match(None, 0.0, None, reason="no words")
         top = ranked[0]
+        other = clf.out_of_scope(norm) if top.score >= clf.reject else None
+        if other is not None and other.score >= top.score:
+            return Match(
+                None,
+                top.score,
+                top.phrase,
+                (top.intent, round(top.score, 3)),
+                f"closest to the out-of-scope example {other.phrase!r} ({other.score:.2f})",
+            )
         runner_up = (ranked[1].intent, round(ranked[1].score, 3)) if len(ranked) > 1 else None
         return Match(
             top.intent, round(top.score, 3), top.phrase, runner_up, f"closest phrase {top.phrase!r}"
@@ -265,8 +282,15 @@ def classifier_for(grammar: Grammar) -> IntentClassifier:
         intents: dict[str, list[str]] = {}
         for phrase, intent in grammar._by_phrase.items():
             intents.setdefault(intent, []).append(phrase)
-        found = _CLASSIFIERS[key] = IntentClassifier(intents)
+        found = _CLASSIFIERS[key] = IntentClassifier(intents, grammar.negatives)
     return found
+
+
+def warm_meaning(grammars: Iterable[Grammar]) -> None:
+    """Build the classifiers of the grammars that match by meaning, examples embedded."""
+    for grammar in grammars:
+        if grammar._by_meaning:
+            classifier_for(grammar).warm()
 
 
 def _similarity(a: str, b: str, **_: Any) -> float:

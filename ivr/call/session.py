@@ -55,6 +55,7 @@ from ivr.events import NoInput as VadNoInput
 from ivr.events import SpeechEnded, SpeechStarted
 from ivr.fulfillment import Fulfillment
 from ivr.metrics import Metrics
+from ivr.nlu.classifier import prepare as prepare_meaning
 from ivr.store import Store
 from ivr.transports.messages import (
     Audio,
@@ -370,6 +371,11 @@ class CallSession:
         except Exception:  # the caller hears a no-match reprompt rather than silence
             log.exception("call %s: recognition failed", self.call_id)
             result = RecognitionResult("", 0.0, "error")
+        if result.text:
+            try:  # the sentence embedding, off the loop: the dialog then finds it cached
+                await self.s.asr.run(prepare_meaning, result.text)
+            except Exception:
+                log.exception("call %s: sentence embedding failed", self.call_id)
         mode = "grammar" if listen.grammar is not None else "free"
         self.s.metrics.asr_time(mode, time.perf_counter() - started)
         self._inputs.put_nowait(_Input("asr", (utterance, result, audio)))

@@ -169,6 +169,7 @@ def _compile(spec: FlowSpec, source: str, version: str, grammar_dir: Path) -> Fl
     except GrammarError as exc:
         raise _flow_error(source, [FlowProblem((), str(exc), "")]) from exc
     globals_ = {gid: list(g.phrases) for gid, g in spec.globals.items()}
+    negatives = tuple(spec.out_of_scope)
 
     def build(
         label: str, intents: dict[str, list[str]], base: Grammar | None = None, **kwargs: Any
@@ -202,7 +203,7 @@ def _compile(spec: FlowSpec, source: str, version: str, grammar_dir: Path) -> Fl
         extra = globals_ if node.globals else {}
         if isinstance(node, MenuNode):
             own = {cid: list(c.phrases) for cid, c in node.choices.items() if c.phrases}
-            grammars[name] = build(name, own | extra)
+            grammars[name] = build(name, own | extra, negatives=negatives)
         elif isinstance(node, QuestionNode):
             if node.type == "yesno":
                 grammars[name] = build(name, dict(yesno.intents) | extra, yesno)
@@ -223,7 +224,7 @@ def _compile(spec: FlowSpec, source: str, version: str, grammar_dir: Path) -> Fl
     faq = None
     if spec.faq:
         questions = {fid: list(f.questions) for fid, f in spec.faq.items()}
-        faq = build("faq", questions, threshold=spec.defaults.faq_threshold)
+        faq = build("faq", questions, negatives=negatives)
     if problems:
         raise _flow_error(source, problems)
     dtmf = {g.dtmf: gid for gid, g in spec.globals.items() if g.dtmf}

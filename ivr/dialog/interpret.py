@@ -11,7 +11,6 @@ from ivr.dialog.schema import MenuNode, QuestionNode
 from ivr.dialog.state import DialogState, Interp
 from ivr.dialog.values import YESNO_DTMF, keyed_value, question_value, readback
 from ivr.dialog.when import BusinessHours, Slot, resolve, resolve_keys
-from ivr.nlu.classifier import REJECT
 
 TEXT_MIN_CONFIDENCE = 0.35  # free-text answers below this recognizer confidence are no-match
 FIRST = ["the first", "the first one", "first", "first one"]
@@ -52,7 +51,7 @@ class Interpreter:
             interp = self.intent(state, m.intent)
             if interp is not None:
                 found.append((m.score, interp))
-                alt = self._runner_up(state, m)
+                alt = self._runner_up(state, grammar, m)
                 if alt is not None:
                     found.append(alt)
             elif m.intent is not None:
@@ -63,7 +62,7 @@ class Interpreter:
             faq_reason = f.reason
             if f.intent is not None:
                 found.append((f.score, Interp("faq", f.intent, title=self.flow.title(f.intent))))
-                if f.runner_up is not None and f.runner_up[1] >= REJECT:
+                if f.runner_up is not None and f.runner_up[1] >= faq.reject:
                     other = Interp("faq", f.runner_up[0], title=self.flow.title(f.runner_up[0]))
                     found.append((f.runner_up[1], other))
         both = menu_reason if faq_reason is None else f"menu: {menu_reason}; FAQ: {faq_reason}"
@@ -84,9 +83,11 @@ class Interpreter:
                 return Interp("value", "text", text.strip(), text.strip()), "free text"
         return None, both
 
-    def _runner_up(self, state: DialogState, m: Match) -> tuple[float, Interp] | None:
+    def _runner_up(
+        self, state: DialogState, grammar: Grammar, m: Match
+    ) -> tuple[float, Interp] | None:
         """The grammar's second intent, when it also clears the rejection and is valid here."""
-        if m.runner_up is None or m.runner_up[1] < REJECT:
+        if m.runner_up is None or m.runner_up[1] < grammar.reject:
             return None
         interp = self.intent(state, m.runner_up[0])
         return None if interp is None else (m.runner_up[1], interp)

@@ -200,7 +200,7 @@ class Defaults(_WithPrompts):
     max_no_match: int = Field(default=3, ge=1)
     no_input_ms: int = Field(default=5000, ge=500)
     confirm_below: Probability = 0.5
-    faq_threshold: Probability = 0.7
+    faq_threshold: Probability = 0.7  # unused since intents match by meaning; kept for old flows
     faq_margin: Probability = 0.05
     no_input: list[Prompt] = Field(
         default_factory=lambda: [Prompt(text="Sorry, I didn't hear you.")]
@@ -230,4 +230,7 @@ class FlowSpec(_Model):
     defaults: Defaults = Defaults()
     globals: dict[str, GlobalIntent] = Field(default_factory=dict)
     faq: dict[str, FaqIntent] = Field(default_factory=dict)
+    # What callers ask that this line does not handle: speech closest to one of these is a
+    # no-match at menus, not the nearest intent (examples, like intents' phrases).
+    out_of_scope: list[str] = Field(default_factory=list)
     nodes: dict[str, Node] = Field(min_length=1)
