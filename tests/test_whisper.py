@@ -192,6 +192,25 @@ def test_english_only_model_refuses_another_language(whisper: WhisperEngine) -> 
         WhisperEngine(whisper.model_dir, language="ko")
 
 
+def test_multilingual_model_languages(tmp_path: Path) -> None:
+    """Which languages a model takes comes from its files (no decode here: the one
+    multilingual model at hand would be a download)."""
+    model = tmp_path / "multi"
+    model.mkdir()
+    (model / "model.bin").write_bytes(b"")
+    (model / "config.json").write_text("{}")
+    (model / "vocabulary.txt").write_text("t\n" * 51865)
+    added = ["<|endoftext|>", "<|en|>", "<|de|>", "<|ko|>", "<|transcribe|>", "<|nospeech|>"]
+    tokens = [{"id": 50257 + i, "content": t} for i, t in enumerate(added)]
+    (model / "tokenizer.json").write_text(json.dumps({"added_tokens": tokens}))
+    engine = WhisperEngine(model, language="ko")
+    assert engine.languages == frozenset({"en", "de", "ko"}) and "multilingual" in engine.describe()
+    german = Grammar(name="ja", intents={"ja": ["ja"]}, language="de-DE")
+    assert engine.language_for(german) == "de" and engine.language_for(None) == "ko"
+    with pytest.raises(GrammarError, match="'fr' is not one the Whisper model"):
+        engine.create(Grammar(name="oui", intents={"oui": ["oui"]}, language="fr"))
+
+
 async def test_runner_decodes_once_with_a_hint(
     whisper: WhisperEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

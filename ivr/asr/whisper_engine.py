@@ -2,48 +2,55 @@
 language of a multilingual model, English with the bundled ``tiny.en``.
 
 **The fast path.** Whisper's encoder is trained on 30 s windows, and the stock
-``faster_whisper.WhisperModel.transcribe()`` pads every utterance to 30 s: ~430 ms of encoder
-time on one core for a 1–3 s utterance, whatever its length. Here only the utterance and
-`PAD_FRAMES` of silence frames (0.5 s) are encoded, ~10–25 ms. Handing that short encoder
-output straight to the decoder makes it repeat the sentence ("Hello Hello Hello…", "I would
-like to check my balance. I would…"; word error rate 0.75–0.9 on the bench clips instead of
-0.02), because the decoder has never seen a window that ends after 2 s. So the encoder output
-is completed to the full 1,500 positions with the encoder output of an all-silence window
+``faster_whisper.WhisperModel.transcribe()`` pads every utterance to 30 s: ~400 ms of one core
+for a 1–3 s utterance, whatever its length, nearly all of it encoder. Here only the utterance
+and `PAD_FRAMES` of silence frames (0.5 s) are encoded, ~10–20 ms. Handing that short encoder
+output straight to the decoder makes it repeat itself ("Hello Hello Hello…", "I would like to
+check my balance. I would…"; word error rate 0.35 on the bench clips instead of 0.08),
+because the decoder has never seen a window that ends after 2 s. So the encoder output is
+completed to the full 1,500 positions with the encoder output of an all-silence window
 (computed once per process): the decoder then sees what the stock path shows it, speech
-followed by silence, and stops on its own with the same words as the padded path (see
-``bench/asr.py``). Decoding is greedy (beam 1; beam 2 measured no better), bounded by the
-utterance's length (`TOKENS_PER_SECOND`), and an immediate exact repeat of the whole
-phrase is dropped in case one slips through (`drop_repeat`).
+followed by silence, and stops on its own. On 221 clips (flite voices, the Asterisk
+recordings, natural caller sentences; 8 kHz) that costs 54 ms of CPU per utterance (p50; p95
+76 ms; RTF 0.027) against 414 ms padded, with WER 0.078 against 0.074 at the same beam
+(``bench/asr.py``). The decode is a beam search of `BEAM_SIZE` = 3 (greedy: WER 0.097, no
+cheaper; the beam's extra hypotheses cost next to nothing on CPU and feed the confidence),
+bounded by the utterance's length (`TOKENS_PER_SECOND`), and an immediate exact repeat of the
+whole phrase is dropped in case one slips through (`drop_repeat`). The log-mel features are
+computed here in numpy without a BLAS call: faster-whisper's matrix product wakes OpenBLAS's
+thread pool, whose threads then spin beside the decode and double its time on 2 cores.
 
-**Confidence.** Two raw values come out of a decode: Whisper's average log-probability
-(over the tokens and the end-of-text token) and ``no_speech_prob`` (the probability of the
+**Confidence.** Two raw values come out of a decode: Whisper's average log-probability of
+the best hypothesis (over its tokens and the end of text) and ``no_speech_prob`` (of the
 no-speech token at the first step). Whisper's own rule calls a window silence when
 no_speech_prob > 0.6 and avg_logprob < -1; this path reads no_speech_prob higher than the
-padded one (0.1–0.62 on clean speech, 0.45–0.62 on single words, ≥ 0.89 on silence and
-noise), so the threshold is `NO_SPEECH_THRESHOLD` = 0.8. A text with no letters or digits
-(".", "...") is empty too. The confidence is
+padded one (``bench/asr.py --raw``: 0.12–0.63 on clean sentences, 0.44–0.62 on single
+digits, 0.92–0.94 on silence and noise, 0.52–0.83 on other languages and non-speech), so the
+threshold is `NO_SPEECH_THRESHOLD` = 0.8. A text with no letters or digits (".", "...") is
+empty too. The confidence is
 
-    confidence = exp(mean log p) * min(1, (1 - no_speech_prob) / (1 - SPEECH_KNEE))
+    confidence = exp(L / n) * min(1, (1 - no_speech_prob) / (1 - SPEECH_KNEE))
 
-where p is the probability of each chosen token *summed over the tokens that spell the same
-word* (" 1", " one", " One" are one choice; so are "." "," and the end of text), so a
-correctly heard "one" is not marked unsure because the model hesitated between "1" and
-"One.". Monotone: higher with the log-probability, lower with the no-speech probability
-above the knee (0.5). Each word gets the same mapping over its own tokens. With n-best > 1
-the runners-up come from a beam search over the same encoder output and carry
-exp(avg_logprob) times the same no-speech factor.
+with L the log of the summed probabilities of the beam's hypotheses that read the same
+words as the best one ("1", "one" and "One." are one answer: a correctly heard digit is not
+unsure because the model hesitated between spellings), n the best one's tokens with the end
+of text; with no such variant it is exp(avg_logprob). Monotone: higher with the
+log-probability, lower with the no-speech probability above the knee (0.5). A word's
+confidence is the share of the beam's probability in hypotheses that contain it, times the
+same no-speech factor. n-best alternatives are the other hypotheses, each with
+exp(its avg_logprob) times that factor.
 
 **Where decodes run.** In worker processes (spawn, like pocketsphinx), each loading the model
-once with one intra-op thread. CTranslate2 releases the GIL while it encodes and decodes, and
-with threads the event loop's lag while 4 decodes ran was about the same as with processes
-(``bench/asr.py --loop-lag``: p95 ≈ 7 ms either way on 2 shared cores), but ~15–20 ms of each
-decode is Python and numpy (features, the silence completion, the confidence) that would hold
-the server's GIL, a crash in the native code would take the server down, and the pool is the
-same as pocketsphinx's; a worker costs ~190 MB of memory with tiny.en. Workers watch the
-parent's sentinel pipe and exit as soon as the parent is gone, even on SIGKILL
-(PR_SET_PDEATHSIG is not used: it fires when the *thread* that started the worker ends, and
-the pool starts workers from whichever thread submits first). A worker that dies is replaced
-on the next decode. `processes` = 0 decodes in the calling thread (the CLI).
+once with one intra-op thread. CTranslate2 releases the GIL while it encodes and decodes, so
+threads would do too: the event loop's lag while 4 decodes ran was the same either way
+(``bench/asr.py --loop-lag``: p95 3.5 ms threads, 3.2 ms processes, 0.2 ms idle; 4 decodes
+in 134 vs 152 ms), but processes keep the ~5 ms of Python and numpy per decode off the
+server's GIL and a crash in native code out of the server, and the pool is pocketsphinx's;
+the price is memory: ~190 MB per worker with tiny.en. Workers watch the parent's sentinel
+pipe and exit as soon as the parent is gone, even on SIGKILL (PR_SET_PDEATHSIG is not used:
+it fires when the *thread* that started the worker ends, and the pool starts workers from
+whichever thread submits first). A worker that dies is replaced on the next decode.
+`processes` = 0 decodes in the calling thread (the CLI; `threads` decodes at once).
 
 Whisper has no grammar: with a grammar it still transcribes freely (``constrained = False``,
 so the runner does not first try the flow's hint phrases); the grammar only gives the
@@ -63,6 +70,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +96,7 @@ NO_SPEECH_THRESHOLD = 0.8
 LOGPROB_THRESHOLD = -1.0
 SPEECH_KNEE = 0.5
 COMPUTE_TYPE = "int8"
+BEAM_SIZE = 3
 
 FloatArray = npt.NDArray[np.float32]
 _DIGIT_WORDS = "zero one two three four five six seven eight nine".split()
@@ -165,7 +174,9 @@ class LogMel:
         frames = np.lib.stride_tricks.sliding_window_view(x, N_FFT)[::HOP]
         spec = np.fft.rfft(frames * self.window, axis=-1).astype(np.complex64)
         power = (np.abs(spec[:-1]) ** 2).T
-        mel = self.filters @ power
+        # einsum, not @: a BLAS call wakes OpenBLAS's thread pool, whose threads then spin
+        # beside the decode (twice the wall time on 2 cores; the matrices are small)
+        mel = np.einsum("mf,fn->mn", self.filters, power)
         log_spec = np.log10(np.maximum(mel, 1e-10))
         log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
         out: FloatArray = ((log_spec + 4.0) / 4.0).astype(np.float32)
@@ -233,7 +244,7 @@ class WhisperDecoder:
     def __init__(
         self,
         model_dir: Path,
-        beam_size: int = 1,
+        beam_size: int = BEAM_SIZE,
         inter_threads: int = 1,
         complete: bool = True,
     ) -> None:
@@ -262,25 +273,12 @@ class WhisperDecoder:
         self.transcribe_id = self._token("<|transcribe|>")
         silent = np.zeros((1, self.model.n_mels, WINDOW_FRAMES), dtype=np.float32)
         self.silence = np.array(self._encode(silent))  # [1, 1500, d_model]
-        self._groups, self._word_start = self._vocabulary()
 
     def _token(self, text: str) -> int:
         found = self.tokenizer.token_to_id(text)
         if found is None:
             raise ModelError(f"{self.model_dir}: tokenizer.json has no {text} token")
         return int(found)
-
-    def _vocabulary(self) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
-        """Per token: the id of the word it spells (`_key`; punctuation, end of text and
-        special tokens share one) and whether it starts a word (a leading space)."""
-        size = _vocabulary_size(self.model_dir)
-        pieces = self.tokenizer.decode_batch([[i] for i in range(size)], skip_special_tokens=True)
-        keys = [_key(p) for p in pieces]
-        ids: dict[str, int] = {"": 0}
-        groups = np.array([ids.setdefault(k, len(ids)) for k in keys], dtype=np.intp)
-        groups[self.eot :] = 0  # special tokens and timestamps
-        starts = np.array([p.startswith(" ") for p in pieces], dtype=np.bool_)
-        return groups, starts
 
     def _encode(self, features: FloatArray) -> Any:
         view = self._ct2.StorageView.from_array(np.ascontiguousarray(features))
@@ -298,107 +296,105 @@ class WhisperDecoder:
         self, pcm: bytes, rate: int, language: str = "en", nbest: int = 1
     ) -> RecognitionResult:
         """One utterance of 16-bit PCM at `rate`."""
-        samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
-        if len(samples) < rate // 50:  # under 20 ms
+        results = [raw.result for raw in self.decode_raw(pcm, rate, language, nbest)]
+        if not results:
             return RecognitionResult("", 0.0, WhisperEngine.name)
+        return results[0] if len(results) == 1 else _joined(results)
+
+    def decode_raw(
+        self, pcm: bytes, rate: int, language: str = "en", nbest: int = 1
+    ) -> list[RawDecode]:
+        """The decode of each `MAX_SECONDS` window of the utterance, with its raw values
+        (none for under 20 ms of audio)."""
+        samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
+        if len(samples) < rate // 50:
+            return []
         audio = resample(samples, rate, MODEL_RATE).astype(np.float32) / 32768.0
         piece = int(MAX_SECONDS * MODEL_RATE)
-        results = [
+        return [
             self._window(audio[i : i + piece], language, max(1, nbest))
             for i in range(0, len(audio), piece)
         ]
-        return results[0] if len(results) == 1 else _joined(results)
 
-    def _window(self, audio: FloatArray, language: str, nbest: int) -> RecognitionResult:
+    def _window(self, audio: FloatArray, language: str, nbest: int) -> RawDecode:
         features = self.features(audio)[:, :-1]
         features = np.pad(features, ((0, 0), (0, PAD_FRAMES)))[None]
         encoded = np.array(self._encode(features))
         if self.complete:
             encoded = np.concatenate([encoded, self.silence[:, encoded.shape[1] :]], axis=1)
-        view = self._ct2.StorageView.from_array(np.ascontiguousarray(encoded))
         prompt = self.prompt(language)
         max_new = int(TOKENS_PER_SECOND * len(audio) / MODEL_RATE) + TOKEN_SLACK
-        greedy = self.beam_size == 1
-        result = self._generate(view, prompt, max_new, self.beam_size, 1, logits=greedy)
-        no_speech = float(result.no_speech_prob)
-        ids = result.sequences_ids[0]
-        text, avg_logprob = self._hypothesis(ids, result.scores[0], max_new)
-        log.debug("whisper: %r avg_logprob %.3f no_speech %.3f", text, avg_logprob, no_speech)
-        if is_silence(text, avg_logprob, no_speech):
-            return RecognitionResult("", 0.0, WhisperEngine.name)
-        if greedy:
-            best = self._grouped(ids, result.logits[0], text, no_speech)
-        else:
-            conf = confidence(avg_logprob, no_speech)
-            best = RecognitionResult(
-                text, conf, WhisperEngine.name, [], [(w, conf) for w in text.split()]
-            )
-        alts = [Alternative(best.text, best.confidence)]
-        if nbest > 1:  # a beam search over the same encoder output for the runners-up
-            more = self._generate(view, prompt, max_new, max(2, nbest), nbest)
-            for ids, score in zip(more.sequences_ids, more.scores, strict=True):
-                text, avg_logprob = self._hypothesis(ids, score, max_new)
-                silent = is_silence(text, avg_logprob, no_speech)
-                if not silent and len(alts) < nbest and all(a.text != text for a in alts):
-                    alts.append(Alternative(text, confidence(avg_logprob, no_speech)))
-        return RecognitionResult(best.text, best.confidence, best.engine, alts, best.words)
-
-    def _generate(
-        self, encoded: Any, prompt: list[int], max_new: int, beam: int, n: int, logits: bool = False
-    ) -> Any:
-        return self.model.generate(
-            encoded,
+        beam = max(self.beam_size, nbest)
+        result = self.model.generate(
+            self._ct2.StorageView.from_array(np.ascontiguousarray(encoded)),
             [prompt],
             beam_size=beam,
-            num_hypotheses=n,
+            num_hypotheses=beam,  # kept by the search anyway: the confidence reads them
             max_length=len(prompt) + max_new,
             return_scores=True,
             return_no_speech_prob=True,
-            return_logits_vocab=logits,
         )[0]
+        no_speech = float(result.no_speech_prob)
+        hyps = [
+            _Hypothesis(self.tokenizer.decode(ids).strip(), ids, float(score), max_new)
+            for ids, score in zip(result.sequences_ids, result.scores, strict=True)
+        ]
+        best = hyps[0]
+        log.debug(
+            "whisper: %r avg_logprob %.3f no_speech %.3f", best.text, best.avg_logprob, no_speech
+        )
+        if is_silence(best.text, best.avg_logprob, no_speech):
+            result = RecognitionResult("", 0.0, WhisperEngine.name)
+        else:
+            result = _result(hyps, no_speech, nbest)
+        return RawDecode(best.text, best.avg_logprob, no_speech, result)
 
-    def _hypothesis(self, ids: list[int], score: float, max_new: int) -> tuple[str, float]:
-        """The text of one hypothesis and Whisper's avg_logprob of it: CTranslate2's score
-        is the log-probability of the tokens and the end of text over the tokens (length
-        penalty 1); Whisper averages over both."""
-        text = drop_repeat(self.tokenizer.decode(ids).strip(), cut_off=len(ids) >= max_new)
-        return text, float(score) * len(ids) / (len(ids) + 1)
 
-    def _grouped(
-        self, ids: list[int], logits: Sequence[Any], text: str, no_speech: float
-    ) -> RecognitionResult:
-        """Confidence from word-grouped token probabilities (module docstring)."""
-        steps = [*ids, self.eot]
-        logps = []
-        for token, step in zip(steps, logits, strict=False):
-            scores = np.array(step, dtype=np.float64).reshape(-1)
-            scores = scores[: len(self._groups)]
-            probs = np.exp(scores - scores.max())
-            probs /= probs.sum()
-            group = self._groups[token]
-            mass = float(probs[self._groups == group].sum())
-            logps.append(math.log(max(mass, 1e-12)))
-        conf = confidence(sum(logps) / max(1, len(logps)), no_speech)
-        words: list[tuple[str, float]] = []
-        current: list[int] = []
-        current_lp: list[float] = []
+@dataclass(frozen=True)
+class RawDecode:
+    """One window's decode: the best hypothesis and Whisper's raw values, before the
+    silence rule and the confidence mapping, and the result made of them."""
 
-        def flush() -> None:
-            word = self.tokenizer.decode(current).strip()
-            if re.search(r"\w", word):
-                words.append((word, confidence(sum(current_lp) / len(current_lp), no_speech)))
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    result: RecognitionResult
 
-        for token, lp in zip(ids, logps, strict=False):
-            if current and self._word_start[token]:
-                flush()
-                current, current_lp = [], []
-            current.append(token)
-            current_lp.append(lp)
-        if current:
-            flush()
-        if " ".join(w for w, _ in words) != " ".join(text.split()):
-            words = [(w, conf) for w in text.split()]  # a repeat was dropped
-        return RecognitionResult(text, conf, WhisperEngine.name, [], words)
+
+class _Hypothesis:
+    """One hypothesis of a decode, with Whisper's avg_logprob: CTranslate2's score is the
+    log-probability of the tokens and the end of text over the tokens (length penalty 1);
+    Whisper averages over both."""
+
+    def __init__(self, raw: str, ids: list[int], score: float, max_new: int) -> None:
+        self.text = drop_repeat(raw, cut_off=len(ids) >= max_new)
+        self.logprob = score * len(ids)  # of the whole sequence, end of text included
+        self.avg_logprob = self.logprob / (len(ids) + 1)
+        self.tokens = len(ids) + 1
+        self.key = " ".join(_key(w) for w in self.text.split() if _key(w))
+
+
+def _result(hyps: list[_Hypothesis], no_speech: float, nbest: int) -> RecognitionResult:
+    """The best hypothesis with the confidences of the module docstring."""
+    best = hyps[0]
+    top = max(h.logprob for h in hyps)
+    weights = [math.exp(h.logprob - top) for h in hyps]
+    same = sum(w for h, w in zip(hyps, weights, strict=True) if h.key == best.key)
+    # the best's sequence probability with its spelling variants', per token
+    grouped = (top + math.log(same)) / best.tokens
+    conf = confidence(max(grouped, best.avg_logprob), no_speech)
+    total = sum(weights)
+    words: list[tuple[str, float]] = []
+    for word in best.text.split():
+        k = _key(word)
+        share = sum(w for h, w in zip(hyps, weights, strict=True) if k in h.key.split()) / total
+        words.append((word, round(min(1.0, share) * _speech_factor(no_speech), 3)))
+    alts = [Alternative(best.text, conf)]
+    for h in hyps[1:]:
+        silent = is_silence(h.text, h.avg_logprob, no_speech)
+        if len(alts) < nbest and not silent and all(a.text != h.text for a in alts):
+            alts.append(Alternative(h.text, confidence(h.avg_logprob, no_speech)))
+    return RecognitionResult(best.text, conf, WhisperEngine.name, alts, words)
 
 
 def _joined(results: list[RecognitionResult]) -> RecognitionResult:
