@@ -17,7 +17,9 @@ from audio_fixtures import recording
 from ivr.api import hash_token
 from ivr.api.grammar import ProbeResponse, ValidateResponse
 from ivr.app import create_app
+from ivr.asr.grammar import normalize
 from ivr.config import Settings
+from ivr.nlu.numbers import digits_as_words
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -62,7 +64,7 @@ async def test_validate_good_flow(client: Client) -> None:
     ValidateResponse.model_validate(body)
     assert (body["ok"], body["kind"], body["problems"]) == (True, "flow", [])
     assert body["summary"].startswith("flow 'hotline': ")
-    assert body["summary"].endswith("words checked with pocketsphinx")  # the server's engine
+    assert body["summary"].endswith("words checked with whisper")  # the server's engine
 
 
 async def test_validate_bad_flow_lines(client: Client) -> None:
@@ -71,13 +73,9 @@ async def test_validate_bad_flow_lines(client: Client) -> None:
     text = text.replace("phrases: [fault, report a fault,", "phrases: [fault, zorblaxian fault,")
     status, body = await post(client, "/v1/grammar/validate", {"text": text, "name": "mine.yaml"})
     assert status == 200 and body["ok"] is False
+    # Whisper can say any word (the vocabulary check of an engine with a dictionary is in
+    # tests/test_grammar_cli.py): the broken reference is the one problem.
     assert body["problems"] == [
-        {
-            "line": line_of(text, "zorblaxian"),
-            "where": "node 'main_menu': choices.fault.phrases[1]",
-            "message": "the built-in English engine has no pronunciation for 'zorblaxian'; "
-            "use other words or a Vosk model",
-        },
         {
             "line": line_of(text, "missing: ask_acount"),
             "where": "node 'balance': fetch.missing",
@@ -127,7 +125,8 @@ async def test_test_by_audio(client: Client) -> None:
     wav = base64.b64encode(recording("digits/1").read_bytes()).decode()
     status, body = await post(client, "/v1/grammar/test", {"audio_wav_base64": wav})
     assert status == 200, body
-    assert (body["node"], body["text"], body["intent"], body["phrase"]) == (
+    said = normalize(digits_as_words(body["text"]))  # Whisper writes "1." or "One."
+    assert (body["node"], said, body["intent"], body["phrase"]) == (
         "main_menu",
         "one",
         "balance",

@@ -20,16 +20,18 @@ from typing import Any
 import pytest
 from audio_fixtures import recording, sox
 
+from ivr.asr.grammar import normalize
+from ivr.nlu.numbers import digits_as_words
+
 ROOT = Path(__file__).resolve().parent.parent
 HOTLINE = ROOT / "grammars" / "hotline.yaml"
 
-# Measured on this set with the built-in engine (pocketsphinx en-us), listening as the main
-# menu does: free speech with the menu and FAQ phrases tried first. 12 of 21 right (0.571):
-# "my bill", "report a fault", digits 1-3 and most out-of-grammar recordings are fine; espeak's
-# "data usage" comes out as the FAQ question "when are you open", digit 4 as free speech, and
-# a few long out-of-grammar prompts are forced onto FAQ phrases. The bar sits below that; the
-# broken grammar (bill and data_usage phrases swapped) scores 8 of 21 (0.381).
-MIN_ACCURACY = 0.5
+# Measured on this set with the default engine (Whisper tiny.en), listening as the main menu
+# does: 16 of 21 right (0.762). Espeak's single words are Whisper's weak spot ("balance" and
+# "agent" in one voice are missed); "my bill", "data usage", the digits and the out-of-grammar
+# recordings are fine. The broken grammar (bill and data_usage phrases swapped) scores 12 of 21
+# (0.571); the bar sits between.
+MIN_ACCURACY = 0.65
 VOICES = ("en-us", "en-gb")
 SAID = {"balance": "balance", "data_usage": "data usage", "bill": "my bill",
         "fault": "report a fault", "agent": "agent", "none": "hello"}  # fmt: skip
@@ -37,9 +39,13 @@ DIGITS = {"1": "balance", "2": "data_usage", "3": "bill", "4": "fault"}
 OUT_OF_GRAMMAR = ("vm-password", "tt-weasels", "hello-world", "demo-congrats", "tt-monkeys")
 
 
-def ivr(*args: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def ivr(
+    *args: str | Path, cwd: Path = ROOT, engine: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ}
-    env.pop("IVR_VOSK_MODEL", None)  # the built-in engine, as on a fresh install
+    env.pop("IVR_VOSK_MODEL", None)  # the default engine, as on a fresh install
+    if engine is not None:
+        env["IVR_ASR_ENGINE"] = engine
     return subprocess.run(
         [sys.executable, "-m", "ivr", *map(str, args)],
         cwd=cwd,
@@ -109,7 +115,7 @@ def test_check_bundled_grammars_ok() -> None:
         "grammars/hotline.yaml",
         "grammars/yesno.yaml",
     ]
-    assert all(line.endswith("words checked with pocketsphinx)") for line in lines)
+    assert all(line.endswith("words checked with whisper)") for line in lines)
 
 
 def test_check_points_at_the_broken_lines(tmp_path: Path) -> None:
@@ -118,7 +124,7 @@ def test_check_points_at_the_broken_lines(tmp_path: Path) -> None:
     text = text.replace("phrases: [fault, report a fault,", "phrases: [fault, zorblaxian fault,")
     path = tmp_path / "hotline.yaml"
     path.write_text(text)
-    out = ivr("grammar", "check", path)
+    out = ivr("grammar", "check", path, engine="pocketsphinx")  # an engine with a dictionary
     assert out.returncode == 1
     goto, word = line_of(text, "goto: data_usag"), line_of(text, "zorblaxian")
     assert out.stdout.splitlines() == [
@@ -146,7 +152,8 @@ def test_test_text_and_audio() -> None:
     assert out.stdout.splitlines()[-1] == "why:       closest phrase 'check my balance'"
     heard = ivr("grammar", "test", "hotline", "--audio", recording("digits/3"), "--json")
     doc = json.loads(heard.stdout)
-    assert (doc["text"], doc["intent"], doc["phrase"]) == ("three", "bill", "three")
+    said = normalize(digits_as_words(doc["text"]))  # Whisper writes "3." or "Three."
+    assert (said, doc["intent"], doc["phrase"]) == ("three", "bill", "three")
     assert 0 < doc["confidence"] <= 1
     question = ivr("grammar", "test", "hotline", "nope", "--node", "fault", "--json")
     assert json.loads(question.stdout)["intent"] == "no"

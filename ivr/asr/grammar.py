@@ -28,6 +28,7 @@ from rapidfuzz import fuzz, process
 
 from ivr.nlu.classifier import IntentClassifier
 from ivr.nlu.numbers import digits_as_words, spoken_digits
+from ivr.nlu.polarity import polarity
 
 UNKNOWN_TOKENS = frozenset({"[unk]", "<unk>", "[noise]", "[laughter]"})
 _UNK_PLACEHOLDER = "\u2400"  # a character no phrase contains, so unknown words never match
@@ -96,6 +97,7 @@ class Grammar:
     source: str = "<memory>"
     match_by: MatchBy = "meaning"
     negatives: tuple[str, ...] = ()  # out-of-scope examples (meaning): nearest one → no-match
+    yes_no: bool = False  # a yes/no question: "yes"/"no" by word rules first (ivr.nlu.polarity)
     _by_phrase: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -148,7 +150,13 @@ class Grammar:
                 norm = digits
         elif self.match_by == "spelling":
             norm = normalize(digits_as_words(norm))
-        best = self._meaning(norm) if self._by_meaning else self._best(norm)
+        answer = polarity(text) if self.yes_no else None
+        if answer is not None and answer in self.intents:
+            best = Match(answer, 1.0, answer, None, f"said {answer}")
+        elif self._by_meaning:
+            best = self._meaning(norm)
+        else:
+            best = self._best(norm)
         if confidence < self.min_confidence:
             return Match(
                 None,

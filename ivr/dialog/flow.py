@@ -9,7 +9,7 @@ for tools that point at the line: ``ivr grammar check``).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +175,7 @@ def _compile(spec: FlowSpec, source: str, version: str, grammar_dir: Path) -> Fl
         label: str, intents: dict[str, list[str]], base: Grammar | None = None, **kwargs: Any
     ) -> Grammar:
         if base is not None:
-            kwargs = {
+            kwargs |= {
                 "sequence": base.sequence,
                 "threshold": base.threshold,
                 "min_confidence": base.min_confidence,
@@ -206,7 +206,7 @@ def _compile(spec: FlowSpec, source: str, version: str, grammar_dir: Path) -> Fl
             grammars[name] = build(name, own | extra, negatives=negatives)
         elif isinstance(node, QuestionNode):
             if node.type == "yesno":
-                grammars[name] = build(name, dict(yesno.intents) | extra, yesno)
+                grammars[name] = build(name, dict(yesno.intents) | extra, yesno, yes_no=True)
             elif node.type == "when":
                 times = {p: [p] for p in when_phrases()}
                 grammars[name] = build(name, times | extra, match_by="spelling")
@@ -218,8 +218,8 @@ def _compile(spec: FlowSpec, source: str, version: str, grammar_dir: Path) -> Fl
             elif extra:
                 grammars[name] = build(name, extra)
     confirm = {
-        True: build("confirmation", dict(yesno.intents) | globals_, yesno),
-        False: yesno,
+        True: build("confirmation", dict(yesno.intents) | globals_, yesno, yes_no=True),
+        False: replace(yesno, yes_no=True),
     }
     faq = None
     if spec.faq:

@@ -43,7 +43,7 @@ GENERIC_OUT_OF_SCOPE = (
     "hmm let me think", "just a minute I'm driving", "how are you today", "tell me a joke",
     "are you a robot", "what's your name", "what time is it",
 )  # fmt: skip
-_WORD = re.compile(r"[a-z0-9']+")
+_WORD = re.compile(r"[\w']+")  # any script: a Korean flow's phrases are words too
 _SPACE = 29871  # the tokenizer's bare word-start piece: carries nothing
 
 

@@ -23,11 +23,14 @@ import soundfile as sf
 from ivr.asr.base import RecognitionResult
 from ivr.asr.grammar import Grammar, Match, parse_grammar
 from ivr.asr.runner import AsrRunner
+from ivr.audio.codecs import ulaw_decode, ulaw_encode
 from ivr.audio.pcm import Audio
+from ivr.audio.vad import Endpointer, EndpointerConfig
 from ivr.dialog.engine import DialogEngine
 from ivr.dialog.flow import Flow, FlowError, flow_grammar_dir, parse_flow
 from ivr.dialog.schema import AnswerNode, BranchNode, MenuNode, QuestionNode
 from ivr.dialog.state import DialogState
+from ivr.events import SpeechEnded
 from ivr.tuning.problems import BadDocument, Document
 
 MAX_AUDIO_SECONDS = 30.0  # one answer to a prompt; longer is not an utterance
@@ -97,9 +100,11 @@ def judge(target: Target, text: str, confidence: float = 1.0) -> Verdict:
     interp, reason = DialogEngine(target.flow).interpret.speech(state, text, confidence)
     if interp is None:
         return Verdict(text, confidence, None, shown.score, shown.phrase, shown.runner_up, reason)
-    intent = interp.intent
-    if interp.kind == "ambiguous":
-        reason = f"{reason}; {interp.options[1]!r} is as close: the caller is asked which one"
+    intent: str | None = interp.intent
+    if interp.kind == "ambiguous":  # no intent yet, as the call records it
+        intent = None
+        first, second = interp.options
+        reason = f"{first!r} and {second!r} are as close: the caller is asked which one"
     elif interp.kind == "faq" and f is not None:
         shown, reason = f, f"FAQ: {f.reason}"
     return Verdict(text, confidence, intent, shown.score, shown.phrase, shown.runner_up, reason)
@@ -109,11 +114,32 @@ def _verdict(text: str, confidence: float, m: Match, reason: str) -> Verdict:
     return Verdict(text, confidence, m.intent, m.score, m.phrase, m.runner_up, reason)
 
 
+LINE_RATE = 8000  # a telephone call: μ-law at 8 kHz
+LEAD_S, TAIL_S = 1.0, 2.0  # the caller's silence before and after the clip
+
+
+def as_on_a_call(audio: Audio, end_silence_ms: int = 600) -> bytes | None:
+    """What the recognizer gets of `audio` in a call: 8 kHz, through μ-law and back, cut by
+    the call's endpointer (its first utterance, pre-roll included); None if it hears none."""
+    line = audio.to_rate(LINE_RATE).samples
+    line = ulaw_decode(ulaw_encode(line))
+    lead = np.zeros(int(LEAD_S * LINE_RATE), dtype=np.int16)
+    tail = np.zeros(int(TAIL_S * LINE_RATE), dtype=np.int16)
+    stream = np.concatenate([lead, line, tail]).astype("<i2").tobytes()
+    endpointer = Endpointer(LINE_RATE, EndpointerConfig(end_silence_ms=end_silence_ms))
+    for event in endpointer.feed(stream):
+        if isinstance(event, SpeechEnded):
+            return event.audio
+    return None
+
+
 async def hear(asr: AsrRunner, target: Target, audio: Audio) -> RecognitionResult:
-    """Recognize one utterance as the dialog would at `target` (the server's own runner)."""
-    rate = audio.rate if audio.rate in (8000, 16000) else 16000
-    pcm = audio.to_rate(rate).tobytes()
-    return await asr.recognize(pcm, target.listen, rate, hint=target.hint)
+    """Recognize one utterance as a call at `target` would hear it (see `as_on_a_call`),
+    with the server's own runner."""
+    pcm = as_on_a_call(audio)
+    if pcm is None:
+        return RecognitionResult("", 0.0, "endpointer")
+    return await asr.recognize(pcm, target.listen, LINE_RATE, hint=target.hint)
 
 
 def decode_audio(data: bytes) -> Audio:
