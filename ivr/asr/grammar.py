@@ -136,6 +136,10 @@ class Grammar:
         """Every phrase, normalized, in file order."""
         return list(self._by_phrase)
 
+    def intent_of(self, phrase: str) -> str:
+        """The intent of one of `phrases` (normalized)."""
+        return self._by_phrase[phrase]
+
     def words(self) -> set[str]:
         return {w for p in self._by_phrase for w in p.split()}
 
@@ -198,7 +202,9 @@ class Grammar:
 
     @property
     def _by_meaning(self) -> bool:
-        return self.match_by == "meaning" and self.sequence is None
+        # The sentence and word models are English: other languages match by spelling.
+        english = self.language.lower().startswith("en")
+        return self.match_by == "meaning" and self.sequence is None and english
 
     def _meaning(self, norm: str) -> Match:
         clf = classifier_for(self)

@@ -71,6 +71,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,9 @@ LOGPROB_THRESHOLD = -1.0
 SPEECH_KNEE = 0.5
 COMPUTE_TYPE = "int8"
 BEAM_SIZE = 3
+GLOSSARY_PER_INTENT = 2  # phrases of each intent in the decoder's prompt (see `glossary`)
+GLOSSARY_WORDS = 60
+MAX_CONTEXT_TOKENS = 120  # Whisper reads at most 223 tokens of previous text
 
 FloatArray = npt.NDArray[np.float32]
 _DIGIT_WORDS = "zero one two three four five six seven eight nine".split()
@@ -237,6 +241,33 @@ def is_silence(text: str, avg_logprob: float, no_speech_prob: float) -> bool:
     return no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOGPROB_THRESHOLD
 
 
+@lru_cache(maxsize=256)
+def _glossary(phrases: tuple[tuple[str, ...], ...]) -> str:
+    out: list[str] = []
+    count = 0
+    for group in phrases:
+        for phrase in group[:GLOSSARY_PER_INTENT]:
+            count += len(phrase.split())
+            if count > GLOSSARY_WORDS:
+                return " ".join(out)
+            out.append(phrase[:1].upper() + phrase[1:] + ".")
+    return " ".join(out)
+
+
+def glossary(grammar: Grammar) -> str:
+    """What the caller is likely to say here, as the previous text of the decode: the first
+    phrases of each intent ("Balance. Check my balance. Data usage. Data. ..."). Whisper
+    continues a prompt's vocabulary, so a short command it would mishear on its own ("My
+    deal." for "my bill", "Talent." for "balance") comes out as the phrase; speech that is
+    none of them is still transcribed as said."""
+    if grammar.sequence is not None or grammar.yes_no:  # measured: worse digits, no gain
+        return ""
+    by_intent: dict[str, list[str]] = {}
+    for phrase in grammar.phrases:
+        by_intent.setdefault(grammar.intent_of(phrase), []).append(phrase)
+    return _glossary(tuple(tuple(g) for g in by_intent.values()))
+
+
 class WhisperDecoder:
     """A loaded model and what one process needs to decode with it. Thread-safe:
     CTranslate2 runs up to `inter_threads` decodes at once."""
@@ -271,6 +302,7 @@ class WhisperDecoder:
         self.sot, self.eot = self._token("<|startoftranscript|>"), self._token("<|endoftext|>")
         self.no_timestamps = self._token("<|notimestamps|>")
         self.transcribe_id = self._token("<|transcribe|>")
+        self.start_of_prev = self._token("<|startofprev|>")
         silent = np.zeros((1, self.model.n_mels, WINDOW_FRAMES), dtype=np.float32)
         self.silence = np.array(self._encode(silent))  # [1, 1500, d_model]
 
@@ -284,25 +316,32 @@ class WhisperDecoder:
         view = self._ct2.StorageView.from_array(np.ascontiguousarray(features))
         return self.model.encode(view, to_cpu=True)
 
-    def prompt(self, language: str) -> list[int]:
+    def prompt(self, language: str, context: str = "") -> list[int]:
+        """The decoder's prompt; `context` (see `glossary`) goes before it as the previous
+        text, which Whisper continues in style and vocabulary."""
         if not self.multilingual:
-            return [self.sot, self.no_timestamps]
-        lang = self.tokenizer.token_to_id(f"<|{language}|>")
-        if lang is None:
-            raise GrammarError(f"{self.model_dir}: no language {language!r} in this model")
-        return [self.sot, lang, self.transcribe_id, self.no_timestamps]
+            task = [self.sot, self.no_timestamps]
+        else:
+            lang = self.tokenizer.token_to_id(f"<|{language}|>")
+            if lang is None:
+                raise GrammarError(f"{self.model_dir}: no language {language!r} in this model")
+            task = [self.sot, lang, self.transcribe_id, self.no_timestamps]
+        if not context:
+            return task
+        ids = self.tokenizer.encode(" " + context, add_special_tokens=False).ids
+        return [self.start_of_prev, *ids[-MAX_CONTEXT_TOKENS:], *task]
 
     def transcribe(
-        self, pcm: bytes, rate: int, language: str = "en", nbest: int = 1
+        self, pcm: bytes, rate: int, language: str = "en", nbest: int = 1, context: str = ""
     ) -> RecognitionResult:
         """One utterance of 16-bit PCM at `rate`."""
-        results = [raw.result for raw in self.decode_raw(pcm, rate, language, nbest)]
+        results = [raw.result for raw in self.decode_raw(pcm, rate, language, nbest, context)]
         if not results:
             return RecognitionResult("", 0.0, WhisperEngine.name)
         return results[0] if len(results) == 1 else _joined(results)
 
     def decode_raw(
-        self, pcm: bytes, rate: int, language: str = "en", nbest: int = 1
+        self, pcm: bytes, rate: int, language: str = "en", nbest: int = 1, context: str = ""
     ) -> list[RawDecode]:
         """The decode of each `MAX_SECONDS` window of the utterance, with its raw values
         (none for under 20 ms of audio)."""
@@ -312,17 +351,17 @@ class WhisperDecoder:
         audio = resample(samples, rate, MODEL_RATE).astype(np.float32) / 32768.0
         piece = int(MAX_SECONDS * MODEL_RATE)
         return [
-            self._window(audio[i : i + piece], language, max(1, nbest))
+            self._window(audio[i : i + piece], language, max(1, nbest), context)
             for i in range(0, len(audio), piece)
         ]
 
-    def _window(self, audio: FloatArray, language: str, nbest: int) -> RawDecode:
+    def _window(self, audio: FloatArray, language: str, nbest: int, context: str) -> RawDecode:
         features = self.features(audio)[:, :-1]
         features = np.pad(features, ((0, 0), (0, PAD_FRAMES)))[None]
         encoded = np.array(self._encode(features))
         if self.complete:
             encoded = np.concatenate([encoded, self.silence[:, encoded.shape[1] :]], axis=1)
-        prompt = self.prompt(language)
+        prompt = self.prompt(language, context)
         max_new = int(TOKENS_PER_SECOND * len(audio) / MODEL_RATE) + TOKEN_SLACK
         beam = max(self.beam_size, nbest)
         result = self.model.generate(
@@ -445,8 +484,8 @@ def _ready() -> int:
     return os.getpid()
 
 
-def _decode(pcm: bytes, rate: int, language: str, nbest: int) -> RecognitionResult:
-    return _worker_decoder().transcribe(pcm, rate, language, nbest)
+def _decode(pcm: bytes, rate: int, language: str, nbest: int, context: str) -> RecognitionResult:
+    return _worker_decoder().transcribe(pcm, rate, language, nbest, context)
 
 
 class WhisperEngine:
@@ -497,7 +536,8 @@ class WhisperEngine:
     def create(self, grammar: Grammar | None, rate: int = 8000, nbest: int = 1) -> Recognizer:
         """A recognizer for free speech; a grammar only gives the language (every phrase is
         sayable, so `ivr grammar check` finds no vocabulary problem)."""
-        return WhisperRecognizer(self, self.language_for(grammar), rate, nbest)
+        context = glossary(grammar) if grammar is not None else ""
+        return WhisperRecognizer(self, self.language_for(grammar), rate, nbest, context)
 
     def describe(self) -> str:
         where = f"{self.processes} worker processes" if self.processes > 0 else "in-process"
@@ -548,19 +588,22 @@ class WhisperEngine:
         pool = self._pool
         return [] if pool is None else [p.pid for p in list(pool._processes.values()) if p.pid]
 
-    def decode(self, pcm: bytes, rate: int, language: str, nbest: int) -> RecognitionResult:
+    def decode(
+        self, pcm: bytes, rate: int, language: str, nbest: int, context: str = ""
+    ) -> RecognitionResult:
         if self.processes <= 0:
-            return self._decoder().transcribe(pcm, rate, language, nbest)
+            return self._decoder().transcribe(pcm, rate, language, nbest, context)
         pool = self._workers()
+        job = (pcm, rate, language, nbest, context)
         try:
-            return pool.submit(_decode, pcm, rate, language, nbest).result()
+            return pool.submit(_decode, *job).result()
         except BrokenProcessPool:  # a worker died (killed, out of memory): start anew once
             with self._pool_lock:
                 if self._pool is pool:
                     log.warning("a Whisper worker process died; starting new workers")
                     self._pool = None
                     pool.shutdown(wait=False, cancel_futures=True)
-            return self._workers().submit(_decode, pcm, rate, language, nbest).result()
+            return self._workers().submit(_decode, *job).result()
 
     def close(self) -> None:
         with self._pool_lock:
@@ -574,9 +617,12 @@ class WhisperRecognizer(Recognizer):
 
     engine = "whisper"
 
-    def __init__(self, owner: WhisperEngine, language: str, rate: int, nbest: int) -> None:
+    def __init__(
+        self, owner: WhisperEngine, language: str, rate: int, nbest: int, context: str = ""
+    ) -> None:
         self._owner = owner
         self._language = language
+        self._context = context
         self.rate = rate
         self._nbest = max(1, nbest)
         self._chunks: list[bytes] = []
@@ -590,9 +636,10 @@ class WhisperRecognizer(Recognizer):
     def partial(self) -> str:
         if not self._chunks:
             return ""
-        return self._owner.decode(b"".join(self._chunks), self.rate, self._language, 1).text
+        pcm = b"".join(self._chunks)
+        return self._owner.decode(pcm, self.rate, self._language, 1, self._context).text
 
     def final(self) -> RecognitionResult:
         pcm = b"".join(self._chunks)
         self.reset()
-        return self._owner.decode(pcm, self.rate, self._language, self._nbest)
+        return self._owner.decode(pcm, self.rate, self._language, self._nbest, self._context)

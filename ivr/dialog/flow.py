@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from ivr.asr.grammar import Grammar, GrammarError, from_phrases, load_grammar
+from ivr.asr.grammar import Grammar, GrammarError, load_grammar
 from ivr.dialog.checks import FlowProblem, Loc, flow_problems
 from ivr.dialog.schema import NODE_KINDS, FlowSpec, MenuNode, Node, QuestionNode
 from ivr.dialog.values import DATE_PHRASES, RATING_PHRASES, TIME_PHRASES
@@ -62,11 +62,20 @@ class Flow:
         return cache[node]
 
     def _hint(self, node: str) -> Grammar | None:
-        phrases = list(self.grammars[node].phrases) if node in self.grammars else []
+        sources = [self.grammars[node]] if node in self.grammars else []
         menu = self.spec.nodes.get(node)
         if isinstance(menu, MenuNode) and menu.faq and self.faq_grammar is not None:
-            phrases += self.faq_grammar.phrases
-        return from_phrases(list(dict.fromkeys(phrases)), f"{node}-hint") if phrases else None
+            sources.append(self.faq_grammar)
+        intents: dict[str, list[str]] = {}
+        seen: set[str] = set()
+        for grammar in sources:  # each phrase once, under its first intent
+            for phrase in grammar.phrases:
+                if phrase not in seen:
+                    seen.add(phrase)
+                    intents.setdefault(grammar.intent_of(phrase), []).append(phrase)
+        if not intents:
+            return None
+        return Grammar(name=f"{node}-hint", intents=intents, language=self.spec.language)
 
     @property
     def name(self) -> str:
