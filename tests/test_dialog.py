@@ -438,3 +438,13 @@ def test_last_words_are_not_interruptible() -> None:
     final = [a for a in call.actions if isinstance(a, Say)]
     assert final and not any(s.barge_in for s in final)
     assert all(s.barge_in for s in call.log if isinstance(s, Say) and s not in final)
+
+
+def test_a_number_question_waits_longer_for_the_end_of_speech() -> None:
+    """Callers pause between groups of digits: the utterance ends after the flow's
+    digits_end_silence_ms there, and after the server's usual silence elsewhere."""
+    call = Call(UNKNOWN)
+    assert call.listen.end_silence_ms is None  # the main menu
+    call.key("1")  # balance: an unknown caller is asked for the account number
+    assert call.state.node == "ask_account_balance"
+    assert call.listen.end_silence_ms == FLOW.spec.defaults.digits_end_silence_ms == 1300

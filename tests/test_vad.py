@@ -277,3 +277,20 @@ def test_missing_sounds_fail_with_install_hint(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(af, "SOUNDS_DIR", Path("/nonexistent/sounds"))
     with pytest.raises(pytest.fail.Exception, match="asterisk-core-sounds-en-wav"):
         af.recording("goodbye")
+
+
+def test_the_end_silence_can_change_between_utterances() -> None:
+    """A number question waits longer: two digits 1 s apart are two utterances at 600 ms of
+    end silence, one at 1300 ms."""
+    rate = 8000
+    digit = af.read_wav(af.recording("digits/5"), rate).tobytes()
+    quiet = b"\0\0" * rate  # 1 s
+    stream = quiet + digit + quiet + digit + quiet * 2
+    ends: dict[int, int] = {}
+    for ms in (600, 1300):
+        ep = Endpointer(rate)
+        ep.set_end_silence_ms(ms)
+        ends[ms] = sum(isinstance(e, SpeechEnded) for e in ep.feed(stream))
+    assert ends == {600: 2, 1300: 1}
+    with pytest.raises(ValueError, match="end_silence_ms"):
+        Endpointer(rate).set_end_silence_ms(5)

@@ -162,6 +162,14 @@ class Endpointer:
             raise ValueError(f"no_input_ms must be >= 1, got {ms}")
         self._no_input_samples = self.rate * ms // 1000
 
+    def set_end_silence_ms(self, ms: int | None) -> None:
+        """The silence that ends an utterance (None: the configured one): longer while the
+        caller reads out a number, who pauses between groups of digits."""
+        ms = self.config.end_silence_ms if ms is None else ms
+        if ms < self.config.frame_ms:
+            raise ValueError(f"end_silence_ms must be >= {self.config.frame_ms}, got {ms}")
+        self._end_n = self.config.frames(ms)
+
     def cancel_no_input_timer(self) -> None:
         """Stop the no-input timer until the next prompt end, utterance end or restart."""
         self._timer_on = False

@@ -439,6 +439,7 @@ class CallSession:
                 self._listen = action
                 self._digits = ""
                 self.endpointer.set_no_input_ms(action.no_input_ms)
+                self.endpointer.set_end_silence_ms(action.end_silence_ms)
                 if not self.player.playing:
                     self.endpointer.prompt_finished()
                 self._publish({"event": "listen", "node": self.state.node})

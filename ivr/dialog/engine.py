@@ -208,7 +208,11 @@ class DialogEngine:
             max_digits, terminator = digits[node.type], node.terminator
         no_input_ms = node.no_input_ms or self.spec.defaults.no_input_ms
         hint = self.flow.hint(state.node) if grammar is None else None
-        out.actions.append(Listen(grammar, max_digits, terminator, no_input_ms, hint))
+        end_silence = None
+        number = isinstance(node, QuestionNode) and node.type in ("digits", "phone")
+        if number and state.pending is None:
+            end_silence = self.spec.defaults.digits_end_silence_ms
+        out.actions.append(Listen(grammar, max_digits, terminator, no_input_ms, hint, end_silence))
         out.listened, state.waiting = True, "input"
 
     # --- input --------------------------------------------------------------------------

@@ -199,6 +199,9 @@ class Defaults(_WithPrompts):
     max_no_input: int = Field(default=3, ge=1)
     max_no_match: int = Field(default=3, ge=1)
     no_input_ms: int = Field(default=5000, ge=500)
+    # Callers pause between groups of digits ("five five five ... one two three"): at digit
+    # and phone questions an utterance ends after this much silence, not the server's usual.
+    digits_end_silence_ms: int = Field(default=1300, ge=100, le=5000)
     confirm_below: Probability = 0.5
     faq_threshold: Probability = 0.7  # unused since intents match by meaning; kept for old flows
     faq_margin: Probability = 0.05

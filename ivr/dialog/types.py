@@ -74,6 +74,7 @@ class Listen:
     dtmf_terminator: str | None
     no_input_ms: int
     hint: Grammar | None = None
+    end_silence_ms: int | None = None  # the silence that ends an utterance; None: the server's
 
 
 @dataclass(frozen=True)

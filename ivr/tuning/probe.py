@@ -52,6 +52,7 @@ class Target:
     faq_margin: float = 0.0  # FAQ answers this close: the caller is asked which one
     node: str | None = None  # a flow's node
     flow: Flow | None = None  # its flow: the dialog's own interpreter decides there
+    end_silence_ms: int | None = None  # the node's own (digit strings), else the server's
 
     @property
     def intents(self) -> frozenset[str]:
@@ -136,7 +137,8 @@ def as_on_a_call(audio: Audio, end_silence_ms: int = 600) -> bytes | None:
 async def hear(asr: AsrRunner, target: Target, audio: Audio) -> RecognitionResult:
     """Recognize one utterance as a call at `target` would hear it (see `as_on_a_call`),
     with the server's own runner."""
-    pcm = as_on_a_call(audio)
+    silence = target.end_silence_ms
+    pcm = as_on_a_call(audio) if silence is None else as_on_a_call(audio, silence)
     if pcm is None:
         return RecognitionResult("", 0.0, "endpointer")
     return await asr.recognize(pcm, target.listen, LINE_RATE, hint=target.hint)
@@ -212,7 +214,9 @@ def node_target(flow: Flow, node: str | None) -> Target:
     listen, hint = (None, flow.hint(name)) if free else (grammar, None)
     margin = flow.spec.defaults.faq_margin
     label = f"{flow.name}: node {name!r}"
-    return Target(label, grammar, listen, hint, faq, margin, name, flow)
+    number = isinstance(spec, QuestionNode) and spec.type in ("digits", "phone")
+    silence = flow.spec.defaults.digits_end_silence_ms if number else None
+    return Target(label, grammar, listen, hint, faq, margin, name, flow, silence)
 
 
 def first_listening(flow: Flow) -> str:
