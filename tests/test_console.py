@@ -82,9 +82,9 @@ def seed(db: Path) -> None:
 
 
 def microphone(tmp: Path) -> Path:
-    """Chromium's fake microphone (looped): silence, "balance", silence."""
+    """Chromium's fake microphone (looped): silence, "check my balance", silence."""
     rate = 48000
-    word = flite("balance", tmp / "balance48k.wav", rate=rate).samples
+    word = flite("check my balance", tmp / "balance48k.wav", rate=rate).samples
     silence = np.zeros(int(rate * 1.5), dtype=np.int16)
     path = tmp / "microphone.wav"
     write_wav(path, Audio(np.concatenate([silence, word, silence]), rate))
@@ -231,7 +231,7 @@ async def test_live_call_shows_its_transcript_then_its_recording(
     browser: Browser, server: LiveServer, tmp_path: Path
 ) -> None:
     speech = tmp_path / "balance.wav"
-    write_wav(speech, flite("balance", speech))
+    write_wav(speech, flite("check my balance", speech))
     async with console_page(browser, base(server), TOKEN) as (page, errors):
         await page.wait_for_selector('#main[data-ready="live"]')
         await page.wait_for_selector("#feed-state.open")
@@ -365,7 +365,7 @@ async def test_flow_is_validated_saved_and_tested(browser: Browser, server: Live
         await page.locator("#test-result .verdict").get_by_text("balance").wait_for()
         assert await page.inner_text('#test-result dd[data-field="phrase"]') != ""
         await page.click("#test-record")
-        # The fake microphone's loop (silence, "balance", silence) is 3.6 s: 4.5 s of it
+        # The fake microphone's loop (silence, "check my balance", silence) is 3.6 s: 4.5 s of it
         # hold the word once whole.
         await page.wait_for_timeout(4500)
         await page.click("#test-record")

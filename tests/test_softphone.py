@@ -127,7 +127,7 @@ async def softphone_call(server: LiveServer, rate: int, speech: bytes) -> tuple[
 async def test_softphone_calls_at_both_rates_reach_the_balance_intent(
     server: LiveServer, tmp_path: Path
 ) -> None:
-    speech = {r: flite("balance", tmp_path / f"b{r}.wav", rate=r) for r in (8000, 16000)}
+    speech = {r: flite("check my balance", tmp_path / f"b{r}.wav", rate=r) for r in (8000, 16000)}
     calls = await asyncio.gather(
         *(softphone_call(server, rate, audio.tobytes()) for rate, audio in speech.items())
     )
@@ -172,11 +172,11 @@ async def test_softphone_needs_a_token_with_calls_read(server: LiveServer) -> No
 
 
 def fake_microphone(tmp: Path) -> Path:
-    """What Chromium's fake capture device plays, in a loop: silence, "balance", silence.
-    It starts at once, so the word also falls into the greeting (where nobody listens) or
+    """What Chromium's fake capture device plays, in a loop: silence, "check my balance", silence.
+    It starts at once, so the words also fall into the greeting (where nobody listens) or
     the menu (a barge-in); some repetition lands while the menu listens either way."""
     rate = 48000
-    word = flite("balance", tmp / "balance48k.wav", rate=rate).samples
+    word = flite("check my balance", tmp / "balance48k.wav", rate=rate).samples
     silence = np.zeros(int(rate * 2.5), dtype=np.int16)
     path = tmp / "microphone.wav"
     write_wav(path, Audio(np.concatenate([silence, word, silence, silence]), rate))
