@@ -365,13 +365,13 @@ async def test_flow_is_validated_saved_and_tested(browser: Browser, server: Live
         await page.locator("#test-result .verdict").get_by_text("balance").wait_for()
         assert await page.inner_text('#test-result dd[data-field="phrase"]') != ""
         await page.click("#test-record")
-        # The fake microphone's loop (silence, "check my balance", silence) is 3.6 s: 4.5 s of it
-        # hold the word once whole.
-        await page.wait_for_timeout(4500)
+        # The fake microphone's loop (silence, "check my balance", silence) is about 4.2 s:
+        # 6 s of it hold the phrase once whole.
+        await page.wait_for_timeout(6000)
         await page.click("#test-record")
         heard = page.locator('#test-result dd[data-field="text"]')
         await heard.wait_for(timeout=20_000)
-        assert await heard.inner_text() == "balance"
+        assert "balance" in (await heard.inner_text()).lower()
         assert await page.inner_text("#test-result .verdict") == "balance"
         await screenshot(page, "grammar-tester")
         # the refused save is the only complaint (the browser logs every 4xx response)

@@ -1,6 +1,6 @@
 """The browser softphone end to end: a real `ivr serve`, real speech (flite) at 8 and 16 kHz
 through /v1/softphone into the same pipeline as phone calls, and a call placed from the
-console page in headless Chromium with a fake microphone that says "balance"."""
+console page in headless Chromium with a fake microphone that says "check my balance"."""
 
 from __future__ import annotations
 
