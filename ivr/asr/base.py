@@ -54,6 +54,35 @@ class Recognizer(ABC):
         """Drop any audio fed so far."""
 
 
+class BufferedRecognizer(Recognizer):
+    """Buffers an utterance; `_decode` runs on the whole of it at `final` (or on demand for
+    `partial`). For engines that decode in one batch."""
+
+    def __init__(self, rate: int, nbest: int) -> None:
+        self.rate = rate
+        self._nbest = max(1, nbest)
+        self._chunks: list[bytes] = []
+
+    @abstractmethod
+    def _decode(self, pcm: bytes, nbest: int, final: bool) -> RecognitionResult: ...
+
+    def feed(self, pcm: bytes) -> None:
+        self._chunks.append(pcm)
+
+    def reset(self) -> None:
+        self._chunks.clear()
+
+    def partial(self) -> str:
+        if not self._chunks:
+            return ""
+        return self._decode(b"".join(self._chunks), 1, final=False).text
+
+    def final(self) -> RecognitionResult:
+        pcm = b"".join(self._chunks)
+        self.reset()
+        return self._decode(pcm, self._nbest, final=True)
+
+
 class Engine(Protocol):
     """A loaded ASR model shared across calls; makes recognizers for a grammar or free speech."""
 

@@ -30,7 +30,7 @@ import numpy as np
 import pocketsphinx
 from pocketsphinx import Decoder
 
-from ivr.asr.base import Alternative, RecognitionResult, Recognizer
+from ivr.asr.base import Alternative, BufferedRecognizer, RecognitionResult, Recognizer
 from ivr.asr.grammar import Grammar, GrammarError
 from ivr.audio.pcm import resample
 
@@ -277,34 +277,18 @@ class PocketsphinxEngine:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-class PocketsphinxRecognizer(Recognizer):
+class PocketsphinxRecognizer(BufferedRecognizer):
     """Buffers an utterance; the engine decodes it at `final` (or on demand for `partial`)."""
 
     engine = "pocketsphinx"
 
     def __init__(self, owner: PocketsphinxEngine, grammar: Grammar | None, rate: int, nbest: int):
+        super().__init__(rate, nbest)
         self._owner = owner
         self._grammar = grammar
-        self.rate = rate
-        self._nbest = max(1, nbest)
-        self._chunks: list[bytes] = []
 
-    def feed(self, pcm: bytes) -> None:
-        self._chunks.append(pcm)
-
-    def reset(self) -> None:
-        self._chunks.clear()
-
-    def partial(self) -> str:
-        if not self._chunks:
-            return ""
-        pcm = b"".join(self._chunks)
-        return self._owner.decode(self._grammar, pcm, self.rate, 1, final=False).text
-
-    def final(self) -> RecognitionResult:
-        pcm = b"".join(self._chunks)
-        self.reset()
-        return self._owner.decode(self._grammar, pcm, self.rate, self._nbest, final=True)
+    def _decode(self, pcm: bytes, nbest: int, final: bool) -> RecognitionResult:
+        return self._owner.decode(self._grammar, pcm, self.rate, nbest, final=final)
 
 
 class _Utterance:

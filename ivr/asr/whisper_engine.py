@@ -78,7 +78,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ivr.asr.base import Alternative, RecognitionResult, Recognizer
+from ivr.asr.base import Alternative, BufferedRecognizer, RecognitionResult, Recognizer
 from ivr.asr.grammar import Grammar, GrammarError
 from ivr.asr.models import ModelError, check_whisper_model_dir
 from ivr.audio.pcm import resample
@@ -612,7 +612,7 @@ class WhisperEngine:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-class WhisperRecognizer(Recognizer):
+class WhisperRecognizer(BufferedRecognizer):
     """Buffers an utterance; the engine decodes it at `final` (or on demand for `partial`)."""
 
     engine = "whisper"
@@ -620,26 +620,10 @@ class WhisperRecognizer(Recognizer):
     def __init__(
         self, owner: WhisperEngine, language: str, rate: int, nbest: int, context: str = ""
     ) -> None:
+        super().__init__(rate, nbest)
         self._owner = owner
         self._language = language
         self._context = context
-        self.rate = rate
-        self._nbest = max(1, nbest)
-        self._chunks: list[bytes] = []
 
-    def feed(self, pcm: bytes) -> None:
-        self._chunks.append(pcm)
-
-    def reset(self) -> None:
-        self._chunks.clear()
-
-    def partial(self) -> str:
-        if not self._chunks:
-            return ""
-        pcm = b"".join(self._chunks)
-        return self._owner.decode(pcm, self.rate, self._language, 1, self._context).text
-
-    def final(self) -> RecognitionResult:
-        pcm = b"".join(self._chunks)
-        self.reset()
-        return self._owner.decode(pcm, self.rate, self._language, self._nbest, self._context)
+    def _decode(self, pcm: bytes, nbest: int, final: bool) -> RecognitionResult:
+        return self._owner.decode(pcm, self.rate, self._language, nbest, self._context)
