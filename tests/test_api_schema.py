@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -236,6 +237,13 @@ def test_real_flow_uploads_and_adoptions_are_accepted(server: str) -> None:
             "phrase": "how much do i owe",
         },
     }
+    # A generated due_at must match a date-time format and a years pattern at once, which
+    # hypothesis seldom manages: reschedule seeded callbacks with a real time too.
+    for seeded in SEEDED["/v1/callbacks/{id}/reschedule"][:4]:
+        path = f"/v1/callbacks/{seeded['id']}/reschedule"
+        real[("POST", path, "POST /v1/callbacks/{id}/reschedule")] = {
+            "due_at": "2030-01-02T15:00:00+00:00"
+        }
     for (method, path, label), body in real.items():
         req = urllib.request.Request(
             server + path,
@@ -243,9 +251,14 @@ def test_real_flow_uploads_and_adoptions_are_accepted(server: str) -> None:
             method=method,
             headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(req, timeout=30) as r:
-            assert r.status == 200, label
-            SEEN[(label, "explicit", r.status)] += 1
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                status = r.status
+        except urllib.error.HTTPError as e:
+            status = e.code
+        # a seeded callback may be closed already: refused for its state is right too
+        assert status == 200 or (status == 409 and "reschedule" in path), (label, status)
+        SEEN[(label, "explicit", status)] += 1
 
 
 def test_fuzzing_reached_every_operation_both_ways(server: str) -> None:
