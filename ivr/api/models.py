@@ -141,6 +141,9 @@ class CallListQuery(_Input):
     caller: Number | SkipJsonSchema[None] = Field(None, description="the caller's number")
     started_after: Instant | SkipJsonSchema[None] = Field(None, description="started at or after")
     started_before: Instant | SkipJsonSchema[None] = Field(None, description="started before")
+    provider_call_id: str | SkipJsonSchema[None] = Field(
+        None, max_length=128, description="the far end's id for the call (e.g. Twilio callSid)"
+    )
     limit: Limit = 50
     cursor: Cursor | SkipJsonSchema[None] = None
 
@@ -221,7 +224,10 @@ class TurnOut(_Output):
 
 
 class CallOut(_Output):
-    id: str
+    id: str = Field(description="the server's id for the call")
+    provider_call_id: str | None = Field(
+        description="the far end's id for the call (Twilio callSid, AudioSocket UUID)"
+    )
     caller: str | None
     transport: str
     flow: str | None

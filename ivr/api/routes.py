@@ -120,6 +120,7 @@ async def list_calls(request: web.Request, who: Principal) -> Any:
             caller=q.caller,
             started_after=q.started_after,
             started_before=q.started_before,
+            provider_call_id=q.provider_call_id,
         ),
         q.cursor,
     )

@@ -103,6 +103,7 @@ def callback_json(
 def call_json(call: Call, tz: ZoneInfo, turns: Iterable[Turn] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": call.id,
+        "provider_call_id": call.provider_call_id,
         "caller": call.caller,
         "transport": call.transport,
         "flow": call.flow,

@@ -67,6 +67,10 @@ class Call:
     end_reason: str | None
     survey: int | None = None
     """The caller's post-call survey score, 1-5 (None: not asked or not answered)."""
+    provider_call_id: str | None = None
+    """The far end's id for the call (Twilio callSid, AudioSocket UUID), if it gave one."""
+    node_id: str | None = None
+    """The server process (IVR_NODE_ID) that served the call."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +221,8 @@ class Store(Protocol):
         flow: str | None = None,
         flow_version: str | None = None,
         started_at: datetime | None = None,
+        provider_call_id: str | None = None,
+        node_id: str | None = None,
     ) -> Call: ...
 
     async def end_call(self, id: str, end_reason: str, *, ended_at: datetime | None = None) -> Call:
@@ -247,6 +253,7 @@ class Store(Protocol):
         caller: str | None = None,
         started_after: datetime | None = None,
         started_before: datetime | None = None,
+        provider_call_id: str | None = None,
     ) -> tuple[list[Call], str | None]:
         """Calls newest first (started_after <= started_at < started_before); the page and
         the next page's cursor (None on the last). ValueError for a bad cursor or limit."""

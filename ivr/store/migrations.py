@@ -165,6 +165,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX callbacks_call_id ON callbacks (({transcript_call_id}))",
         ),
     ),
+    Migration(
+        6,
+        "call identity: provider call id, serving node",
+        (
+            # The id the far end gave the call (Twilio callSid, AudioSocket UUID); the call's
+            # own id is the server's. NULL where the transport gives none.
+            "ALTER TABLE calls ADD COLUMN provider_call_id TEXT",
+            # Which server process served the call: after a crash, a node closes only the
+            # calls it left open, never those of other nodes sharing the database.
+            "ALTER TABLE calls ADD COLUMN node_id TEXT",
+            "CREATE INDEX calls_open_by_node ON calls (node_id) WHERE ended_at IS NULL",
+            "CREATE INDEX calls_provider_call_id ON calls (provider_call_id)",
+        ),
+    ),
 )
 
 assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))

@@ -54,6 +54,8 @@ def call_of(r: Row) -> Call:
         ended_at=ts_opt(r["ended_at"]),
         end_reason=r["end_reason"],
         survey=None if r["survey"] is None else int(r["survey"]),
+        provider_call_id=r.get("provider_call_id"),
+        node_id=r.get("node_id"),
     )
 
 

@@ -313,17 +313,22 @@ class SqlStore(AnalyticsQueries, ABC):
         flow: str | None = None,
         flow_version: str | None = None,
         started_at: datetime | None = None,
+        provider_call_id: str | None = None,
+        node_id: str | None = None,
     ) -> Call:
         async with self._unit() as c:
             rows = await c.fetch(
-                "INSERT INTO calls (id, caller, transport, flow, flow_version, started_at)"
-                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING RETURNING *",
+                "INSERT INTO calls (id, caller, transport, flow, flow_version, started_at,"
+                " provider_call_id, node_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                " ON CONFLICT (id) DO NOTHING RETURNING *",
                 id,
                 caller,
                 transport,
                 flow,
                 flow_version,
                 now_or(started_at),
+                provider_call_id,
+                node_id,
             )
         if not rows:
             raise Conflict("call", id, "start", "already started")
@@ -418,11 +423,14 @@ class SqlStore(AnalyticsQueries, ABC):
         caller: str | None = None,
         started_after: datetime | None = None,
         started_before: datetime | None = None,
+        provider_call_id: str | None = None,
     ) -> tuple[list[Call], str | None]:
         q = _Page("SELECT * FROM calls", limit)
         p = q.param
         if caller is not None:
             q.where.append(f"caller = {p(caller)}")
+        if provider_call_id is not None:
+            q.where.append(f"provider_call_id = {p(provider_call_id)}")
         if started_after is not None:
             q.where.append(f"started_at >= {p(utc(started_after))}")
         if started_before is not None:
