@@ -103,6 +103,7 @@ class CallServices:
     recordings: Path | None = None  # whole-call WAVs go here; None records none
     data_dir: Path | None = None  # unrecognized utterances' WAVs go to its audio/; None: none
     metrics: Metrics = field(default_factory=Metrics)  # for GET /metrics
+    node_id: str = ""  # this server process (IVR_NODE_ID), written on each call record
 
     @property
     def flow(self) -> Flow:
