@@ -135,3 +135,6 @@ class CallRecorder:
             except (StoreError, OSError, ValueError) as exc:
                 self.failures += 1
                 log.error("call %s: could not record: %s", self._call_id, exc)
+            except Exception:  # of no expected kind: still the next write, and the end, go on
+                self.failures += 1
+                log.exception("call %s: could not record", self._call_id)
