@@ -14,7 +14,7 @@ import soundfile as sf
 
 from ivr.audio.pcm import resample
 from ivr.call.recording import CallAudio, recording_path
-from ivr.call.registry import CallRegistry, Overflow
+from ivr.call.registry import Admission, CallRegistry, Overflow
 from ivr.transports.messages import ClearAudio, PlayAudio, SetMark
 
 
@@ -181,11 +181,11 @@ def test_recording_path_never_leaves_the_folder(call_id: str) -> None:
 
 async def test_watch_replays_calls_in_progress_then_follows_every_call() -> None:
     registry = CallRegistry(max_calls=5)
-    assert registry.admit("a")
+    assert registry.admit("a") is Admission.ADMITTED
     registry.publish("a", {"event": "call_started", "caller": "+1", "transport": "websocket",
                            "flow": "hotline", "flow_version": "v1", "at": 10.0})  # fmt: skip
     registry.publish("a", {"event": "prompt", "node": "greeting", "at": 11.0})
-    assert registry.admit("old")
+    assert registry.admit("old") is Admission.ADMITTED
     registry.publish("old", {"event": "hangup", "reason": "x"})
     registry.end("old")  # ended: not replayed
     got: list[dict[str, object]] = []
@@ -196,7 +196,7 @@ async def test_watch_replays_calls_in_progress_then_follows_every_call() -> None
 
     task = asyncio.create_task(follow())
     await asyncio.sleep(0)
-    assert registry.admit("b")
+    assert registry.admit("b") is Admission.ADMITTED
     registry.publish("b", {"event": "call_started", "caller": None, "at": 12.0})
     registry.publish("a", {"event": "listen", "node": "main_menu", "at": 13.0})
     await asyncio.sleep(0)

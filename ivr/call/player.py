@@ -4,6 +4,10 @@ Frames are sent on a fixed schedule taken from the loop clock (so delays do not 
 `LEAD_FRAMES` ahead of the far end's playback so its jitter buffer holds a little audio. A
 frame sent after the far end would have played it is counted as an underrun: its buffer ran
 dry. `stop()` drops what is queued and tells the far end to clear its buffer.
+
+A send that fails (the caller dropped the connection) stops the player for good: it reports
+the error once through `on_error`, counts as drained, and drops whatever is queued later, so
+nothing waiting on playback can hang and `close()` never raises.
 """
 
 from __future__ import annotations
@@ -31,15 +35,18 @@ class Player:
         self.frames_sent = 0
         self.on_first_frame: Callable[[], None] | None = None
         self.on_drained: Callable[[], None] | None = None
+        self.on_error: Callable[[BaseException], None] | None = None
+        self.failed: BaseException | None = None  # the send error that stopped the player
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="player")
 
     async def close(self) -> None:
+        """Stop playing. Never raises: it runs in a call's teardown, which must go on."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
 
     @property
@@ -47,6 +54,8 @@ class Player:
         return not self._idle.is_set()
 
     def enqueue(self, pcm: bytes) -> None:
+        if self.failed is not None:
+            return  # nobody to play to any more
         size = self.frame_bytes
         for i in range(0, len(pcm), size):
             frame = pcm[i : i + size]
@@ -59,9 +68,12 @@ class Player:
         """Barge-in: drop queued audio and clear the far end's buffer at once."""
         had_audio = bool(self._queue) or self.playing
         self._queue.clear()
-        if had_audio:
-            await self._send(ClearAudio())
         self._finish()
+        if had_audio and self.failed is None:
+            try:
+                await self._send(ClearAudio())
+            except Exception as exc:
+                self._fail(exc)
 
     async def drained(self) -> None:
         await self._idle.wait()
@@ -72,7 +84,22 @@ class Player:
             if self.on_drained is not None:
                 self.on_drained()
 
+    def _fail(self, exc: BaseException) -> None:
+        if self.failed is not None:
+            return
+        self.failed = exc
+        self._queue.clear()
+        self._finish()
+        if self.on_error is not None:
+            self.on_error(exc)
+
     async def _run(self) -> None:
+        try:
+            await self._play()
+        except Exception as exc:  # a send failed: the leg is gone (see the module doc)
+            self._fail(exc)
+
+    async def _play(self) -> None:
         loop = asyncio.get_running_loop()
         period = FRAME_MS / 1000
         while True:

@@ -1,9 +1,16 @@
 """Calls in progress: admission against the concurrent-call limit, and each call's live
-event feed (transcript) for subscribers such as `ivr dial` or a console."""
+event feed (transcript) for subscribers such as `ivr dial` or a console.
+
+A call has the server's id; the far end's id for it (a Twilio callSid, an AudioSocket UUID)
+is an alias. Two live calls never share a far-end id: the second is refused, so one caller
+can never write into, or hang up, another's call. A feed can be asked for by either id, and
+before the call starts (a simulator that picks the callSid itself subscribes first).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
@@ -24,6 +31,13 @@ class CallFeed:
     info: dict[str, Any] = field(default_factory=dict)
     started_at: float | None = None
     node: str | None = None  # the dialog node of the latest event that names one
+    provider_call_id: str | None = None  # the far end's id, an alias of call_id
+
+
+class Admission(enum.Enum):
+    ADMITTED = "admitted"
+    BUSY = "busy"  # at the concurrent-call limit
+    DUPLICATE = "duplicate"  # a live call already has this far-end id
 
 
 class Overflow(Exception):
@@ -43,6 +57,8 @@ class CallRegistry:
         self.max_calls = max_calls
         self._active: set[str] = set()
         self._feeds: OrderedDict[str, CallFeed] = OrderedDict()
+        self._aliases: dict[str, str] = {}  # far-end id → call id, while its feed is kept
+        self._live_provider_ids: dict[str, str] = {}  # far-end id → call id, live calls only
         self._keep = keep_finished
         self._watchers: list[_Watcher] = []  # subscribers to every call's events (consoles)
         self.total = 0
@@ -57,15 +73,35 @@ class CallRegistry:
     def active(self) -> int:
         return len(self._active)
 
-    def admit(self, call_id: str) -> bool:
-        """Take a slot for `call_id`; False when the server is at its call limit."""
+    def admit(self, call_id: str, provider_call_id: str | None = None) -> Admission:
+        """Take a slot for `call_id` (known by the far end as `provider_call_id`)."""
+        if call_id in self._active or (
+            provider_call_id is not None and provider_call_id in self._live_provider_ids
+        ):
+            self.rejected += 1
+            return Admission.DUPLICATE
         if len(self._active) >= self.max_calls:
             self.rejected += 1
-            return False
+            self._link(call_id, provider_call_id)  # its feed still tells it was busy
+            return Admission.BUSY
         self._active.add(call_id)
         self.total += 1
-        self._feed(call_id)
-        return True
+        self._link(call_id, provider_call_id)
+        if provider_call_id is not None:
+            self._live_provider_ids[provider_call_id] = call_id
+        return Admission.ADMITTED
+
+    def _link(self, call_id: str, provider_call_id: str | None) -> None:
+        """The call's feed, reachable by both its ids; early subscribers move onto it."""
+        feed = self._feed(call_id)
+        if provider_call_id is None:
+            return
+        early = self._feeds.get(provider_call_id)
+        if early is not None and early is not feed and provider_call_id not in self._active:
+            del self._feeds[provider_call_id]
+            feed.subscribers.extend(early.subscribers)  # subscribed before the call came
+        self._aliases[provider_call_id] = call_id
+        feed.provider_call_id = provider_call_id
 
     def release(
         self,
@@ -75,6 +111,9 @@ class CallRegistry:
         turn_latencies: list[float] | None = None,
     ) -> None:
         self._active.discard(call_id)
+        feed = self._feeds.get(call_id)
+        if feed is not None and feed.provider_call_id is not None:
+            self._live_provider_ids.pop(feed.provider_call_id, None)
         self.frames_sent += frames_sent
         self.underruns += underruns
         self.turn_latencies.extend(turn_latencies or [])
@@ -96,14 +135,17 @@ class CallRegistry:
         }
 
     def _feed(self, call_id: str) -> CallFeed:
-        feed = self._feeds.get(call_id)
+        """The feed of a call (by either of its ids), created if it is not known yet."""
+        feed = self._feeds.get(self._aliases.get(call_id, call_id))
         if feed is None:
             feed = self._feeds[call_id] = CallFeed(call_id)
             while len(self._feeds) > self._keep + len(self._active):
                 oldest = next(iter(self._feeds))
                 if oldest in self._active:
                     break
-                del self._feeds[oldest]
+                gone = self._feeds.pop(oldest)
+                if gone.provider_call_id is not None:
+                    self._aliases.pop(gone.provider_call_id, None)
         return feed
 
     def publish(self, call_id: str, event: Event) -> None:
@@ -193,5 +235,7 @@ class CallRegistry:
                     return
                 assert isinstance(item, dict)
                 yield item
-        finally:
-            feed.subscribers.remove(queue)
+        finally:  # from the call's feed: an early subscriber's queue moved onto it
+            for f in (feed, self._feeds.get(self._aliases.get(call_id, call_id))):
+                if f is not None and queue in f.subscribers:
+                    f.subscribers.remove(queue)

@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ from ivr.call.leg import Leg
 from ivr.call.player import Player
 from ivr.call.recorder import CallRecorder
 from ivr.call.recording import CallAudio, recording_path
-from ivr.call.registry import CallRegistry
+from ivr.call.registry import Admission, CallRegistry
 from ivr.callbacks import Callbacks
 from ivr.clock import Clock, system_clock, today_in
 from ivr.dialog.engine import ALWAYS_OPEN, DialogEngine
@@ -74,6 +75,14 @@ from ivr.tts import PromptRenderer
 
 log = logging.getLogger(__name__)
 
+MAX_PENDING_INBOUND = 200  # caller messages (4 s of 20 ms frames) queued before reading waits
+MAX_PROVIDER_ID = 128  # a far-end call id longer than this is refused
+LEG_LIMIT_S = 5.0  # for each of hanging up and closing the leg
+PROMPT_LIMIT_S = 10.0  # for the "call too long" prompt
+
+_TEARDOWNS: set[asyncio.Task[None]] = set()
+"""Teardowns still running after their call's task was cancelled (see CallSession.run)."""
+
 
 @dataclass(frozen=True)
 class CallLimits:
@@ -104,6 +113,7 @@ class CallServices:
     data_dir: Path | None = None  # unrecognized utterances' WAVs go to its audio/; None: none
     metrics: Metrics = field(default_factory=Metrics)  # for GET /metrics
     node_id: str = ""  # this server process (IVR_NODE_ID), written on each call record
+    shutting_down: bool = False  # set when the server stops: calls cut then say so
 
     @property
     def flow(self) -> Flow:
@@ -119,12 +129,25 @@ class _Input:
 
 
 class CallSession:
-    def __init__(self, leg: Leg, services: CallServices) -> None:
+    """One call, from its first message to its teardown.
+
+    `run()` is the call's supervisor: it owns every task the call starts, turns any failure
+    of any of them (any exception, BaseException subclasses included; cancellation of the
+    whole call too) into an end reason, and whatever happened runs the same bounded
+    teardown exactly once (see `_teardown`). The call's id is the server's (`call_id`); the
+    far end's own id for it is `provider_call_id`.
+    """
+
+    def __init__(self, leg: Leg, services: CallServices, call_id: str | None = None) -> None:
         self.leg = leg
         self.s = services
-        self.call_id = ""
+        self.call_id = call_id or new_call_id()
+        self.provider_call_id: str | None = None
         self.end_reason = "unknown"
         self._inputs: asyncio.Queue[_Input] = asyncio.Queue()
+        # Caller messages waiting in _inputs: the receiver stops reading the socket at this
+        # many, so a far end that floods frames fills its own TCP window, not our memory.
+        self._inbound_room = asyncio.Semaphore(MAX_PENDING_INBOUND)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listen: Listen | None = None
         self._digits = ""
@@ -132,11 +155,24 @@ class CallSession:
         self._ending: str | None = None  # set by Hangup/Handoff: end once playback drains
         self._utterance = 0  # ignore recognition results of utterances overtaken by events
         self._speech_end_at: float | None = None
+        self._admitted = False
+        self._torn_down = False
         self.turn_latencies: list[float] = []  # caller's input decided → first bot audio
         self.transcript: list[dict[str, Any]] = []  # kept with a callback booked in the call
         self.recorder = CallRecorder(None, "")
         self.recording: CallAudio | None = None
+        self._player: Player | None = None  # from the call's start (see `player`)
         self._unmatched = b""  # audio of the utterance the dialog just found no match for
+
+    @property
+    def player(self) -> Player:
+        """The call's audio out; it exists from the start of `_serve` (or of `_busy`)."""
+        assert self._player is not None, "no player before the call started"
+        return self._player
+
+    @player.setter
+    def player(self, player: Player) -> None:
+        self._player = player
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -147,51 +183,93 @@ class CallSession:
             return await self._abort("no start message")
         except ProtocolError as exc:
             return await self._abort(f"protocol error: {exc}")
+        except Exception as exc:
+            log.warning("call on %s: reading its start failed: %r", self.leg.name, exc)
+            return await self._abort("transport error")
         if not isinstance(first, CallStart):
             return await self._abort(f"expected the call to start, got {type(first).__name__}")
-        self.call_id = first.call_id
-        self.recorder = CallRecorder(
-            self.s.store, self.call_id, tz=self.s.hours.tz, data_dir=self.s.data_dir
-        )
-        if not self.s.registry.admit(self.call_id):
+        if len(first.call_id) > MAX_PROVIDER_ID:
+            return await self._abort("protocol error: the call id is too long")
+        if first.call_id and first.call_id != self.call_id:
+            self.provider_call_id = first.call_id
+        admission = self.s.registry.admit(self.call_id, self.provider_call_id)
+        if admission is Admission.DUPLICATE:
+            log.warning(
+                "call %s refused: a call with the far-end id %r is in progress",
+                self.call_id,
+                self.provider_call_id,
+            )
+            return await self._abort("duplicate call id")
+        if admission is Admission.BUSY:
             log.warning(
                 "call %s rejected: %d calls in progress", self.call_id, self.s.registry.active
             )
             await self._busy(first)
             return "busy"
+        self._admitted = True
+        self.recorder = CallRecorder(
+            self.s.store, self.call_id, tz=self.s.hours.tz, data_dir=self.s.data_dir
+        )
+        cancelled = False
         try:
-            await asyncio.wait_for(self._serve(first), self.s.limits.max_call_s)
+            async with asyncio.timeout(self.s.limits.max_call_s) as deadline:
+                await self._serve(first)
         except TimeoutError:
-            self.end_reason = "max_duration"
-            with contextlib.suppress(Exception):
-                await self._say_now(self.s.limits.too_long_prompt, first.rate)
-        except Exception:
+            if deadline.expired():
+                self.end_reason = "max_duration"
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        self._say_now(self.s.limits.too_long_prompt, first.rate), PROMPT_LIMIT_S
+                    )
+            else:
+                log.exception("call %s failed", self.call_id)
+                self.end_reason = "internal_error"
+        except asyncio.CancelledError:  # the server shuts down, or the peer vanished
+            # (aiohttp cancels a handler whose connection is lost, with handler_cancellation)
+            self.end_reason = "server_shutdown" if self.s.shutting_down else "connection_lost"
+            cancelled = True
+        except BaseException:  # anything at all: the call still ends, and ends cleanly
             log.exception("call %s failed", self.call_id)
-            self.end_reason = "internal_error"
-        finally:
-            await self._shutdown()
+            if self.end_reason == "unknown":
+                self.end_reason = "internal_error"
+        # In its own task: a second cancellation (or a deadline of the caller's) cannot cut
+        # the teardown short, so the slot and the record are always released.
+        teardown = asyncio.create_task(self._teardown(), name=f"{self.call_id}:teardown")
+        _TEARDOWNS.add(teardown)
+        teardown.add_done_callback(_TEARDOWNS.discard)
+        try:
+            await asyncio.shield(teardown)
+        except asyncio.CancelledError:
+            cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError
         return self.end_reason
 
     async def _abort(self, reason: str) -> str:
+        """End a call that never got a slot (no start, a bad one, a duplicate id)."""
         log.warning("call on %s ended: %s", self.leg.name, reason)
         self.end_reason = reason
         self.s.metrics.call_ended(reason)
         with contextlib.suppress(Exception):
-            await self.leg.send(EndCall(reason))
-            await self.leg.close()
+            await asyncio.wait_for(self.leg.send(EndCall(reason)), LEG_LIMIT_S)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.leg.close(), LEG_LIMIT_S)
         return reason
 
     async def _busy(self, start: CallStart) -> None:
         self._rate = start.rate
-        self.player = Player(self.leg.send, start.rate)
-        self.player.start()
+        self.player = player = Player(self.leg.send, start.rate)
+        player.start()
         try:
-            await self._say_now(self.s.limits.busy_prompt, start.rate)
+            await asyncio.wait_for(self._say_now(self.s.limits.busy_prompt, start.rate), 30)
+        except Exception as exc:
+            log.warning("call %s: the busy prompt failed: %r", self.call_id, exc)
         finally:
-            await self.player.close()
+            await player.close()
             with contextlib.suppress(Exception):
-                await self.leg.send(EndCall("busy"))
-                await self.leg.close()
+                await asyncio.wait_for(self.leg.send(EndCall("busy")), LEG_LIMIT_S)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.leg.close(), LEG_LIMIT_S)
             self._publish({"event": "hangup", "reason": "busy"})
             self.s.registry.end(self.call_id)
             self.s.metrics.call_ended("busy")
@@ -203,39 +281,91 @@ class CallSession:
         self.player.enqueue(pcm)
         await self.player.drained()
 
-    async def _shutdown(self) -> None:
-        """End the call: stop our own work, hang up the leg, then stop reading from it."""
-        receive = [t for t in self._tasks if t.get_name().endswith(":receive")]
-        await _cancel([t for t in self._tasks if t not in receive])
+    async def _teardown(self) -> None:
+        """End the call exactly once: stop our own work, hang up the leg, stop reading from
+        it, finish the recording and the record, then free the slot. Each step is bounded
+        and isolated: one that fails or hangs is logged, and the next still runs."""
+        if self._torn_down:
+            return
+        self._torn_down = True
+        steps: list[tuple[str, Callable[[], Awaitable[None]], float]] = [
+            ("stop tasks", self._stop_tasks, 5),
+            ("stop playback", self._stop_player, 5),
+            ("hang up", self._hang_up, 2 * LEG_LIMIT_S + 1),
+            ("stop reading", self._stop_receiving, 5),
+            ("finish recording", self._finish_recording, 30),
+            # The record, then the event: a feed consumer may fetch the finished call at once.
+            ("finish record", lambda: self.recorder.finish(self.end_reason), 15),
+        ]
+        try:
+            for name, step, limit in steps:
+                try:
+                    await asyncio.wait_for(step(), limit)
+                except TimeoutError:
+                    log.error("call %s: %s took over %g s", self.call_id, name, limit)
+                except Exception as exc:
+                    log.error("call %s: %s failed: %r", self.call_id, name, exc)
+        finally:
+            self._release()
+
+    async def _stop_tasks(self) -> None:
         if self._dtmf_timer is not None:
             self._dtmf_timer.cancel()
-        player = getattr(self, "player", None)
-        if player is not None:
-            await player.close()
+        await _cancel([t for t in self._tasks if not t.get_name().endswith(":receive")])
+
+    async def _stop_player(self) -> None:
+        if self._player is not None:
+            await self._player.close()
+
+    async def _hang_up(self) -> None:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.leg.send(EndCall(self.end_reason)), 5)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.leg.close(), 5)
-        await _cancel(receive)
+            await asyncio.wait_for(self.leg.send(EndCall(self.end_reason)), LEG_LIMIT_S)
+        await asyncio.wait_for(self.leg.close(), LEG_LIMIT_S)
+
+    async def _stop_receiving(self) -> None:
+        await _cancel([t for t in self._tasks if t.get_name().endswith(":receive")])
+
+    async def _finish_recording(self) -> None:
         if self.recording is not None:  # before the hangup event: then it can be fetched
-            try:
-                await self.recording.finish()
-            except (OSError, RuntimeError, ValueError):
-                log.exception("call %s: the recording could not be written", self.call_id)
-        # The record first, then the event: a feed consumer may fetch the finished call at once.
-        await self.recorder.finish(self.end_reason)
-        self._publish({"event": "hangup", "reason": self.end_reason})
-        self.s.registry.end(self.call_id)
+            await self.recording.finish()
+
+    def _release(self) -> None:
+        """Free the call's slot and close its feed: nothing here awaits or may fail."""
+        player = self._player
         sent = player.frames_sent if player is not None else 0
         underruns = player.underruns if player is not None else 0
-        self.s.registry.release(self.call_id, sent, underruns, self.turn_latencies)
-        self.s.metrics.call_ended(self.end_reason)
+        steps: tuple[Callable[[], None], ...] = (
+            lambda: self._publish({"event": "hangup", "reason": self.end_reason}),
+            lambda: self.s.registry.end(self.call_id),
+            lambda: self.s.registry.release(self.call_id, sent, underruns, self.turn_latencies),
+            lambda: self.s.metrics.call_ended(self.end_reason),
+        )
+        for step in steps:
+            try:
+                step()
+            except Exception:
+                log.exception("call %s: releasing it failed", self.call_id)
         log.info("call %s ended: %s", self.call_id, self.end_reason)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         task = asyncio.create_task(coro, name=f"{self.call_id}:{name}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        """A task of the call ended: one that failed ends the call (never silently)."""
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            stage = task.get_name().rsplit(":", 1)[-1]
+            log.error("call %s: %s failed", self.call_id, stage, exc_info=exc)
+            self._inputs.put_nowait(_Input("error", f"internal_error: {stage}"))
+
+    def _player_failed(self, exc: BaseException) -> None:
+        log.info("call %s: sending audio failed (%r): the caller is gone", self.call_id, exc)
+        self._inputs.put_nowait(_Input("error", "connection_lost"))
 
     async def _play(self, message: OutboundMessage) -> None:
         """The player's way to the leg: what the caller hears is recorded on the way."""
@@ -260,6 +390,7 @@ class CallSession:
         self.player = Player(self._play, start.rate)
         self.player.on_first_frame = self._first_bot_frame
         self.player.on_drained = lambda: self._inputs.put_nowait(_Input("drained"))
+        self.player.on_error = self._player_failed
         self.player.start()
         self._spawn(self._receive(), "receive")
         flow = self.s.flow
@@ -268,11 +399,14 @@ class CallSession:
             caller=start.caller,
             flow=flow.name,
             flow_version=flow.version,
+            provider_call_id=self.provider_call_id,
+            node_id=self.s.node_id or None,
         )
         self._publish(
             {
                 "event": "call_started",
                 "call_id": self.call_id,
+                "provider_call_id": self.provider_call_id,
                 "caller": start.caller,
                 "transport": self.leg.name,
                 "flow": flow.name,
@@ -302,10 +436,12 @@ class CallSession:
             if msg is None:
                 self._inputs.put_nowait(_Input("closed"))
                 return
+            await self._inbound_room.acquire()  # released once the message is handled
             self._inputs.put_nowait(_Input("inbound", msg))
 
     async def _handle(self, item: _Input) -> None:
         if item.kind == "inbound":
+            self._inbound_room.release()
             await self._inbound(item.value)
         elif item.kind == "asr":
             utterance, result, audio = item.value
@@ -545,6 +681,11 @@ class CallSession:
             self.turn_latencies.append(latency)
             self.s.metrics.turn_latency.observe(latency)
             self._speech_end_at = None
+
+
+def new_call_id() -> str:
+    """The server's id for a new call."""
+    return str(uuid.uuid4())
 
 
 async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:

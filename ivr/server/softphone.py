@@ -67,5 +67,5 @@ async def softphone(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     call_id = f"browser-{uuid.uuid4().hex}"
     log.info("softphone call %s placed with the token %r", call_id, who.name)
-    await CallSession(BrowserLeg(ws, call_id), request.app[SERVICES]).run()
+    await CallSession(BrowserLeg(ws, call_id), request.app[SERVICES], call_id).run()
     return ws
