@@ -14,6 +14,7 @@ from ivr.asr.grammar import Grammar, GrammarError, from_phrases, load_grammar
 from ivr.asr.models import ModelError
 from ivr.config import ConfigError, Settings, load_settings
 from ivr.dialog.flow import FlowError
+from ivr.logs import setup as setup_logging
 from ivr.tuning.commands import add_parser as add_grammar_parser
 
 log = logging.getLogger("ivr")
@@ -276,11 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(logging.DEBUG if args.verbose else logging.INFO)  # escaped, capped lines
     try:
         return int(args.func(args))
     except (GrammarError, ModelError, ConfigError, FlowError) as exc:
