@@ -231,6 +231,7 @@ class Server:
             IVR_DATA_DIR=str(self.data_dir),
             IVR_END_SILENCE_MS=str(self.end_silence_ms),
             IVR_MAX_CALLS=str(self.max_calls),
+            IVR_MAX_FEED_SUBSCRIBERS=str(self.max_calls),  # each caller reads its call's feed
             IVR_API_TOKENS=f"bench:{hashlib.sha256(API_TOKEN.encode()).hexdigest()}:*",
             IVR_WEBHOOK_URLS=f"http://127.0.0.1:{self.hook_port}/hook",
             IVR_WEBHOOK_SECRET="bench",
@@ -336,7 +337,9 @@ async def run_callers_async(
 
     async def one(spec: CallSpec) -> dict[str, Any]:
         await asyncio.sleep(max(0.0, t0 + spec.offset - time.time()))
-        caller = TimedCaller(url, call_turns(spec), spec.number, out=None, max_seconds=max_seconds)
+        caller = TimedCaller(
+            url, call_turns(spec), spec.number, out=None, max_seconds=max_seconds, token=API_TOKEN
+        )
         started = time.time()
         try:
             rep = await caller.run()

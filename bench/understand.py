@@ -26,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from calls import Server
+from calls import API_TOKEN, Server
 from common import pct
 
 from ivr.asr.runner import AsrRunner
@@ -60,7 +60,8 @@ async def live(url: str, rows: list[Row], calls: int) -> list[dict[str, Any]]:
     async def one(row: Row) -> dict[str, Any]:
         async with slots:
             assert row.audio is not None
-            caller = Caller(url, [Turn(wav=row.audio)], KNOWN, out=None, max_seconds=90)
+            turns = [Turn(wav=row.audio)]
+            caller = Caller(url, turns, KNOWN, out=None, max_seconds=90, token=API_TOKEN)
             report = await caller.run()
         heard = next((e for e in report.events if e.get("event") == "recognized"), None)
         return {

@@ -14,7 +14,8 @@ from aiohttp import web
 
 from ivr.api import API, ApiContext, add_api_routes
 from ivr.api.analytics import DATA_DIR
-from ivr.api.live import RECORDINGS, live_feed
+from ivr.api.limits import ClientLimits
+from ivr.api.live import RECORDINGS, call_events, live_feed
 from ivr.asr.base import Engine
 from ivr.asr.engines import engine_from_settings
 from ivr.asr.grammar import GrammarError, warm_meaning
@@ -34,8 +35,9 @@ from ivr.fulfillment import Fulfillment
 from ivr.metrics import METRICS, Metrics, serve_metrics
 from ivr.retention import AudioRetention
 from ivr.server.audiosocket import AudioSocketServer
+from ivr.server.http import server_options
 from ivr.server.softphone import softphone
-from ivr.server.websocket import SERVICES, call_events, media_stream
+from ivr.server.websocket import SERVICES, media_stream
 from ivr.store import open_store
 from ivr.tts import PromptCache, PromptRenderer, TtsEngine
 from ivr.webhooks import WebhookDeliverer
@@ -182,16 +184,22 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", serve_metrics)  # Prometheus; no token
     app.router.add_get("/v1/media-stream", media_stream)
-    app.router.add_get("/v1/calls/{call_id}/events", call_events)
+    app.router.add_get("/v1/calls/{call_id}/events", call_events)  # token: see ivr/api/live
     app[RECORDINGS] = settings.data_dir / "recordings"
     app[DATA_DIR] = settings.data_dir  # turns' audio paths are relative to it
     app.router.add_get("/v1/live", live_feed)  # every call's events (token: see ivr/api/live)
     app.router.add_get("/v1/softphone", softphone)  # a call from the browser
-    add_api_routes(app)  # the REST API under /v1 (bearer tokens; see ivr/api)
+    add_api_routes(app, ClientLimits.from_settings(settings))  # REST API under /v1 (ivr/api)
     add_console_routes(app)  # the web console at /console
     return app
 
 
 def run(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        **server_options(settings),  # the header timeout (ivr/server/http.py)
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -123,6 +124,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_dial(args: argparse.Namespace) -> int:
     import asyncio
 
+    import aiohttp
+
     from ivr.dial import Caller
 
     turns = args.turns or []
@@ -136,9 +139,14 @@ def cmd_dial(args: argparse.Namespace) -> int:
         barge_in_after=args.barge_in_after,
         record=args.record,
         max_seconds=args.max_seconds,
+        token=args.token,
     )
     try:
         report = asyncio.run(caller.run())
+    except aiohttp.WSServerHandshakeError as exc:
+        refused = exc.status in (401, 403)
+        hint = ": it needs --token (or IVR_TOKEN) with calls.read" if refused else ""
+        raise SystemExit(f"ivr dial: the call's event feed answered {exc.status}{hint}") from exc
     except OSError as exc:
         raise SystemExit(f"ivr dial: cannot connect to {args.url}: {exc}") from exc
     return 0 if report.hangup is not None else 1
@@ -231,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="speak this many seconds into a prompt instead of waiting for its end",
     )
     p.add_argument("--max-seconds", type=float, default=300.0)
+    p.add_argument(
+        "--token",
+        default=os.environ.get("IVR_TOKEN"),
+        help="API token with calls.read, for the call's event feed (default: $IVR_TOKEN)",
+    )
     p.set_defaults(func=cmd_dial)
 
     p = sub.add_parser("recognize", help="recognize a WAV file; prints one JSON object")

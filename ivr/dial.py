@@ -5,6 +5,9 @@ happened as JSON lines (the call's events from the server's live feed).
 Audio flows both ways in real time, as on a phone line: the caller sends 20 ms frames
 continuously (silence between its utterances); bot audio is played out (and recorded) as it
 arrives.
+
+The live feed needs an API token with calls.read (`--token`, or IVR_TOKEN): the events are
+the call's transcript.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import aiohttp
 import numpy as np
 import numpy.typing as npt
 
+from ivr.api.auth import BEARER_PREFIX
+from ivr.api.live import PROTOCOL
 from ivr.audio.pcm import Audio as PcmAudio
 from ivr.audio.pcm import read_wav, write_wav
 from ivr.transports.messages import ClearAudio, PlayAudio, SetMark
@@ -71,8 +76,10 @@ class Caller:
         barge_in_after: float | None = None,
         record: Path | None = None,
         max_seconds: float = 300.0,
+        token: str | None = None,
     ) -> None:
         self.url = url
+        self.token = token  # for the call's feed: an API token with calls.read
         self.turns = list(turns)
         self.caller = caller
         self.out = out
@@ -96,7 +103,9 @@ class Caller:
 
     async def run(self) -> CallReport:
         async with aiohttp.ClientSession() as http:
-            feed = await http.ws_connect(events_url(self.url, self.call_sid))
+            # The token as a subprotocol, as the console sends it: kept out of access logs.
+            protocols = (PROTOCOL, BEARER_PREFIX + self.token) if self.token else ()
+            feed = await http.ws_connect(events_url(self.url, self.call_sid), protocols=protocols)
             media = await http.ws_connect(self.url)
             await media.send_str(self._client.connected())
             params = {"from": self.caller} if self.caller else {}

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ivr.api import token_entry
+
 ROOT = Path(__file__).resolve().parent.parent
+FEED_TOKEN = "live-server-feed-token-0123456789"
+"""A calls.read token every test server accepts besides the test's own IVR_API_TOKENS: call
+feeds need one (`Caller(..., token=FEED_TOKEN)`, `ivr dial --token`, `events_url`)."""
+FEED_TOKEN_ENTRY = token_entry("feed", FEED_TOKEN, ["calls.read"])
 
 
 def free_port() -> int:
@@ -37,7 +43,8 @@ class LiveServer:
         return f"ws://127.0.0.1:{self.port}/v1/media-stream"
 
     def events_url(self, call_id: str) -> str:
-        return f"ws://127.0.0.1:{self.port}/v1/calls/{call_id}/events"
+        """The call's feed, with FEED_TOKEN as `?token=` (the access log redacts it)."""
+        return f"ws://127.0.0.1:{self.port}/v1/calls/{call_id}/events?token={FEED_TOKEN}"
 
     def health(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5) as r:
@@ -61,6 +68,9 @@ def live_server(tmp: Path, **env: str) -> Iterator[LiveServer]:
         "IVR_BUSINESS_HOURS": "24/7",
         **env,
     }
+    full_env["IVR_API_TOKENS"] = ",".join(
+        filter(None, [full_env.get("IVR_API_TOKENS"), FEED_TOKEN_ENTRY])
+    )
     full_env.pop("IVR_VOSK_MODEL", None)
     with open(log, "w") as out:
         proc = subprocess.Popen(

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from audio_fixtures import recording
-from live_server import LiveServer, live_server
+from live_server import FEED_TOKEN, LiveServer, live_server
 from speech import flite
 
 from ivr.api import hash_token
@@ -84,7 +84,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with live_server(tmp, IVR_API_TOKENS=TOKENS, IVR_FLOW=str(flow)) as server:
 
         def caller(turns: list[Turn]) -> Caller:
-            return Caller(server.media_url, turns, KNOWN, out=None, max_seconds=150)
+            return Caller(
+                server.media_url, turns, KNOWN, out=None, max_seconds=150, token=FEED_TOKEN
+            )
 
         async def both() -> list[CallReport]:
             return list(

@@ -33,7 +33,7 @@ from browser import (
     screenshot,
     show_tab,
 )
-from live_server import LiveServer, live_server
+from live_server import FEED_TOKEN, LiveServer, live_server
 from playwright.async_api import Browser, Page, expect
 from speech import flite
 
@@ -235,7 +235,7 @@ async def test_live_call_shows_its_transcript_then_its_recording(
     async with console_page(browser, base(server), TOKEN) as (page, errors):
         await page.wait_for_selector('#main[data-ready="live"]')
         await page.wait_for_selector("#feed-state.open")
-        caller = Caller(server.media_url, [Turn(wav=speech)], caller=KNOWN, out=None)
+        caller = Caller(server.media_url, [Turn(wav=speech)], KNOWN, out=None, token=FEED_TOKEN)
         call = asyncio.create_task(caller.run())
         card = page.locator(f'#live-active article[data-call-id="{caller.call_sid}"]')
         await card.wait_for(timeout=20_000)
@@ -396,7 +396,7 @@ async def test_analytics_page(browser: Browser, server: LiveServer) -> None:
     if served["unrecognized"]:
         # A caller the menu does not understand ("password"): an unrecognized utterance.
         turns = [Turn(wav=recording("vm-password"))]
-        report = await Caller(server.media_url, turns, caller=KNOWN, out=None).run()
+        report = await Caller(server.media_url, turns, KNOWN, out=None, token=FEED_TOKEN).run()
         assert "no_match" in [e["event"] for e in report.events], report.events
     async with console_page(browser, base(server), TOKEN) as (page, errors):
         await show_tab(page, "analytics")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from live_server import LiveServer, live_server
+from live_server import FEED_TOKEN, LiveServer, live_server
 from speech import flite
 
 from ivr.audio.pcm import write_wav
@@ -31,7 +31,8 @@ MONDAY_MORNING = "2030-01-07T10:00:00+01:00"
 
 
 def dial(server: LiveServer, *turns: str) -> list[dict[str, Any]]:
-    args = [sys.executable, "-m", "ivr", "dial", server.media_url, "--from", CALLER, *turns]
+    args = [sys.executable, "-m", "ivr", "dial", server.media_url, "--token", FEED_TOKEN]
+    args += ["--from", CALLER, *turns]
     out = subprocess.run(args, capture_output=True, text=True, timeout=240, check=True)
     return [json.loads(line) for line in out.stdout.splitlines()]
 

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from audio_fixtures import concat, recording
-from live_server import LiveServer, live_server
+from live_server import FEED_TOKEN, LiveServer, live_server
 from speech import flite
 from webhook_receiver import Receiver
 
@@ -45,7 +45,8 @@ def said(tmp: Path, text: str, voice: str = "rms") -> Path:
 
 def dial(server: LiveServer, caller: str, *turns: str) -> list[dict[str, Any]]:
     """`ivr dial` as a user runs it; turns are ("--wav", path) / ("--dtmf", keys) pairs."""
-    args = [sys.executable, "-m", "ivr", "dial", server.media_url, "--from", caller, *turns]
+    args = [sys.executable, "-m", "ivr", "dial", server.media_url, "--token", FEED_TOKEN]
+    args += ["--from", caller, *turns]
     out = subprocess.run(args, capture_output=True, text=True, timeout=240, check=True)
     return [json.loads(line) for line in out.stdout.splitlines()]
 

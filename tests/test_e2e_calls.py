@@ -19,7 +19,7 @@ import aiohttp
 import numpy as np
 import pytest
 from audio_fixtures import recording
-from live_server import LiveServer, live_server
+from live_server import FEED_TOKEN, LiveServer, live_server
 from speech import flite
 
 from ivr.asr.grammar import normalize
@@ -144,7 +144,9 @@ def calls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     other = asterisk("vm-password")  # "password": not a menu phrase or an FAQ
 
     def caller(server: LiveServer, turns: list[Turn], who: str = KNOWN, **kw: Any) -> Caller:
-        return Caller(server.media_url, turns, who, out=None, max_seconds=150, **kw)
+        return Caller(
+            server.media_url, turns, who, out=None, max_seconds=150, token=FEED_TOKEN, **kw
+        )
 
     with live_server(tmp) as server:
         scenarios: dict[str, Caller] = {
@@ -196,6 +198,8 @@ def calls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 "ivr",
                 "dial",
                 server.media_url,
+                "--token",
+                FEED_TOKEN,
                 "--from",
                 KNOWN,
                 "--wav",
@@ -336,10 +340,14 @@ def test_turn_latency_recorded(calls: dict[str, Any]) -> None:
 
 def test_busy_when_over_the_call_limit(tmp_path: Path) -> None:
     async def two_calls(server: LiveServer) -> list[CallReport]:
-        first = Caller(server.media_url, [Turn(dtmf="-"), Turn(dtmf="0")], KNOWN, out=None)
+        first = Caller(
+            server.media_url, [Turn(dtmf="-"), Turn(dtmf="0")], KNOWN, out=None, token=FEED_TOKEN
+        )
         task = asyncio.create_task(first.run())
         await asyncio.sleep(1.0)
-        second = await Caller(server.media_url, [Turn(dtmf="1")], KNOWN, out=None).run()
+        second = await Caller(
+            server.media_url, [Turn(dtmf="1")], KNOWN, out=None, token=FEED_TOKEN
+        ).run()
         return [await task, second]
 
     with live_server(tmp_path, IVR_MAX_CALLS="1") as server:
@@ -370,7 +378,9 @@ def test_idle_and_maximum_duration_limits(tmp_path: Path) -> None:
 
     async def both(server: LiveServer) -> tuple[str, CallReport]:
         idle = await silent_provider(server)
-        never_answers = Caller(server.media_url, [Turn(dtmf="-")] * 10, KNOWN, out=None)
+        never_answers = Caller(
+            server.media_url, [Turn(dtmf="-")] * 10, KNOWN, out=None, token=FEED_TOKEN
+        )
         return idle, await never_answers.run()
 
     env = {"IVR_IDLE_TIMEOUT_SECONDS": "2", "IVR_MAX_CALL_SECONDS": "8"}

@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from live_server import LiveServer, live_server
+from live_server import FEED_TOKEN, LiveServer, live_server
 
 from ivr.api import hash_token
 from ivr.app import check_flow_grammars
@@ -220,7 +220,9 @@ def prompts(report: CallReport) -> str:
 
 
 def caller(server: LiveServer, turns: list[Turn], **kwargs: Any) -> Caller:
-    return Caller(server.media_url, turns, KNOWN, out=None, max_seconds=60, **kwargs)
+    return Caller(
+        server.media_url, turns, KNOWN, out=None, max_seconds=60, token=FEED_TOKEN, **kwargs
+    )
 
 
 def quick(server: LiveServer) -> Caller:

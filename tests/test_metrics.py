@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 from audio_fixtures import recording
-from live_server import LiveServer, free_port, live_server
+from live_server import FEED_TOKEN, LiveServer, free_port, live_server
 from prometheus_client.parser import text_string_to_metric_families
 from speech import flite
 
@@ -114,7 +114,7 @@ async def calls(server: LiveServer, tmp: Path) -> dict[str, Any]:
     write_wav(wav, flite("balance", wav, voice="rms"))
 
     def caller(turns: list[Turn]) -> Caller:
-        return Caller(server.media_url, turns, KNOWN, out=None, max_seconds=60)
+        return Caller(server.media_url, turns, KNOWN, out=None, max_seconds=60, token=FEED_TOKEN)
 
     scenarios = {
         "keyed": caller([Turn(dtmf="1")]),

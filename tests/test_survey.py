@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from live_server import live_server
+from live_server import FEED_TOKEN, live_server
 from speech import flite
 
 from ivr.audio.pcm import write_wav
@@ -164,7 +164,8 @@ def test_a_real_call_keeps_the_survey_score(tmp_path: Path) -> None:
             await store.close()
 
     with live_server(tmp_path) as server:
-        report = asyncio.run(Caller(server.media_url, turns, KNOWN, out=None).run())
+        caller = Caller(server.media_url, turns, KNOWN, out=None, token=FEED_TOKEN)
+        report = asyncio.run(caller.run())
     call, recorded = asyncio.run(records(tmp_path / "data" / "ivr.db", report.call_id))
     assert report.hangup == "caller_goodbye", report.events
     assert call.survey == 4 and call.end_reason == "caller_goodbye"

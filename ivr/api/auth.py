@@ -12,10 +12,14 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from aiohttp import web
+
 from ivr.api.errors import ApiError
 from ivr.config import ApiToken
 
 REALM = 'Bearer realm="ivr"'
+BEARER_PREFIX = "bearer."
+"""A WebSocket's token as a subprotocol: `Sec-WebSocket-Protocol: ivr.v1, bearer.<token>`."""
 
 
 def new_token() -> str:
@@ -65,6 +69,21 @@ def authenticate(header: str | None, tokens: Sequence[ApiToken]) -> Principal:
             headers={"WWW-Authenticate": f'{REALM}, error="invalid_token"'},
         )
     return Principal(found.name, frozenset(found.scopes))
+
+
+def websocket_token(request: web.Request) -> str | None:
+    """The token of a WebSocket request (browsers cannot set its headers): a subprotocol
+    `bearer.<token>`, else `?token=`."""
+    offered = request.headers.get("Sec-WebSocket-Protocol", "")
+    token = next(
+        (
+            p.strip()[len(BEARER_PREFIX) :]
+            for p in offered.split(",")
+            if p.strip().startswith(BEARER_PREFIX)
+        ),
+        None,
+    )
+    return token or request.query.get("token")
 
 
 def require(principal: Principal, scope: str) -> None:

@@ -1,18 +1,19 @@
-"""Calls in progress for the console: the live list, the all-calls event feed (a WebSocket),
-and each call's recording.
+"""Calls in progress: the live list, the event feeds (WebSockets: every call's for the
+console, one call's for `ivr dial` and tools) and each call's recording. All need calls.read:
+a call's events are its transcript (the caller's number, keyed account numbers, balances).
 
 Browsers cannot set headers on a WebSocket, so the WebSockets here and the softphone's take
 the API token as a subprotocol (`Sec-WebSocket-Protocol: ivr.v1, bearer.<token>`; not
-written to access logs, which is why the console uses it) or as `?token=<token>` (simple for
-tools; the query string does reach access logs).
+written to access logs, which is why the console and `ivr dial` use it) or as
+`?token=<token>` (simple for tools; the log formatter redacts it from the access log).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,13 @@ from aiohttp import WSCloseCode, web
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from ivr.api.auth import Principal, authenticate, require
+from ivr.api.auth import Principal, authenticate, require, websocket_token
 from ivr.api.context import API
 from ivr.api.errors import ApiError
 from ivr.api.models import Name, Number
 from ivr.api.operation import Operation, parse_query
 from ivr.call.recording import recording_path
-from ivr.call.registry import Overflow
+from ivr.call.registry import Event, Overflow
 from ivr.callbacks import iso
 from ivr.server.websocket import SERVICES
 from ivr.store import NotFound
@@ -38,22 +39,12 @@ RECORDINGS = web.AppKey("recordings_dir", Path)
 """Where whole-call recordings are (DATA_DIR/recordings), served even with recording off."""
 PROTOCOL = "ivr.v1"
 """The subprotocol the server selects; a browser refuses a socket that selects none of its."""
-BEARER_PREFIX = "bearer."
 
 
 def websocket_principal(request: web.Request, scope: str) -> Principal:
     """The principal of a WebSocket request's token (subprotocol `bearer.<token>`, else
     `?token=`), holding `scope`; ApiError 401/403 otherwise, like any API route."""
-    offered = request.headers.get("Sec-WebSocket-Protocol", "")
-    token = next(
-        (
-            p.strip()[len(BEARER_PREFIX) :]
-            for p in offered.split(",")
-            if p.strip().startswith(BEARER_PREFIX)
-        ),
-        None,
-    )
-    token = token or request.query.get("token")
+    token = websocket_token(request)
     who = authenticate(f"Bearer {token}" if token else None, request.app[API].tokens)
     require(who, scope)
     return who
@@ -124,37 +115,83 @@ async def get_call_audio(request: web.Request, who: Principal) -> web.StreamResp
     return web.FileResponse(path, headers={"Content-Type": "audio/wav"})
 
 
-# --- every call's events --------------------------------------------------------------------
+# --- the live feeds: every call's events, and one call's ---------------------------------
+
+
+class FeedSlots:
+    """Live-feed WebSockets open at once, against a cap: each holds a socket and a queue of
+    events, so anyone with a token could otherwise open them until memory runs out."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+
+    def take(self) -> None:
+        """One more open; ApiError 503 when all are taken. `give_back()` when it closes."""
+        if self.open >= self.limit:
+            log.warning("live feeds: all %d in use; a subscriber was refused", self.limit)
+            raise ApiError(503, "too many live feed subscribers", headers={"Retry-After": "10"})
+        self.open += 1
+
+    def give_back(self) -> None:
+        self.open -= 1
+
+
+FEEDS = web.AppKey("feed_slots", FeedSlots)
+
+
+async def _feed(
+    request: web.Request, subscribe: Callable[[], AsyncIterator[Event]]
+) -> web.StreamResponse:
+    """To a holder of calls.read, on a WebSocket: the events `subscribe()` yields, as JSON
+    texts, until they end or the client leaves."""
+    slots = request.app[FEEDS]
+    try:
+        websocket_principal(request, "calls.read")
+        slots.take()
+    except ApiError as exc:
+        return exc.response()  # before the upgrade: the client sees the status
+    try:
+        ws = websocket(request)
+        await ws.prepare(request)
+
+        async def forward() -> None:
+            events = subscribe()
+            try:
+                async for event in events:
+                    await ws.send_str(json.dumps(event))
+            finally:  # cancelled in send_str: the subscription still ends now, not at GC
+                if isinstance(events, AsyncGenerator):
+                    await events.aclose()
+
+        task = asyncio.create_task(forward())
+        closer = asyncio.create_task(ws.receive())  # the client closing ends the subscription
+        await asyncio.wait({task, closer}, return_when=asyncio.FIRST_COMPLETED)
+        for t in (task, closer):
+            t.cancel()
+        outcome, _ = await asyncio.gather(task, closer, return_exceptions=True)
+        code, message = WSCloseCode.OK, b""
+        if isinstance(outcome, Overflow):
+            log.warning("live feed: a client fell too far behind and was disconnected")
+            code, message = WSCloseCode.TRY_AGAIN_LATER, b"too far behind: reconnect"
+        await ws.close(code=code, message=message)
+        return ws
+    finally:
+        slots.give_back()
 
 
 async def live_feed(request: web.Request) -> web.StreamResponse:
     """GET /v1/live (WebSocket): the events so far of the calls in progress, then every
     call's events as they happen; one JSON text each, with its `call_id`."""
-    try:
-        websocket_principal(request, "calls.read")
-    except ApiError as exc:
-        return exc.response()  # before the upgrade: the client sees the status
-    ws = websocket(request)
-    await ws.prepare(request)
-    registry = request.app[SERVICES].registry
+    return await _feed(request, request.app[SERVICES].registry.watch)
 
-    async def forward() -> None:
-        async with contextlib.aclosing(registry.watch()) as events:
-            async for event in events:
-                await ws.send_str(json.dumps(event))
 
-    task = asyncio.create_task(forward())
-    closer = asyncio.create_task(ws.receive())  # the client closing ends the subscription
-    await asyncio.wait({task, closer}, return_when=asyncio.FIRST_COMPLETED)
-    for t in (task, closer):
-        t.cancel()
-    outcome, _ = await asyncio.gather(task, closer, return_exceptions=True)
-    code, message = WSCloseCode.OK, b""
-    if isinstance(outcome, Overflow):
-        log.warning("live feed: a client fell too far behind and was disconnected")
-        code, message = WSCloseCode.TRY_AGAIN_LATER, b"too far behind: reconnect"
-    await ws.close(code=code, message=message)
-    return ws
+async def call_events(request: web.Request) -> web.StreamResponse:
+    """GET /v1/calls/{call_id}/events (WebSocket): the call's events so far (its transcript),
+    then live ones until it ends; one JSON text each. The feed may be opened before the call
+    starts (a simulator that picks the provider's call id itself)."""
+    registry, call_id = request.app[SERVICES].registry, request.match_info["call_id"]
+    return await _feed(request, lambda: registry.subscribe(call_id))
 
 
 CALL_ID = {"id": {"type": "string", "minLength": 1, "description": "the call's id"}}

@@ -17,6 +17,7 @@ from ivr.api import analytics, flows, grammar, live
 from ivr.api.auth import Principal
 from ivr.api.context import API
 from ivr.api.errors import ApiError, json_errors
+from ivr.api.limits import AnonymousConnections, ClientLimits, limit_anonymous
 from ivr.api.models import (
     CallbackDetail,
     CallbackListQuery,
@@ -244,9 +245,14 @@ def document() -> dict[str, Any]:
     return build_document(OPERATIONS)
 
 
-def add_api_routes(app: web.Application) -> None:
-    """Register the /v1 API routes, and the middleware that answers aiohttp's own errors
-    under /v1 in the API's error shape. The handlers need `app[API]` set before serving."""
+def add_api_routes(app: web.Application, limits: ClientLimits | None = None) -> None:
+    """Register the /v1 API routes; the middlewares that cap what clients without a token
+    can hold open (on every route of the app) and answer aiohttp's own errors under /v1 in
+    the API's error shape; the live feeds' cap. The handlers need `app[API]` set before
+    serving."""
+    limits = limits or ClientLimits()
+    app.middlewares.append(limit_anonymous(AnonymousConnections(limits.anonymous_per_client)))
     app.middlewares.append(json_errors)
+    app[live.FEEDS] = live.FeedSlots(limits.feed_subscribers)
     for op in OPERATIONS:
         app.router.add_route(op.method, op.path, endpoint(op), name=op.operation_id)

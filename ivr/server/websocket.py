@@ -1,10 +1,8 @@
-"""WebSocket media streams (Twilio Media Streams format) at /v1/media-stream, and each call's
-live event feed at /v1/calls/{call_id}/events."""
+"""WebSocket media streams (Twilio Media Streams format) at /v1/media-stream. (Each call's
+event feed is the API's: `ivr.api.live`.)"""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 from collections import deque
 
@@ -56,24 +54,4 @@ async def media_stream(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     session = CallSession(WebSocketLeg(ws), request.app[SERVICES])
     await session.run()
-    return ws
-
-
-async def call_events(request: web.Request) -> web.WebSocketResponse:
-    """The call's transcript so far, then live events until it ends; one JSON text each."""
-    ws = web.WebSocketResponse(heartbeat=30)
-    await ws.prepare(request)
-    registry = request.app[SERVICES].registry
-    call_id = request.match_info["call_id"]
-
-    async def forward() -> None:
-        async for event in registry.subscribe(call_id):
-            await ws.send_str(json.dumps(event))
-
-    task = asyncio.create_task(forward())
-    closer = asyncio.create_task(ws.receive())  # the client closing ends the subscription
-    await asyncio.wait({task, closer}, return_when=asyncio.FIRST_COMPLETED)
-    for t in (task, closer):
-        t.cancel()
-    await ws.close()
     return ws
