@@ -141,6 +141,8 @@ class Caller:
                 break
             event = json.loads(msg.data)
             kind = event.get("event")
+            if kind == "call_started" and isinstance(event.get("call_id"), str):
+                self.report.call_id = event["call_id"]  # the server's id (ours is the callSid)
             if kind == "listen":
                 self._listening.set()
             elif kind in ("recognized", "dtmf", "no_input"):

@@ -237,13 +237,15 @@ async def test_live_call_shows_its_transcript_then_its_recording(
         await page.wait_for_selector("#feed-state.open")
         caller = Caller(server.media_url, [Turn(wav=speech)], KNOWN, out=None, token=FEED_TOKEN)
         call = asyncio.create_task(caller.run())
-        card = page.locator(f'#live-active article[data-call-id="{caller.call_sid}"]')
+        while caller.report.call_id == caller.call_sid:  # until the server names the call
+            await asyncio.sleep(0.05)
+        card = page.locator(f'#live-active article[data-call-id="{caller.report.call_id}"]')
         await card.wait_for(timeout=20_000)
         assert KNOWN in await card.locator("header").inner_text()
         # In progress: the card and the REST list show the node it is at.
         await card.locator('[data-role="node"]:not(:empty)').wait_for()
         [live] = (await api(server, "/v1/live/calls"))["items"]
-        assert live["id"] == caller.call_sid and live["caller"] == KNOWN
+        assert live["id"] == caller.report.call_id and live["caller"] == KNOWN
         assert live["transport"] == "websocket" and live["flow"] == "hotline"
         assert live["node"] and live["events"] >= 1
         assert (await api(server, "/v1/live/calls?transport=browser"))["items"] == []
@@ -256,9 +258,9 @@ async def test_live_call_shows_its_transcript_then_its_recording(
         report = await asyncio.wait_for(call, 60)
         assert report.hangup == "caller_hangup"
         # Ended: in "ended while watching", then in the history; open its timeline.
-        ended = page.locator(f'#live-ended article[data-call-id="{caller.call_sid}"]')
+        ended = page.locator(f'#live-ended article[data-call-id="{caller.report.call_id}"]')
         await ended.wait_for(timeout=10_000)
-        row = page.locator(f'#history tr[data-call-id="{caller.call_sid}"]')
+        row = page.locator(f'#history tr[data-call-id="{caller.report.call_id}"]')
         await row.wait_for(timeout=10_000)
         await row.click()
         timeline = page.locator('#call-timeline li[data-kind="recognized"]')
@@ -272,13 +274,13 @@ async def test_live_call_shows_its_transcript_then_its_recording(
         )
         await screenshot(page, "call-detail")
         assert errors.messages == []
-    record = await api(server, f"/v1/calls/{caller.call_sid}")
+    record = await api(server, f"/v1/calls/{caller.report.call_id}")
     seconds = (
         datetime.fromisoformat(record["ended_at"]) - datetime.fromisoformat(record["started_at"])
     ).total_seconds()
     assert abs(duration - seconds) < 2.0, (duration, seconds)
     # The recording: the caller's side holds the word, the bot's side the prompts.
-    wav, rate = sf.read(io.BytesIO(await api(server, f"/v1/calls/{caller.call_sid}/audio")))
+    wav, rate = sf.read(io.BytesIO(await api(server, f"/v1/calls/{caller.report.call_id}/audio")))
     assert rate == 8000 and wav.shape[1] == 2
     assert np.abs(wav[:, 0]).max() > 0.05 and np.abs(wav[:, 1]).max() > 0.05
 
