@@ -177,7 +177,9 @@ def ended_events(server: Server, call_id: str) -> list[dict[str, Any]]:
 
 async def assert_ended_cleanly(server: Server, call: Call, reason: str) -> dict[str, Any]:
     """The slot is free, the record closed with `reason`, `call.ended` sent, exactly once."""
-    rec = await wait_for(lambda: (r := record(server, call.sid)) and r["ended_at"] and r)
+    rec: dict[str, Any] = await wait_for(
+        lambda: (r := record(server, call.sid)) and r["ended_at"] and r
+    )
     assert rec["end_reason"] == reason, rec
     await wait_for(lambda: server.services.registry.active == 0)
     [event] = ended_events(server, rec["id"])
@@ -329,7 +331,8 @@ async def test_caller_drops_tcp_while_the_bot_speaks(server: Server) -> None:
     """No close handshake, in the middle of the greeting (8 of 50 leaked a slot before)."""
     for _ in range(5):
         call = await place_call(server, hang_up_at=None, abort_at=1.0)
-        rec = await wait_for(lambda c=call: (r := record(server, c.sid)) and r["ended_at"] and r)
+        sid = call.sid
+        rec = await wait_for(lambda: (r := record(server, sid)) and r["ended_at"] and r)
         assert rec["end_reason"] in ("caller_hangup", "connection_lost"), rec
         await wait_for(lambda: server.services.registry.active == 0)
         assert len(ended_events(server, rec["id"])) == 1

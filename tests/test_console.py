@@ -237,7 +237,9 @@ async def test_live_call_shows_its_transcript_then_its_recording(
         await page.wait_for_selector("#feed-state.open")
         caller = Caller(server.media_url, [Turn(wav=speech)], KNOWN, out=None, token=FEED_TOKEN)
         call = asyncio.create_task(caller.run())
-        while caller.report.call_id == caller.call_sid:  # until the server names the call
+        for _ in range(400):  # until the server names the call (its call_started event)
+            if caller.report.call_id != caller.call_sid:
+                break
             await asyncio.sleep(0.05)
         card = page.locator(f'#live-active article[data-call-id="{caller.report.call_id}"]')
         await card.wait_for(timeout=20_000)

@@ -77,6 +77,7 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING_INBOUND = 200  # caller messages (4 s of 20 ms frames) queued before reading waits
 MAX_PROVIDER_ID = 128  # a far-end call id longer than this is refused
+MAX_REASON = 200  # characters of an end reason
 LEG_LIMIT_S = 5.0  # for each of hanging up and closing the leg
 PROMPT_LIMIT_S = 10.0  # for the "call too long" prompt
 
@@ -182,7 +183,7 @@ class CallSession:
         except TimeoutError:
             return await self._abort("no start message")
         except ProtocolError as exc:
-            return await self._abort(f"protocol error: {exc}")
+            return await self._abort(end_reason(f"protocol error: {exc}"))
         except Exception as exc:
             log.warning("call on %s: reading its start failed: %r", self.leg.name, exc)
             return await self._abort("transport error")
@@ -462,7 +463,7 @@ class CallSession:
             self.end_reason = "caller_hangup"
         elif item.kind == "error":
             log.warning("call %s: %s", self.call_id, item.value)
-            self.end_reason = str(item.value)
+            self.end_reason = end_reason(str(item.value))
 
     async def _inbound(self, msg: InboundMessage) -> None:
         if isinstance(msg, Audio):
@@ -475,7 +476,7 @@ class CallSession:
         elif isinstance(msg, LegHangup):
             self.end_reason = "caller_hangup"
         elif isinstance(msg, TransportError):
-            self.end_reason = f"transport error: {msg.message}"
+            self.end_reason = end_reason(f"transport error: {msg.message}")
         elif isinstance(msg, CallStart):
             self.end_reason = "protocol error: a second start message"
         elif isinstance(msg, Mark):
@@ -681,6 +682,12 @@ class CallSession:
             self.turn_latencies.append(latency)
             self.s.metrics.turn_latency.observe(latency)
             self._speech_end_at = None
+
+
+def end_reason(text: str) -> str:
+    """A reason as stored, sent in events and webhooks: the far end's words in it (an
+    unknown event's name, say) are cut short."""
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
 
 
 def new_call_id() -> str:
