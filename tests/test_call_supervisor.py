@@ -175,11 +175,14 @@ def ended_events(server: Server, call_id: str) -> list[dict[str, Any]]:
     return [p for (text,) in rows if (p := json.loads(text))["call"]["id"] == call_id]
 
 
+async def ended_record(server: Server, sid: str) -> dict[str, Any]:
+    rec: dict[str, Any] = await wait_for(lambda: (r := record(server, sid)) and r["ended_at"] and r)
+    return rec
+
+
 async def assert_ended_cleanly(server: Server, call: Call, reason: str) -> dict[str, Any]:
     """The slot is free, the record closed with `reason`, `call.ended` sent, exactly once."""
-    rec: dict[str, Any] = await wait_for(
-        lambda: (r := record(server, call.sid)) and r["ended_at"] and r
-    )
+    rec = await ended_record(server, call.sid)
     assert rec["end_reason"] == reason, rec
     await wait_for(lambda: server.services.registry.active == 0)
     [event] = ended_events(server, rec["id"])
@@ -331,8 +334,7 @@ async def test_caller_drops_tcp_while_the_bot_speaks(server: Server) -> None:
     """No close handshake, in the middle of the greeting (8 of 50 leaked a slot before)."""
     for _ in range(5):
         call = await place_call(server, hang_up_at=None, abort_at=1.0)
-        sid = call.sid
-        rec = await wait_for(lambda: (r := record(server, sid)) and r["ended_at"] and r)
+        rec = await ended_record(server, call.sid)
         assert rec["end_reason"] in ("caller_hangup", "connection_lost"), rec
         await wait_for(lambda: server.services.registry.active == 0)
         assert len(ended_events(server, rec["id"])) == 1
