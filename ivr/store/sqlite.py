@@ -37,8 +37,9 @@ class _SQLiteConn(Conn):
         self._db = db
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        async with self._db.execute(_sql(sql), [_param(a) for a in args]) as cur:
-            rows = await cur.fetchall()
+        # One trip to the connection's thread (execute, fetch and close are three): under
+        # load each trip waits for a turn of the event loop, and writes take turns.
+        rows = await self._db.execute_fetchall(_sql(sql), [_param(a) for a in args])
         return [dict(r) for r in rows]
 
     async def execute(self, sql: str, *args: Any) -> None:
