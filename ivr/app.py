@@ -20,6 +20,7 @@ from ivr.asr.base import Engine
 from ivr.asr.engines import engine_from_settings
 from ivr.asr.grammar import GrammarError, warm_meaning
 from ivr.asr.runner import AsrRunner
+from ivr.call.recorder import StoreWriter
 from ivr.call.registry import CallRegistry
 from ivr.call.session import CallLimits, CallServices
 from ivr.callbacks import CallbackPolicy, Callbacks
@@ -69,6 +70,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     prompts = PromptRenderer(tts, PromptCache(settings.cache_dir / "prompts"), settings.prompts_dir)
     store = await open_store(settings.store_url)
     clock = shifted_clock(settings.clock_start)
+    records = StoreWriter(store)
     callbacks = Callbacks(store, CallbackPolicy.from_settings(settings))
     app[API] = ApiContext(callbacks, store, settings.api_tokens, callbacks.policy.tz)
     http = aiohttp.ClientSession()
@@ -87,6 +89,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         metrics=metrics,
         limits=limits,
         store=store,
+        records=records,
         callbacks=callbacks,
         hours=BusinessHours.parse(settings.business_hours, settings.timezone),
         clock=clock,
@@ -139,9 +142,16 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         await dispatcher.close()  # first: it produces events for the deliverer
         await webhooks.close()  # before the HTTP session and the store it uses
         await http.close()
+        await records.close()  # after the calls: their teardowns wrote their ends
         await store.close()
         tts.close()
         asr.close()
+
+
+async def _shutting_down(app: web.Application) -> None:
+    """Calls cut from now on end as `server_shutdown`, not as a lost connection."""
+    if SERVICES in app:
+        app[SERVICES].shutting_down = True
 
 
 def check_flow_grammars(flow: Flow, engine: Engine) -> None:
@@ -181,6 +191,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = Metrics()  # one registry per app: tests run several apps in a process
     app.cleanup_ctx.append(_services_ctx)
+    app.on_shutdown.append(_shutting_down)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", serve_metrics)  # Prometheus; no token
     app.router.add_get("/v1/media-stream", media_stream)

@@ -343,9 +343,9 @@ async def test_caller_drops_tcp_while_the_bot_speaks(server: Server) -> None:
 async def test_recorder_failure(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     """A turn the store cannot write, with an error of no expected kind: the call goes on,
     and its end is still recorded."""
-    store = server.services.store
-    assert store is not None
-    add_turn = store.add_turn
+    from ivr.store.sql import SqlStore
+
+    add_turn = SqlStore.add_turn  # in the writer's batch: the transaction's store
     failed = 0
 
     async def failing(*args: Any, **kwargs: Any) -> Any:
@@ -355,7 +355,7 @@ async def test_recorder_failure(server: Server, monkeypatch: pytest.MonkeyPatch)
             raise Injected("the recorder failed")
         return await add_turn(*args, **kwargs)
 
-    monkeypatch.setattr(store, "add_turn", failing)
+    monkeypatch.setattr(SqlStore, "add_turn", failing)
     call = await place_call(server, hang_up_at=4.0)
     assert failed == 2
     await assert_ended_cleanly(server, call, "caller_hangup")
@@ -363,9 +363,9 @@ async def test_recorder_failure(server: Server, monkeypatch: pytest.MonkeyPatch)
 
 async def test_store_failure(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     """The database refuses writes for a moment (SQLite's own error)."""
-    store = server.services.store
-    assert store is not None
-    add_turn = store.add_turn
+    from ivr.store.sql import SqlStore
+
+    add_turn = SqlStore.add_turn  # in the writer's batch: the transaction's store
     failed = 0
 
     async def failing(*args: Any, **kwargs: Any) -> Any:
@@ -375,7 +375,7 @@ async def test_store_failure(server: Server, monkeypatch: pytest.MonkeyPatch) ->
             raise sqlite3.OperationalError("attempt to write a readonly database")
         return await add_turn(*args, **kwargs)
 
-    monkeypatch.setattr(store, "add_turn", failing)
+    monkeypatch.setattr(SqlStore, "add_turn", failing)
     call = await place_call(server, hang_up_at=4.0)
     await assert_ended_cleanly(server, call, "caller_hangup")
 

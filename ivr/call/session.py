@@ -26,7 +26,7 @@ from ivr.audio.codecs import Encoding
 from ivr.audio.vad import Endpointer, EndpointerConfig
 from ivr.call.leg import Leg
 from ivr.call.player import Player
-from ivr.call.recorder import CallRecorder
+from ivr.call.recorder import CallRecorder, StoreWriter
 from ivr.call.recording import CallAudio, recording_path
 from ivr.call.registry import Admission, CallRegistry
 from ivr.callbacks import Callbacks
@@ -107,6 +107,7 @@ class CallServices:
     flow_store: FlowStore  # the served flow; hot-reloaded (see ivr.flows_watch)
     limits: CallLimits = field(default_factory=CallLimits)
     store: Store | None = None  # call records; None keeps no records
+    records: StoreWriter | None = None  # writes every call's records (batched) to `store`
     callbacks: Callbacks | None = None  # agent callbacks; None: booking fails politely
     hours: BusinessHours = ALWAYS_OPEN  # when agents work (callback times, after-hours)
     clock: Clock = system_clock  # the calendar: business hours, callback times, dates
@@ -209,7 +210,11 @@ class CallSession:
             return "busy"
         self._admitted = True
         self.recorder = CallRecorder(
-            self.s.store, self.call_id, tz=self.s.hours.tz, data_dir=self.s.data_dir
+            self.s.store,
+            self.call_id,
+            tz=self.s.hours.tz,
+            data_dir=self.s.data_dir,
+            writer=self.s.records,
         )
         cancelled = False
         try:
@@ -225,6 +230,9 @@ class CallSession:
             else:
                 log.exception("call %s failed", self.call_id)
                 self.end_reason = "internal_error"
+        except ConnectionError as exc:  # a send to the leg: the caller is gone
+            log.info("call %s: the connection was lost: %r", self.call_id, exc)
+            self.end_reason = "connection_lost"
         except asyncio.CancelledError:  # the server shuts down, or the peer vanished
             # (aiohttp cancels a handler whose connection is lost, with handler_cancellation)
             self.end_reason = "server_shutdown" if self.s.shutting_down else "connection_lost"
