@@ -24,6 +24,7 @@ import logging
 import wave
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -173,10 +174,11 @@ class CallRecorder:
         if self._writer is None:
             return
         self._started = True
+        at = datetime.now(UTC)  # now, not when the write gets its turn (a slow store)
 
         async def write(store: Store) -> None:
             async with store.transaction() as tx:
-                record = await tx.start_call(self._call_id, **call)
+                record = await tx.start_call(self._call_id, started_at=at, **call)
                 await tx.add_event("call.started", {"call": call_json(record, self._tz)})
 
         self._put(write)
@@ -186,8 +188,9 @@ class CallRecorder:
         writer, data_dir, call_id = self._writer, self._data_dir, self._call_id
         if writer is None:
             return
+        at = datetime.now(UTC)
         if not audio or data_dir is None or self._utterance_files >= MAX_UTTERANCE_FILES:
-            self._put(lambda store: store.add_turn(call_id, kind, **fields))
+            self._put(lambda store: store.add_turn(call_id, kind, at=at, **fields))
             return
         self._utterance_files += 1
 
@@ -201,7 +204,7 @@ class CallRecorder:
             self._put(lambda store: store.set_turn_audio(call_id, seq, relative.as_posix()))
 
         async def write(store: Store) -> None:
-            turn = await store.add_turn(call_id, kind, **fields)
+            turn = await store.add_turn(call_id, kind, at=at, **fields)
             task = writer.followup(keep_audio(turn.seq))
             self._followups.add(task)
             task.add_done_callback(self._followups.discard)
@@ -224,10 +227,11 @@ class CallRecorder:
         writer = self._writer
         if writer is None or not self._started:
             return
+        at = datetime.now(UTC)
 
         async def write(store: Store) -> None:
             async with store.transaction() as tx:
-                record = await tx.end_call(self._call_id, end_reason)
+                record = await tx.end_call(self._call_id, end_reason, ended_at=at)
                 await tx.add_event("call.ended", {"call": call_json(record, self._tz)})
 
         self._put(write)

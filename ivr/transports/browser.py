@@ -27,6 +27,7 @@ from typing import Any, assert_never
 
 from ivr.audio.codecs import Encoding
 from ivr.audio.pcm import frame_bytes
+from ivr.transports.limits import check_json_text
 from ivr.transports.messages import (
     DTMF_DIGITS,
     FRAME_MS,
@@ -57,6 +58,7 @@ _TYPE_NAMES = {str: "a string", int: "an integer"}
 
 def _load(text: str) -> tuple[str, Json]:
     """(type, message) of one text message."""
+    check_json_text(text)
     try:
         msg = json.loads(text)
     except json.JSONDecodeError as e:

@@ -19,6 +19,7 @@ import numpy as np
 
 from ivr.audio.codecs import Encoding, decode, encode
 from ivr.audio.pcm import frame_bytes
+from ivr.transports.limits import check_json_text
 from ivr.transports.messages import (
     DTMF_DIGITS,
     FRAME_MS,
@@ -51,6 +52,7 @@ _TYPE_NAMES = {str: "a string", int: "an integer", dict: "an object"}
 
 def _load(text: str | bytes) -> tuple[str, Json]:
     """(event, message) of one WebSocket text message."""
+    check_json_text(text)
     try:
         msg = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
