@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from ivr.transports.audiosocket import AudioSocketParser, encode_uuid
 from ivr.transports.browser import BrowserSerializer
+from ivr.transports.callerid import caller_number
 from ivr.transports.limits import MAX_JSON_DEPTH, MAX_MESSAGE_BYTES, check_json_text
-from ivr.transports.messages import ProtocolError
+from ivr.transports.messages import CallStart, ProtocolError
 from ivr.transports.twilio import TwilioClient, TwilioSerializer
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
@@ -118,3 +119,39 @@ def test_audiosocket_parser_only_raises_protocol_errors(
         p.feed_eof()
     except ProtocolError:
         pass
+
+
+@pytest.mark.parametrize(
+    ("raw", "number"),
+    [
+        ("+15551230001", "+15551230001"),
+        ("+1 (555) 123-0001", "+15551230001"),
+        ("555.123.0001", "5551230001"),
+        ("<script>alert(1)</script>", None),
+        ("+1555123000123456", None),  # 16 digits: longer than E.164 allows
+        ("12", None),
+        ("+", None),
+        ("anonymous", None),
+        ("+1555\n1230001", None),
+        ("", None),
+    ],
+)
+def test_caller_ids(raw: str, number: str | None) -> None:
+    assert caller_number(raw) == number
+
+
+def test_a_caller_id_that_is_no_number_is_anonymous_everywhere() -> None:
+    """Not read back, not booked: not the caller, and not a flow variable either."""
+    bad = "<script>alert(1)</script>"
+    [start] = TwilioSerializer().parse(TwilioClient().start("CA1", "MZ1", {"from": bad, "x": "1"}))
+    assert isinstance(start, CallStart)
+    assert start.caller is None and start.params == {"x": "1"}
+    [start] = BrowserSerializer("b").parse(
+        json.dumps({"type": "start", "caller": bad, "rate": 8000})
+    )
+    assert isinstance(start, CallStart)
+    assert start.caller is None and start.params == {}
+    [start] = TwilioSerializer().parse(
+        TwilioClient().start("CA2", "MZ2", {"from": "+1 555 123 0001"})
+    )
+    assert isinstance(start, CallStart) and start.caller == "+15551230001"

@@ -104,10 +104,10 @@ def test_twilio_start_message_shape() -> None:
 @pytest.mark.parametrize(
     ("params", "caller"),
     [
-        ({"from": "+1"}, "+1"),
-        ({"From": "+2"}, "+2"),
-        ({"caller": "+3"}, "+3"),
-        ({"from": "", "caller": "+4"}, "+4"),
+        ({"from": "+15551230011"}, "+15551230011"),
+        ({"From": "+15551230022"}, "+15551230022"),
+        ({"caller": "+15551230033"}, "+15551230033"),
+        ({"from": "", "caller": "+15551230044"}, "+15551230044"),
         ({"other": "x"}, None),
         (None, None),
     ],

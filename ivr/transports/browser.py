@@ -27,6 +27,7 @@ from typing import Any, assert_never
 
 from ivr.audio.codecs import Encoding
 from ivr.audio.pcm import frame_bytes
+from ivr.transports.callerid import caller_number
 from ivr.transports.limits import check_json_text
 from ivr.transports.messages import (
     DTMF_DIGITS,
@@ -150,8 +151,9 @@ class BrowserSerializer:
             if len(caller) > MAX_CALLER or not caller.isprintable():
                 raise ProtocolError(f"caller is not printable text of at most {MAX_CALLER} chars")
         self.rate = rate
-        params = {"caller": caller} if caller else {}
-        return CallStart(self.call_id, self.call_id, caller or None, params, Encoding.PCM16, rate)
+        number = caller_number(caller)  # not a number: anonymous, and the text goes nowhere
+        params = {"caller": number} if number else {}
+        return CallStart(self.call_id, self.call_id, number, params, Encoding.PCM16, rate)
 
     def started(self) -> str:
         """The answer to `start`: the call's id, so the page can follow its transcript."""

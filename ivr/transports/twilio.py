@@ -19,6 +19,7 @@ import numpy as np
 
 from ivr.audio.codecs import Encoding, decode, encode
 from ivr.audio.pcm import frame_bytes
+from ivr.transports.callerid import caller_number
 from ivr.transports.limits import check_json_text
 from ivr.transports.messages import (
     DTMF_DIGITS,
@@ -172,7 +173,10 @@ class TwilioSerializer:
             isinstance(k, str) and isinstance(v, str) for k, v in params.items()
         ):
             raise ProtocolError("start.customParameters is not an object of strings")
-        caller = next((params[k] for k in CALLER_KEYS if params.get(k)), None)
+        raw = next((params[k] for k in CALLER_KEYS if params.get(k)), None)
+        caller = caller_number(raw)
+        if caller is None:  # not a number: anonymous, and the text goes nowhere (the flow's
+            params = {k: v for k, v in params.items() if k not in CALLER_KEYS}  # variables)
         self.stream_sid, self.encoding = stream_sid, MIME_TYPES[mime]
         return CallStart(call_sid, stream_sid, caller, dict(params), self.encoding, RATE)
 
