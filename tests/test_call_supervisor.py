@@ -340,9 +340,19 @@ async def test_caller_drops_tcp_while_the_bot_speaks(server: Server) -> None:
         assert len(ended_events(server, rec["id"])) == 1
 
 
-async def test_recorder_failure(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A turn the store cannot write, with an error of no expected kind: the call goes on,
-    and its end is still recorded."""
+@pytest.mark.parametrize(
+    ("error", "times"),
+    [
+        # of no expected kind: the recorder's writes go on after it
+        (Injected("the recorder failed"), 2),
+        # the database refusing writes for a moment (SQLite's own error)
+        (sqlite3.OperationalError("attempt to write a readonly database"), 3),
+    ],
+)
+async def test_turns_the_store_cannot_write(
+    server: Server, monkeypatch: pytest.MonkeyPatch, error: Exception, times: int
+) -> None:
+    """The call goes on, and its end is still recorded."""
     from ivr.store.sql import SqlStore
 
     add_turn = SqlStore.add_turn  # in the writer's batch: the transaction's store
@@ -350,33 +360,14 @@ async def test_recorder_failure(server: Server, monkeypatch: pytest.MonkeyPatch)
 
     async def failing(*args: Any, **kwargs: Any) -> Any:
         nonlocal failed
-        if failed < 2:
+        if failed < times:
             failed += 1
-            raise Injected("the recorder failed")
+            raise error
         return await add_turn(*args, **kwargs)
 
     monkeypatch.setattr(SqlStore, "add_turn", failing)
     call = await place_call(server, hang_up_at=4.0)
-    assert failed == 2
-    await assert_ended_cleanly(server, call, "caller_hangup")
-
-
-async def test_store_failure(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The database refuses writes for a moment (SQLite's own error)."""
-    from ivr.store.sql import SqlStore
-
-    add_turn = SqlStore.add_turn  # in the writer's batch: the transaction's store
-    failed = 0
-
-    async def failing(*args: Any, **kwargs: Any) -> Any:
-        nonlocal failed
-        if failed < 3:
-            failed += 1
-            raise sqlite3.OperationalError("attempt to write a readonly database")
-        return await add_turn(*args, **kwargs)
-
-    monkeypatch.setattr(SqlStore, "add_turn", failing)
-    call = await place_call(server, hang_up_at=4.0)
+    assert failed == times
     await assert_ended_cleanly(server, call, "caller_hangup")
 
 
