@@ -14,7 +14,10 @@ from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from ivr.store.health import StoreHealth
 
 TurnKind = Literal["prompt", "recognized", "dtmf", "no_input", "no_match"]
 CallbackStatus = Literal["scheduled", "claimed", "completed", "cancelled", "expired"]
@@ -44,6 +47,17 @@ class NotFound(StoreError, LookupError):
         self.id = id
 
 
+class StoreUnavailable(StoreError):
+    """The database failed the operation (its driver's error: disk I/O, disk full, a file it
+    cannot write, a lock held too long, a lost connection, a corrupt file...). The message is
+    the driver's; `kind` its error class. Nothing here says the record was or was not
+    written; a later attempt may succeed."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 class Conflict(StoreError):
     """The record exists but is not in a state that allows the change."""
 
@@ -71,6 +85,17 @@ class Call:
     """The far end's id for the call (Twilio callSid, AudioSocket UUID), if it gave one."""
     node_id: str | None = None
     """The server process (IVR_NODE_ID) that served the call."""
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A server process (IVR_NODE_ID) writing to the store, and when it last wrote."""
+
+    id: str
+    started_at: datetime
+    """When the node last started (the previous run's calls were closed then)."""
+    seen_at: datetime
+    """Its last heartbeat (the store's health probe)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +224,9 @@ class Store(Protocol):
     backend: str
     """"sqlite" or "postgresql"."""
 
+    health: StoreHealth
+    """How the database has been answering (for readiness); see `ivr.store.health`."""
+
     async def close(self) -> None: ...
 
     def transaction(self) -> AbstractAsyncContextManager[Store]: ...
@@ -230,6 +258,11 @@ class Store(Protocol):
         ...
 
     async def get_call(self, id: str) -> Call: ...
+
+    async def open_calls(self, node_id: str, limit: int = 1000) -> list[Call]:
+        """Calls of `node_id` that have not ended, oldest first (after a crash: the calls
+        that node left open)."""
+        ...
 
     async def add_turn(
         self,
@@ -413,3 +446,15 @@ class Store(Protocol):
         ...
 
     async def get_event(self, id: str) -> Event: ...
+
+    # nodes
+    async def node_seen(
+        self, node_id: str, *, started: bool = False, now: datetime | None = None
+    ) -> Node:
+        """The node's heartbeat (`started`: it is starting). A write that reaches the
+        database, so it is also the health probe: success clears the store's failures."""
+        ...
+
+    async def get_node(self, id: str) -> Node:
+        """NotFound for a node that never wrote a heartbeat."""
+        ...

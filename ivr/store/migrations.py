@@ -179,6 +179,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX calls_provider_call_id ON calls (provider_call_id)",
         ),
     ),
+    Migration(
+        7,
+        "nodes: heartbeats",
+        (
+            # Each server process's heartbeat: the store's health probe (a write that must
+            # reach the database) and, for operators, which nodes write and since when.
+            """
+            CREATE TABLE nodes (
+                id TEXT PRIMARY KEY,
+                started_at {ts} NOT NULL,
+                seen_at {ts} NOT NULL
+            )""",
+        ),
+    ),
 )
 
 assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))

@@ -1,10 +1,12 @@
 """The Store operations, written once for both databases.
 
 A backend supplies connections (`Conn`: `$1`-style parameters, rows as dicts) and units of
-work (`_unit()`: one transaction). Dialect differences are kept to the column types in
-`migrations.py` and the two claim statements below (`FOR UPDATE SKIP LOCKED` on PostgreSQL;
-SQLite has one writer at a time, taken with `BEGIN IMMEDIATE`). The analytics queries are in
-`analytics.py`, row conversions in `rows.py`.
+work (`_unit()`: one transaction), each run under `_guard()`: its driver's errors (the
+backend's `driver_errors`) leave the store as `StoreUnavailable` and are counted in the
+store's health (`health.py`), so callers catch only `StoreError`. Dialect differences are
+kept to the column types in `migrations.py` and the two claim statements below (`FOR UPDATE
+SKIP LOCKED` on PostgreSQL; SQLite has one writer at a time, taken with `BEGIN IMMEDIATE`).
+The analytics queries are in `analytics.py`, row conversions in `rows.py`.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import binascii
 import json
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,11 +32,14 @@ from ivr.store.base import (
     CallbackStatus,
     Conflict,
     Event,
+    Node,
     NotFound,
     Store,
+    StoreUnavailable,
     Turn,
     TurnKind,
 )
+from ivr.store.health import StoreHealth
 from ivr.store.migrations import MIGRATIONS, SCHEMA_MIGRATIONS, TYPES, Dialect
 from ivr.store.rows import Conn, Row, call_of, now_or, to_text, ts, ts_opt, turn_of, utc
 
@@ -135,6 +140,10 @@ def _event(r: Row) -> Event:
         delivered_at=ts_opt(r["delivered_at"]),
         last_error=r["last_error"],
     )
+
+
+def _node(r: Row) -> Node:
+    return Node(id=r["id"], started_at=ts(r["started_at"]), seen_at=ts(r["seen_at"]))
 
 
 def encode_cursor(due_at: datetime, id: str) -> str:
@@ -241,10 +250,28 @@ class SqlStore(AnalyticsQueries, ABC):
 
     backend: str = ""
     dialect: Dialect = "sqlite"
+    driver_errors: tuple[type[BaseException], ...] = (OSError,)
+    """What the backend's driver raises when the database fails an operation."""
+    record_errors: tuple[type[BaseException], ...] = ()
+    """Driver errors about one record (a constraint), not the database: not a failure."""
+
+    def __init__(self, health: StoreHealth | None = None) -> None:
+        self.health = health or StoreHealth()
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Around every unit of work: a driver error → StoreUnavailable, noted in health."""
+        try:
+            yield
+        except self.driver_errors as exc:
+            if not isinstance(exc, self.record_errors):
+                self.health.failed(exc)
+            raise StoreUnavailable(f"{self.backend} database: {exc}", type(exc).__name__) from exc
+        self.health.succeeded()
 
     @abstractmethod
     def _unit(self, write: bool = True) -> AbstractAsyncContextManager[Conn]:
-        """One transaction on one connection (reads may skip the write lock)."""
+        """One transaction on one connection (reads may skip the write lock), guarded."""
 
     async def _select(self, sql: str, *args: Any) -> list[Row]:
         """One SELECT on its own. A single statement reads one consistent snapshot anyway,
@@ -259,7 +286,7 @@ class SqlStore(AnalyticsQueries, ABC):
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Store]:
         async with self._unit() as conn:
-            yield TxStore(conn, self.backend, self.dialect)
+            yield TxStore(conn, self)
 
     @abstractmethod
     async def close(self) -> None: ...
@@ -355,6 +382,15 @@ class SqlStore(AnalyticsQueries, ABC):
         if not rows:
             raise NotFound("call", id)
         return call_of(rows[0])
+
+    async def open_calls(self, node_id: str, limit: int = 1000) -> list[Call]:
+        rows = await self._select(
+            "SELECT * FROM calls WHERE node_id = $1 AND ended_at IS NULL"
+            " ORDER BY started_at, id LIMIT $2",
+            node_id,
+            limit,
+        )
+        return [call_of(r) for r in rows]
 
     async def add_turn(
         self,
@@ -740,18 +776,55 @@ class SqlStore(AnalyticsQueries, ABC):
                 raise Conflict("event", id, "fail", "delivered")
         return _event(rows[0])
 
+    # nodes
+
+    async def node_seen(
+        self, node_id: str, *, started: bool = False, now: datetime | None = None
+    ) -> Node:
+        at = now_or(now)
+        async with self._unit() as c:
+            rows = await c.fetch(
+                "INSERT INTO nodes (id, started_at, seen_at) VALUES ($1, $2, $2)"
+                " ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at"
+                + (", started_at = excluded.started_at" if started else "")
+                + " RETURNING *",
+                node_id,
+                at,
+            )
+        self._reached()
+        return _node(rows[0])
+
+    def _reached(self) -> None:
+        """A write committed: the database takes writes again (see `health.py`)."""
+        self.health.reached()
+
+    async def get_node(self, id: str) -> Node:
+        rows = await self._select("SELECT * FROM nodes WHERE id = $1", id)
+        if not rows:
+            raise NotFound("node", id)
+        return _node(rows[0])
+
 
 class TxStore(SqlStore):
-    """A Store bound to one open transaction (what `transaction()` yields)."""
+    """A Store bound to one open transaction (what `transaction()` yields). Its operations
+    are guarded too (a caller inside the block catches StoreError), against the outer
+    store's health."""
 
-    def __init__(self, conn: Conn, backend: str, dialect: Dialect) -> None:
+    def __init__(self, conn: Conn, outer: SqlStore) -> None:
+        super().__init__(outer.health)
         self._conn = conn
-        self.backend = backend
-        self.dialect = dialect
+        self.backend = outer.backend
+        self.dialect = outer.dialect
+        self.driver_errors = outer.driver_errors
+        self.record_errors = outer.record_errors
 
     @asynccontextmanager
     async def _bound(self) -> AsyncIterator[Conn]:
-        yield self._conn
+        with self._guard():
+            yield self._conn
+
+    def _reached(self) -> None:
+        pass  # nothing is committed before the outer store's unit ends
 
     def _unit(self, write: bool = True) -> AbstractAsyncContextManager[Conn]:
         return self._bound()

@@ -4,11 +4,15 @@ Each store has one connection; its operations take turns on it (an asyncio lock)
 write runs in `BEGIN IMMEDIATE`, which takes the database's write lock up front. Several
 stores (or processes) on the same file therefore serialize their writes, waiting up to
 `busy_timeout` for each other, and a claim can never hand the same row to two of them.
+
+Any sqlite3 error (disk I/O, disk full, read-only file, a lock held past the busy timeout, a
+corrupt file) leaves the store as StoreUnavailable; at `open()` with the file's path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sqlite3
 from collections.abc import AsyncIterator
@@ -19,6 +23,7 @@ from typing import Any
 
 import aiosqlite
 
+from ivr.store.base import StoreUnavailable
 from ivr.store.sql import Conn, Row, SqlStore, to_text
 
 _PARAM = re.compile(r"\$(\d+)")
@@ -64,7 +69,11 @@ class SQLiteStore(SqlStore):
     backend = "sqlite"
     dialect = "sqlite"
 
+    driver_errors = (sqlite3.Error, OSError)
+    record_errors = (sqlite3.IntegrityError,)
+
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        super().__init__()
         self._db = db
         self._conn = _SQLiteConn(db)
         self.path = path
@@ -74,6 +83,16 @@ class SQLiteStore(SqlStore):
     @classmethod
     async def open(cls, path: str | Path, busy_timeout_s: float = 30.0) -> SQLiteStore:
         path = Path(path)
+        try:
+            return await cls._open(path, busy_timeout_s)
+        except (StoreUnavailable, *cls.driver_errors) as exc:  # "file is not a database"...
+            cause = exc.__cause__ if isinstance(exc, StoreUnavailable) else exc
+            cause = cause or exc
+            message = f"cannot open the SQLite database {path}: {cause}"
+            raise StoreUnavailable(message, type(cause).__name__) from cause
+
+    @classmethod
+    async def _open(cls, path: Path, busy_timeout_s: float) -> SQLiteStore:
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
         # isolation_level=None: no implicit transactions; _unit() says BEGIN/COMMIT itself.
         db = await aiosqlite.connect(path, timeout=busy_timeout_s, isolation_level=None)
@@ -103,24 +122,34 @@ class SQLiteStore(SqlStore):
 
     async def _select(self, sql: str, *args: Any) -> list[Row]:
         self._not_inside_transaction()
-        async with self._lock:  # autocommit: the statement is its own read transaction
-            return await self._conn.fetch(sql, *args)
+        with self._guard():
+            async with self._lock:  # autocommit: the statement is its own read transaction
+                return await self._conn.fetch(sql, *args)
 
     @asynccontextmanager
     async def _locked(self, write: bool) -> AsyncIterator[Conn]:
         task = self._not_inside_transaction()
-        async with self._lock:
-            self._owner = task
-            try:
-                await self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        with self._guard():
+            async with self._lock:
+                self._owner = task
                 try:
-                    yield self._conn
-                except BaseException:
-                    await self._db.execute("ROLLBACK")
-                    raise
-                await self._db.execute("COMMIT")
-            finally:
-                self._owner = None
+                    await self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                    try:
+                        yield self._conn
+                        await self._db.execute("COMMIT")
+                    except BaseException:
+                        await self._rollback()
+                        raise
+                finally:
+                    self._owner = None
+
+    async def _rollback(self) -> None:
+        """After a failure: SQLite has rolled back itself after some (an I/O error in
+        COMMIT) and not after others (SQLITE_BUSY in COMMIT). A transaction left open would
+        make every later BEGIN fail; the first error is the one to report."""
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                await self._db.execute("ROLLBACK")
 
     async def close(self) -> None:
         await self._db.close()
