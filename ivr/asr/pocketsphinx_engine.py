@@ -33,6 +33,7 @@ from pocketsphinx import Decoder
 from ivr.asr.base import Alternative, BufferedRecognizer, RecognitionResult, Recognizer
 from ivr.asr.grammar import Grammar, GrammarError
 from ivr.audio.pcm import resample
+from ivr.workers import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,7 @@ def _warm_worker(grammars: tuple[Grammar, ...] = ()) -> None:
     """Create a worker's decoders (0.1–0.3 s each) and add `grammars` to its grammar decoder
     before its first call: a large one (the callback-time grammar, 2,500 phrases) otherwise
     makes the first caller to reach it in each worker wait for the compilation."""
+    die_with_parent()  # a kill -9 of the server takes its workers along
     decoding = _decoding()
     with decoding.pool.decoder(True):
         pass

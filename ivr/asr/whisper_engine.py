@@ -47,9 +47,8 @@ threads would do too: the event loop's lag while 4 decodes ran was the same eith
 in 134 vs 152 ms), but processes keep the ~5 ms of Python and numpy per decode off the
 server's GIL and a crash in native code out of the server, and the pool is pocketsphinx's;
 the price is memory: ~190 MB per worker with tiny.en. Workers watch the parent's sentinel
-pipe and exit as soon as the parent is gone, even on SIGKILL (PR_SET_PDEATHSIG is not used:
-it fires when the *thread* that started the worker ends, and the pool starts workers from
-whichever thread submits first). A worker that dies is replaced on the next decode.
+pipe and exit as soon as the parent is gone, even on SIGKILL (`ivr.workers`). A worker that
+dies is replaced on the next decode.
 `processes` = 0 decodes in the calling thread (the CLI; `threads` decodes at once).
 
 Whisper has no grammar: with a grammar it still transcribes freely (``constrained = False``,
@@ -63,7 +62,6 @@ import json
 import logging
 import math
 import multiprocessing
-import multiprocessing.connection
 import os
 import re
 import threading
@@ -82,6 +80,7 @@ from ivr.asr.base import Alternative, BufferedRecognizer, RecognitionResult, Rec
 from ivr.asr.grammar import Grammar, GrammarError
 from ivr.asr.models import ModelError, check_whisper_model_dir
 from ivr.audio.pcm import resample
+from ivr.workers import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -450,23 +449,9 @@ _worker: WhisperDecoder | None = None
 _worker_error: ModelError | None = None
 
 
-def _watch_parent() -> None:
-    """Exit as soon as the parent process is gone (its end of the sentinel pipe closes when
-    it dies, however it dies)."""
-    parent = multiprocessing.parent_process()
-    if parent is None:
-        return
-
-    def watch() -> None:
-        multiprocessing.connection.wait([parent.sentinel])
-        os._exit(1)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
 def _init_worker(model_dir: str) -> None:
     global _worker, _worker_error
-    _watch_parent()
+    die_with_parent()  # a kill -9 of the server takes its workers along
     try:
         _worker = WhisperDecoder(Path(model_dir))
     except ModelError as exc:  # reported by the first job, with its message

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ivr.audio.pcm import Audio, read_wav
+from ivr.workers import die_with_parent
 
 T = TypeVar("T")
 
@@ -42,6 +43,7 @@ _aliases: dict[str, str] = {}  # lower-cased id / short id / name / language →
 
 def _init_worker() -> None:
     global _engine
+    die_with_parent()  # a kill -9 of the server takes its worker along
     import pyttsx3
 
     _engine = pyttsx3.init("espeak")
