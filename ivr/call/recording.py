@@ -10,6 +10,11 @@ The caller's audio is a continuous stream (a phone line carries 20 ms frames whe
 speaks or not), so its samples are laid down back to back from the start. The bot's frames
 are placed at the moment the player sent them (never overlapping each other), and a barge-in
 `ClearAudio` drops what was sent but not yet played: the far end discarded it too.
+
+A server killed mid-call leaves the temporary WAV behind, its header still saying "no audio"
+(written at open, completed at close). At start-up, before any call, `recover_partial()`
+turns each into the call's recording (header sizes fixed from the file's length: everything
+that reached the disk is kept) or removes it when it holds no audio.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import hashlib
 import logging
 import os
 import re
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +42,7 @@ RATE = 8000  # recordings are telephone audio whatever the leg's rate
 SLACK_S = 5.0  # a recording may exceed the call limit by this much (the goodbye prompt)
 CHUNK_S = 5.0  # settled audio is written in pieces of about this length
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_PARTIAL = ".*.wav.tmp"  # the temporary name of a recording being written (see _WavSink)
 
 
 def recording_path(directory: Path, call_id: str) -> Path:
@@ -208,6 +215,61 @@ class _WavSink:
         self._file.close()
         os.replace(self._tmp, self.path)
         return self.path
+
+
+def _wav_layout(head: bytes) -> tuple[int, int] | None:
+    """(offset of the data chunk's size field, bytes per frame) of a RIFF/WAVE header, or
+    None when `head` is not one."""
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    at, block = 12, 0
+    while at + 8 <= len(head):
+        chunk, size = head[at : at + 4], struct.unpack_from("<I", head, at + 4)[0]
+        if chunk == b"fmt " and at + 22 <= len(head):
+            block = struct.unpack_from("<H", head, at + 20)[0]  # block align
+        elif chunk == b"data":
+            return (at + 4, block) if block else None
+        at += 8 + size + size % 2
+    return None
+
+
+def _finalize(tmp: Path) -> Path | None:
+    """Complete one partial recording in place and give it its final name; None (and the
+    file removed) when it holds no whole frame of audio or is not a WAV at all."""
+    final = tmp.with_name(tmp.name[1 : -len(".tmp")])  # ".CA1.wav.tmp" → "CA1.wav"
+    with open(tmp, "r+b") as f:
+        layout = _wav_layout(f.read(4096))
+        length = os.fstat(f.fileno()).st_size
+        if layout is not None:
+            size_at, block = layout
+            start = size_at + 4
+            audio = (length - start) // block * block  # a frame cut by the crash is dropped
+            if audio > 0 and not final.exists():  # a complete file of that name stays
+                f.truncate(start + audio)
+                f.seek(4)
+                f.write(struct.pack("<I", start + audio - 8))
+                f.seek(size_at)
+                f.write(struct.pack("<I", audio))
+                f.close()
+                os.replace(tmp, final)
+                return final
+    tmp.unlink()
+    return None
+
+
+def recover_partial(directory: Path) -> tuple[int, int]:
+    """Recordings a crash left half-written in `directory`: (completed, removed). Only for
+    start-up: a data directory is one node's, and no call of this process has begun yet."""
+    done = removed = 0
+    for tmp in sorted(directory.glob(_PARTIAL)) if directory.is_dir() else []:
+        try:
+            if _finalize(tmp) is None:
+                removed += 1
+            else:
+                done += 1
+        except OSError as exc:  # one unreadable file does not stop the others
+            log.error("recording %s: cannot recover it: %s", tmp.name, exc)
+    return done, removed
 
 
 def stereo(left: bytes, right: bytes) -> np.ndarray:
