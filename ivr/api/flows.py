@@ -17,7 +17,7 @@ from ivr.api.context import API
 from ivr.api.errors import ApiError
 from ivr.api.operation import Operation, read_body
 from ivr.callbacks import iso
-from ivr.dialog.flow import FlowError
+from ivr.dialog.flow import MAX_YAML_CHARS, FlowError
 from ivr.dialog.store import FlowStore, Source
 from ivr.flows_watch import SERVED_FLOWS, FlowWatcher
 
@@ -72,7 +72,11 @@ class FlowSaved(_Output):
 class FlowUpload(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    text: str = Field(min_length=1, description="the whole flow file (YAML); same `name:`")
+    text: str = Field(
+        min_length=1,
+        max_length=MAX_YAML_CHARS,
+        description="the whole flow file (YAML); same `name:`",
+    )
 
 
 def _watcher(request: web.Request) -> FlowWatcher:

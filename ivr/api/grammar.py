@@ -18,12 +18,13 @@ from ivr.api.auth import Principal
 from ivr.api.errors import ApiError
 from ivr.api.operation import Operation, read_body
 from ivr.asr.base import Engine
+from ivr.dialog.flow import MAX_YAML_CHARS
 from ivr.server.websocket import SERVICES
 from ivr.tuning.check import check_text
 from ivr.tuning.probe import TargetError, decode_base64_audio, hear, judge, node_target
 
 SCOPE = "flows.read"  # nothing is changed: reading what a flow would do
-MAX_TEXT = 1_000_000  # characters of YAML (aiohttp refuses bodies over 1 MiB anyway)
+MAX_TEXT = MAX_YAML_CHARS  # what an upload may be: a flow that validates can be uploaded
 MAX_UTTERANCE = 1_000  # characters: what a caller says in one turn
 
 

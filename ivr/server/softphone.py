@@ -15,10 +15,11 @@ from collections import deque
 from aiohttp import WSMsgType, web
 
 from ivr.api.errors import ApiError
-from ivr.api.live import websocket, websocket_principal
+from ivr.api.live import PROTOCOL, websocket_principal
 from ivr.call.session import CallSession
 from ivr.server.websocket import SERVICES
 from ivr.transports.browser import BrowserSerializer
+from ivr.transports.limits import WEBSOCKET_MAX_MSG_SIZE
 from ivr.transports.messages import CallStart, InboundMessage, OutboundMessage
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,10 @@ async def softphone(request: web.Request) -> web.StreamResponse:
         who = websocket_principal(request, "calls.read")
     except ApiError as exc:
         return exc.response()  # before the upgrade: the page learns the status
-    ws = websocket(request)
+    # The live feeds' socket (token subprotocol), with a call leg's message size limit.
+    ws = web.WebSocketResponse(
+        heartbeat=30, protocols=(PROTOCOL,), max_msg_size=WEBSOCKET_MAX_MSG_SIZE
+    )
     await ws.prepare(request)
     call_id = f"browser-{uuid.uuid4().hex}"
     log.info("softphone call %s placed with the token %r", call_id, who.name)

@@ -9,6 +9,7 @@ from collections import deque
 from aiohttp import WSMsgType, web
 
 from ivr.call.session import CallServices, CallSession
+from ivr.transports.limits import WEBSOCKET_MAX_MSG_SIZE
 from ivr.transports.messages import EndCall, InboundMessage, OutboundMessage, ProtocolError
 from ivr.transports.twilio import TwilioSerializer
 
@@ -50,7 +51,7 @@ class WebSocketLeg:
 
 
 async def media_stream(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 20)
+    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=WEBSOCKET_MAX_MSG_SIZE)
     await ws.prepare(request)
     session = CallSession(WebSocketLeg(ws), request.app[SERVICES])
     await session.run()

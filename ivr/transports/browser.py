@@ -28,7 +28,7 @@ from typing import Any, assert_never
 from ivr.audio.codecs import Encoding
 from ivr.audio.pcm import frame_bytes
 from ivr.transports.callerid import caller_number
-from ivr.transports.limits import check_json_text
+from ivr.transports.limits import load_json
 from ivr.transports.messages import (
     DTMF_DIGITS,
     FRAME_MS,
@@ -59,11 +59,7 @@ _TYPE_NAMES = {str: "a string", int: "an integer"}
 
 def _load(text: str) -> tuple[str, Json]:
     """(type, message) of one text message."""
-    check_json_text(text)
-    try:
-        msg = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ProtocolError(f"message is not valid JSON: {e}") from None
+    msg = load_json(text)
     if not isinstance(msg, dict):
         raise ProtocolError(f"message is not a JSON object but {type(msg).__name__}")
     kind = msg.get("type")

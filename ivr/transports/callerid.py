@@ -13,6 +13,10 @@ import re
 _SEPARATORS = re.compile(r"[ \-.()]")
 _NUMBER = re.compile(r"\+?[0-9]{3,15}")
 MAX_RAW = 64  # longer than any number with separators
+WITHHELD = frozenset({"+266696687", "+86282452253", "+7378742833", "+2562533"})
+"""What Twilio puts in `From` when the number is withheld: ANONYMOUS, UNAVAILABLE,
+RESTRICTED and BLOCKED spelled on a keypad. Digits, but nobody's number: calling one back
+reaches no caller."""
 
 
 def caller_number(raw: str | None) -> str | None:
@@ -20,4 +24,6 @@ def caller_number(raw: str | None) -> str | None:
     if not raw or len(raw) > MAX_RAW:
         return None
     number = _SEPARATORS.sub("", raw.strip())
-    return number if _NUMBER.fullmatch(number) else None
+    if number in WITHHELD or not _NUMBER.fullmatch(number):
+        return None
+    return number

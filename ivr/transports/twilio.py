@@ -11,7 +11,6 @@ tests. Both are pure: text in, messages out, no I/O.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from typing import Any, assert_never
 
@@ -20,7 +19,7 @@ import numpy as np
 from ivr.audio.codecs import Encoding, decode, encode
 from ivr.audio.pcm import frame_bytes
 from ivr.transports.callerid import caller_number
-from ivr.transports.limits import check_json_text
+from ivr.transports.limits import load_json
 from ivr.transports.messages import (
     DTMF_DIGITS,
     FRAME_MS,
@@ -53,11 +52,7 @@ _TYPE_NAMES = {str: "a string", int: "an integer", dict: "an object"}
 
 def _load(text: str | bytes) -> tuple[str, Json]:
     """(event, message) of one WebSocket text message."""
-    check_json_text(text)
-    try:
-        msg = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ProtocolError(f"message is not valid JSON: {e}") from None
+    msg = load_json(text)
     if not isinstance(msg, dict):
         raise ProtocolError(f"message is not a JSON object but {type(msg).__name__}")
     event = msg.get("event")
@@ -88,7 +83,7 @@ def _payload(msg: Json, encoding: Encoding) -> bytes:
     payload: str = _get(msg, "media.payload", str)
     try:
         wire = base64.b64decode(payload, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a non-ASCII character (a plain ValueError)
         raise ProtocolError("media.payload is not valid base64") from None
     return decode(wire, encoding).astype("<i2").tobytes()
 
@@ -173,10 +168,10 @@ class TwilioSerializer:
             isinstance(k, str) and isinstance(v, str) for k, v in params.items()
         ):
             raise ProtocolError("start.customParameters is not an object of strings")
-        raw = next((params[k] for k in CALLER_KEYS if params.get(k)), None)
-        caller = caller_number(raw)
-        if caller is None:  # not a number: anonymous, and the text goes nowhere (the flow's
-            params = {k: v for k, v in params.items() if k not in CALLER_KEYS}  # variables)
+        numbers = {k: caller_number(params[k]) for k in CALLER_KEYS if params.get(k)}
+        caller = next((n for n in numbers.values() if n), None)  # none a number: anonymous
+        # The params become the flow's variables: a caller key that is no number goes nowhere.
+        params = {k: v for k, v in params.items() if k not in numbers or numbers[k]}
         self.stream_sid, self.encoding = stream_sid, MIME_TYPES[mime]
         return CallStart(call_sid, stream_sid, caller, dict(params), self.encoding, RATE)
 
