@@ -197,7 +197,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ivr.app import run
+    from ivr.app import StartupError, run
 
     overrides = {
         "host": args.host,
@@ -205,7 +205,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "audiosocket_port": args.audiosocket_port,
         "data_dir": args.data_dir,
     }
-    run(load_settings(args.config, **overrides))
+    try:
+        run(load_settings(args.config, **overrides))
+    except StartupError as exc:  # everything it started has stopped: a supervisor restarts
+        print(f"ivr serve: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
+import socket
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -76,6 +78,8 @@ def _tokens(value: object) -> object:
 
 CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
 
+NODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IVR_", extra="forbid")
@@ -98,6 +102,12 @@ class Settings(BaseSettings):
     flow: Path | None = None  # default: GRAMMAR_DIR/hotline.yaml
     # sqlite:///path, a path, or postgresql://… (default: DATA_DIR/ivr.db)
     database_url: str | None = None
+    # This server among those sharing the database: after a crash it closes only the calls
+    # it left open. Unique per node and stable across its restarts; default: made once in
+    # DATA_DIR/node_id (see `ensure_node_id`). Set it where the data dir does not persist.
+    node_id: str | None = Field(None, pattern=NODE_ID_PATTERN)
+    # The store's heartbeat: how often readiness (/readyz) checks the database can be written.
+    store_probe_seconds: float = Field(5, gt=0)
 
     # Call limits.
     max_calls: int = Field(200, ge=1)
@@ -196,6 +206,42 @@ class Settings(BaseSettings):
 
 class ConfigError(ValueError):
     pass
+
+
+def ensure_node_id(settings: Settings) -> str:
+    """IVR_NODE_ID, else the data directory's own id, made on first use: the hostname (to
+    read) and a random suffix (two processes on one host, or containers sharing a hostname,
+    must not take each other's calls for their own). Stable for as long as the data
+    directory lives, which a node needs for its recordings and SQLite anyway."""
+    if settings.node_id:
+        return settings.node_id
+    path = settings.data_dir / "node_id"
+    for _ in range(2):  # a second time if another process wrote it first
+        try:
+            existing = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the node id: {exc}") from exc
+        else:
+            if not re.fullmatch(NODE_ID_PATTERN, existing):
+                raise ConfigError(f"{path}: not a node id; remove the file or set IVR_NODE_ID")
+            return existing
+        host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:40].strip(".-") or "ivr"
+        made = f"{host}-{secrets.token_hex(4)}"
+        tmp = path.with_name(f".node_id.{os.getpid()}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(made + "\n", encoding="utf-8")
+            os.link(tmp, path)  # atomic, and never over an id another process just made
+            return made
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot write the node id: {exc}") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+    raise ConfigError(f"{path}: cannot read the node id")
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:

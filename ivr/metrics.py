@@ -100,6 +100,8 @@ class Metrics:
         # Read at scrape time from the owners of the state (set by the app).
         self.active_calls: Callable[[], int] = lambda: 0
         self.flows: Callable[[], Iterable[tuple[str, str]]] = lambda: ()
+        self.store_up: Callable[[], bool] = lambda: True  # readiness: see ivr.store.health
+        self.store_errors: Callable[[], int] = lambda: 0
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(self))
         ProcessCollector(registry=self.registry)  # CPU, memory, open files (read at scrape)
@@ -195,6 +197,16 @@ class _Collector:
         for name, version in m.flows():
             info.add_metric([name, version], 1)
         yield info
+        yield GaugeMetricFamily(
+            "ivr_store_up",
+            "1 while the database takes writes (the node's heartbeat gets through), else 0",
+            value=int(m.store_up()),
+        )
+        yield CounterMetricFamily(
+            "ivr_store_errors",
+            "Database errors the store met (I/O, disk full, locks, lost connections...)",
+            value=m.store_errors(),
+        )
 
 
 METRICS = web.AppKey("metrics", Metrics)
