@@ -4,15 +4,28 @@ test_fuzz_transports.)"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 import yaml
+from live_server import FEED_TOKEN, LiveServer, live_server
 
+from ivr.api import token_entry
+from ivr.api.auth import BEARER_PREFIX
 from ivr.api.flows import FlowUpload
+from ivr.api.live import PROTOCOL
+from ivr.dial import Caller, Turn
 from ivr.dialog.flow import (
     MAX_YAML_CHARS,
     MAX_YAML_DEPTH,
@@ -251,3 +264,216 @@ def test_flow_uploads_are_bounded_like_the_validator() -> None:
     FlowUpload(text="x" * MAX_YAML_CHARS)
     with pytest.raises(ValueError, match="at most"):
         FlowUpload(text="x" * (MAX_YAML_CHARS + 1))
+
+
+# --- a real server -----------------------------------------------------------------------------
+
+ADMIN = "input-bounds-admin-token"
+KNOWN = "+15551230001"  # a demo account
+CLOSE_WITHIN = 5.0  # seconds from the bad message to the socket's close
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    tmp = tmp_path_factory.mktemp("bounds")
+    flows = tmp / "grammars"
+    shutil.copytree(GRAMMARS, flows)  # an upload that got through must not touch the repo's
+    env = {
+        "IVR_API_TOKENS": token_entry("admin", ADMIN, ["*"]),
+        "IVR_FLOW": str(flows / "hotline.yaml"),
+        "IVR_GRAMMAR_DIR": str(flows),
+    }
+    with live_server(tmp, **env) as live:
+        yield live
+
+
+def api(server: LiveServer, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{server.port}{path}",
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def ended_record(server: LiveServer, call_sid: str | None = None, call_id: str | None = None
+                 ) -> dict[str, Any]:  # fmt: skip
+    """The call's record once it is closed (its writes lag the socket's close a little), by
+    the provider's id (a media stream's callSid) or the server's (a softphone call's)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if call_id is not None:
+            status, record = api(server, "GET", f"/v1/calls/{urllib.parse.quote(call_id)}")
+            found = record if status == 200 else None
+        else:
+            query = urllib.parse.urlencode({"provider_call_id": call_sid})
+            status, page = api(server, "GET", f"/v1/calls?{query}")
+            found = page["items"][0] if status == 200 and page["items"] else None
+        assert status in (200, 404), record if call_id else page
+        if found is not None and found["end_reason"] is not None:
+            return dict(found)
+        time.sleep(0.1)
+    raise AssertionError(f"no closed record of {call_sid or call_id}")
+
+
+async def media_call(server: LiveServer, bad: str, caller: str = KNOWN) -> tuple[str, float, int]:
+    """A media stream that starts, streams a second of audio (the greeting has begun), then
+    sends `bad`: (its callSid, seconds until the server closed the socket, the close code)."""
+    client, call_sid = TwilioClient(), "CA" + uuid.uuid4().hex
+    async with aiohttp.ClientSession() as http, http.ws_connect(server.media_url) as ws:
+        await ws.send_str(client.connected())
+        await ws.send_str(client.start(call_sid, "MZ" + uuid.uuid4().hex, {"from": caller}))
+        for _ in range(50):
+            for text in client.media(b"\0" * 320):
+                await ws.send_str(text)
+            await asyncio.sleep(0.02)
+        sent = time.monotonic()
+        await ws.send_str(bad)
+        async with asyncio.timeout(30):
+            async for _ in ws:  # bot audio, until the server closes
+                pass
+        return call_sid, time.monotonic() - sent, ws.close_code or 0
+
+
+async def a_normal_call(server: LiveServer) -> dict[str, Any]:
+    """The next call after the bad ones: it is greeted, and hangs up a second into it."""
+    caller = Caller(server.media_url, [], KNOWN, out=None, max_seconds=60, token=FEED_TOKEN,
+                    barge_in_after=1.0)  # fmt: skip
+    report = await caller.run()
+    assert report.bot_frames >= 50, report.events  # a second of the greeting
+    assert report.hangup == "caller_hangup"
+    return report.events[0]
+
+
+def assert_healthy(server: LiveServer) -> None:
+    asyncio.run(a_normal_call(server))
+    deadline = time.monotonic() + 10
+    while server.health()["active_calls"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.health()["active_calls"] == 0
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ("[" * 1024, f"protocol error: message nests deeper than {MAX_JSON_DEPTH} levels"),
+        ('{"a":' * 205, f"protocol error: message nests deeper than {MAX_JSON_DEPTH} levels"),
+        (
+            '{"event": "media", "pad": "' + "x" * 100_000 + '"}',  # between the two limits
+            f"protocol error: message of 100029 bytes is over {MAX_MESSAGE_BYTES}",
+        ),
+        ('{"event": "media", "n": ' + "9" * 5000 + "}", "protocol error: message is not valid"),
+    ],
+    ids=["1KB-brackets", "205-objects", "100KB", "5000-digits"],
+)
+def test_a_bad_media_stream_message_ends_that_call_promptly(
+    server: LiveServer, bad: str, reason: str
+) -> None:
+    call_sid, took, code = asyncio.run(media_call(server, bad))
+    assert took < CLOSE_WITHIN and code == aiohttp.WSCloseCode.OK
+    record = ended_record(server, call_sid)
+    assert record["end_reason"].startswith(reason), record
+    assert f"ended: {reason}" in server.log_text()
+    assert_healthy(server)
+
+
+def test_a_message_over_the_websocket_limit_is_refused_unread(server: LiveServer) -> None:
+    """Over aiohttp's limit the frame is refused from its header (1009) and the call ends."""
+    bad = '{"event": "media", "pad": "' + "x" * WEBSOCKET_MAX_MSG_SIZE + '"}'
+    call_sid, took, code = asyncio.run(media_call(server, bad))
+    assert took < CLOSE_WITHIN and code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+    assert ended_record(server, call_sid)["end_reason"]
+    assert_healthy(server)
+
+
+async def softphone_call(server: LiveServer, bad: str | bytes) -> tuple[str, float, Any]:
+    """A softphone call that starts, then sends `bad`: (the call's id, seconds until the
+    server closed the socket, the last text the server sent)."""
+    client = BrowserClient(16000)
+    url = f"ws://127.0.0.1:{server.port}/v1/softphone"
+    protocols = (PROTOCOL, BEARER_PREFIX + FEED_TOKEN)
+    last: Any = None
+    async with aiohttp.ClientSession() as http, http.ws_connect(url, protocols=protocols) as ws:
+        await ws.send_str(client.start(KNOWN))
+        started = await ws.receive(timeout=10)
+        client.parse_server(started.data)
+        assert client.call_id is not None
+        for frame in client.audio(b"\0" * 32000):
+            await ws.send_bytes(frame)
+        sent = time.monotonic()
+        await (ws.send_bytes(bad) if isinstance(bad, bytes) else ws.send_str(bad))
+        async with asyncio.timeout(30):
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    last = json.loads(msg.data)
+        return client.call_id, time.monotonic() - sent, last
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ('{"a":' * 205, f"protocol error: message nests deeper than {MAX_JSON_DEPTH} levels"),
+        ("[" * 100_000, f"protocol error: message of 100000 bytes is over {MAX_MESSAGE_BYTES}"),
+        (b"\1" * 33_000, "protocol error: audio message of 33000 bytes is over 32000"),
+    ],
+    ids=["205-objects", "100KB", "audio-over-1s"],
+)
+def test_a_bad_softphone_message_ends_that_call_promptly(
+    server: LiveServer, bad: str | bytes, reason: str
+) -> None:
+    call_id, took, last = asyncio.run(softphone_call(server, bad))
+    assert took < CLOSE_WITHIN
+    assert last is not None and last["type"] == "end" and last["reason"].startswith(reason)
+    record = ended_record(server, call_id=call_id)
+    assert record["end_reason"].startswith(reason), record
+    assert_healthy(server)
+
+
+def test_deeply_nested_or_aliased_flow_yaml_is_a_422(server: LiveServer) -> None:
+    _, before = api(server, "GET", "/v1/flows/hotline")
+    hotline = (GRAMMARS / "hotline.yaml").read_text()
+    for text, problem in [
+        ("[" * 1000 + "]" * 1000, "line 1: nested more than 64 levels deep"),
+        (hotline + "extra: " + "[" * 1000 + "]" * 1000 + "\n", "nested more than 64 levels"),
+        (alias_bomb(9) + hotline, "values once aliases are expanded"),
+        (merge_chain(300) + hotline, "levels deep once aliases are expanded"),
+    ]:
+        status, body = api(server, "PUT", "/v1/flows/hotline", {"text": text})
+        assert status == 422, body
+        assert [f["field"] for f in body["error"]["fields"]] == ["text"]
+        assert problem in body["error"]["fields"][0]["message"], body
+    status, body = api(server, "PUT", "/v1/flows/hotline", {"text": "#" * (MAX_YAML_CHARS + 1)})
+    assert status == 422, body
+    _, after = api(server, "GET", "/v1/flows/hotline")
+    assert after["version"] == before["version"]  # nothing was changed
+    # The validator (200 with its problems) says so too, and both bounds are the same text.
+    status, report = api(server, "POST", "/v1/grammar/validate", {"text": "[" * 1000})
+    assert status == 200 and not report["ok"], report
+
+
+def test_a_caller_id_that_is_no_number_is_never_read_back_or_booked(server: LiveServer) -> None:
+    """From `<script>…`: anonymous in the call's events and record; asked for the agent (0),
+    the flow asks for a number to call instead of offering that one."""
+    caller = Caller(
+        server.media_url,
+        [Turn(dtmf="0")],  # the agent: a callback, to a number the caller must key in
+        SCRIPT,
+        out=None,
+        max_seconds=120,
+        token=FEED_TOKEN,
+        barge_in_after=0.5,
+    )
+    report = asyncio.run(caller.run())
+    said = " | ".join(e["text"] for e in report.events if e.get("event") == "prompt")
+    assert "Please key in the number we should call" in said, said
+    assert "the number you're calling from" not in said and "script" not in said
+    record = ended_record(server, caller.call_sid)
+    assert record["caller"] is None, record
+    status, booked = api(server, "GET", "/v1/callbacks?limit=200")
+    assert status == 200 and all("script" not in cb["number"] for cb in booked["items"])
+    assert "alert(1)" not in json.dumps(api(server, "GET", f"/v1/calls/{record['id']}")[1])
