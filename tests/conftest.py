@@ -3,6 +3,7 @@ backends (PostgreSQL from tests/pg.py fails, never skips, when it is not install
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -25,6 +26,16 @@ def pg_cluster() -> Iterator[PgCluster]:
         yield cluster.start()
     finally:
         cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database for a server to start on: a SQLite path, or a PostgreSQL URL."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "data" / "ivr.db")
+        return
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    yield asyncio.run(cluster.create_database())
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

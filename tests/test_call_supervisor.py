@@ -28,6 +28,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from failures import descendants
 from speech import flite
 
 from ivr.app import create_app
@@ -254,17 +255,15 @@ async def test_asr_failure_is_a_no_match(
 
 
 def workers_of(pid: int) -> list[int]:
+    """The pool workers below `pid`, not multiprocessing's resource tracker."""
     out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for child in descendants(pid):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) != pid:
-            continue
-        cmdline = (stat.parent / "cmdline").read_bytes()
         if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
-            out.append(int(stat.parent.name))  # a pool worker, not multiprocessing's tracker
+            out.append(child)
     return out
 
 

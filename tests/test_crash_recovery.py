@@ -18,16 +18,13 @@ import sqlite3
 import struct
 import time
 import wave
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pytest
 from failures import HeldCall, alive, descendants
 from live_server import LiveServer, live_server
-from pg import PgCluster
 from webhook_receiver import wait_until
 
 from ivr.call.recording import recover_partial
@@ -35,15 +32,6 @@ from ivr.store import open_store, sqlite_path
 
 N_CALLS = 2
 OTHER_NODE = "other-node"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield str(tmp_path / "data" / "ivr.db")
-        return
-    cluster: PgCluster = request.getfixturevalue("pg_cluster")
-    yield asyncio.run(cluster.create_database())
 
 
 def query(db: str, sql: str, *args: Any) -> list[dict[str, Any]]:

@@ -7,16 +7,14 @@ import asyncio
 import os
 import signal
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
-import pytest
+from failures import descendants
 from live_server import LiveServer, live_server
-from pg import PgCluster
 from webhook_receiver import HANG, Hit, Receiver, wait_until
 
 from ivr.callbacks import CallbackPolicy, Callbacks
@@ -25,23 +23,6 @@ from ivr.webhooks import verify
 
 SECRET = "s3cret"
 N_CALLBACKS = 50
-
-
-def descendants(pid: int) -> list[int]:
-    """All processes below `pid` (its ASR/TTS workers), from /proc."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 def kill9(server: LiveServer) -> None:
@@ -55,15 +36,6 @@ def kill9(server: LiveServer) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield str(tmp_path / "data" / "ivr.db")
-        return
-    cluster: PgCluster = request.getfixturevalue("pg_cluster")
-    yield asyncio.run(cluster.create_database())
 
 
 async def _book(db: str, n: int) -> None:
