@@ -55,6 +55,11 @@ def _flow_error(source: str, problems: list[FlowProblem]) -> FlowError:
 class YamlLimitError(yaml.YAMLError):
     """A document over one of the bounds above; the message says which, and where."""
 
+    def __init__(self, problem: str, line: int | None = None) -> None:
+        super().__init__(problem if line is None else f"line {line}: {problem}")
+        self.problem = problem
+        self.line = line
+
 
 class _BoundedLoader(yaml.SafeLoader):
     """SafeLoader that refuses nesting past MAX_YAML_DEPTH before it recurses any deeper, and
@@ -81,17 +86,34 @@ class _BoundedLoader(yaml.SafeLoader):
 def load_yaml(text: str) -> Any:
     """`yaml.safe_load`, bounded: YamlLimitError for text over MAX_YAML_CHARS, nesting over
     MAX_YAML_DEPTH, or aliases that expand past MAX_YAML_VALUES or refer to themselves."""
-    if len(text) > MAX_YAML_CHARS:
-        raise YamlLimitError(f"{len(text)} characters, over the {MAX_YAML_CHARS} a file may have")
-    loader = _BoundedLoader(text)
+    loader = _BoundedLoader(_bounded_text(text))
     try:
-        root = loader.get_single_node()
-        if root is None:
-            return None
-        _check_expansion(root)
-        return loader.construct_document(root)
+        root = _checked_root(loader)
+        return None if root is None else loader.construct_document(root)
     finally:
         loader.dispose()
+
+
+def compose_yaml(text: str) -> yaml.Node | None:
+    """The node tree of `text` (for its lines), with the bounds of `load_yaml`."""
+    loader = _BoundedLoader(_bounded_text(text))
+    try:
+        return _checked_root(loader)
+    finally:
+        loader.dispose()
+
+
+def _bounded_text(text: str) -> str:
+    if len(text) > MAX_YAML_CHARS:
+        raise YamlLimitError(f"{len(text)} characters, over the {MAX_YAML_CHARS} a file may have")
+    return text
+
+
+def _checked_root(loader: _BoundedLoader) -> yaml.Node | None:
+    root: yaml.Node | None = loader.get_single_node()
+    if root is not None:
+        _check_expansion(root)
+    return root
 
 
 def _check_expansion(root: yaml.Node) -> None:
@@ -123,7 +145,7 @@ def _check_expansion(root: yaml.Node) -> None:
 
 
 def _limit(node: yaml.Node, problem: str) -> YamlLimitError:
-    return YamlLimitError(f"line {node.start_mark.line + 1}: {problem}")
+    return YamlLimitError(problem, node.start_mark.line + 1)
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:

@@ -16,13 +16,12 @@ from typing import Any
 import yaml
 
 from ivr.dialog.checks import Loc, describe
+from ivr.dialog.flow import MAX_YAML_VALUES, YamlLimitError, compose_yaml, load_yaml
 
 MERGE_TAG = "tag:yaml.org,2002:merge"
 BOOL_TAG = "tag:yaml.org,2002:bool"
 _TRUE = frozenset({"yes", "true", "on", "y"})
-MAX_NODES = 200_000
-"""Nodes a document may have with its aliases expanded: the validators walk the expanded
-data, so a few lines of nested aliases ("billion laughs") must not get that far."""
+MAX_NODES = MAX_YAML_VALUES  # values a document may have with its aliases expanded
 
 
 @dataclass(frozen=True)
@@ -49,9 +48,11 @@ class Document:
         try:
             # Two passes: building the data rewrites merged mappings in the node tree, which
             # must keep the keys where they are written.
-            self.root: yaml.Node | None = yaml.compose(text, Loader=yaml.SafeLoader)
-            _check_size(self.root)
-            self.data: Any = yaml.safe_load(text)
+            self.root: yaml.Node | None = compose_yaml(text)
+            self.data: Any = load_yaml(text)
+        except YamlLimitError as exc:  # the same bounds as loading a flow
+            problem = Problem(file, exc.line, "", f"not valid YAML: {exc.problem}")
+            raise BadDocument(problem) from None
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark is not None else None
@@ -164,40 +165,3 @@ def _mappings(root: yaml.Node | None) -> Iterator[tuple[Loc, yaml.MappingNode]]:
                 stack.append((loc if key.tag == MERGE_TAG else (*loc, name), value))
         elif isinstance(node, yaml.SequenceNode):
             stack += [((*loc, i), item) for i, item in reversed(list(enumerate(node.value)))]
-
-
-def _check_size(root: yaml.Node | None) -> None:
-    """Refuse documents that expand (through aliases) past MAX_NODES, or contain themselves
-    (an alias inside its own anchor), which no validator could walk."""
-    if root is None:
-        return
-    sizes: dict[int, int] = {}  # expanded size of each node done
-    open_: set[int] = {id(root)}  # nodes on the current path
-    stack: list[tuple[yaml.Node, Iterator[yaml.Node]]] = [(root, iter(_children(root)))]
-    while stack:  # depth first without recursion: nesting depth is the author's choice
-        node, children = stack[-1]
-        child = next(children, None)
-        if child is None:
-            stack.pop()
-            open_.discard(id(node))
-            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in _children(node))
-            if sizes[id(node)] > MAX_NODES:
-                raise yaml.MarkedYAMLError(
-                    problem=f"more than {MAX_NODES} values once aliases are expanded",
-                    problem_mark=node.start_mark,
-                )
-        elif id(child) in open_:
-            raise yaml.MarkedYAMLError(
-                problem="an alias refers to a node that contains it", problem_mark=child.start_mark
-            )
-        elif id(child) not in sizes:
-            open_.add(id(child))
-            stack.append((child, iter(_children(child))))
-
-
-def _children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.MappingNode):
-        return [n for pair in node.value for n in pair]
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    return []
