@@ -239,31 +239,42 @@ class Server:
         )
         if self.asr_workers:
             env["IVR_ASR_WORKERS"] = str(self.asr_workers)
-        cmd = [sys.executable, "-m", "ivr", *(["-v"] if self.verbose else []), "serve"]
-        cmd += ["--host", "127.0.0.1"]
-        cmd += ["--port", str(self.port), "--audiosocket-port", str(free_port())]
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=ROOT)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"server exited ({self.proc.returncode}); see {self.log_path}")
-            with contextlib.suppress(Exception):
-                healthz(self.base)
-                return
-            time.sleep(0.25)
-        raise SystemExit(f"server not healthy after {timeout:g} s; see {self.log_path}")
+        self.proc = spawn_server(env, self.port, self.log_path, timeout, self.verbose)
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        stop_server(self.proc, 20)
+
+
+def spawn_server(
+    env: dict[str, str], port: int, log_path: Path, timeout: float, verbose: bool = False
+) -> subprocess.Popen[bytes]:
+    """`ivr serve` on 127.0.0.1:`port` with `env`, logging to `log_path`, once healthy."""
+    cmd = [sys.executable, "-m", "ivr", *(["-v"] if verbose else []), "serve"]
+    cmd += ["--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "--audiosocket-port", str(free_port())]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=ROOT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited ({proc.returncode}); see {log_path}")
+        with contextlib.suppress(Exception):
+            healthz(f"http://127.0.0.1:{port}")
+            return proc
+        time.sleep(0.25)
+    raise SystemExit(f"server not healthy after {timeout:g} s; see {log_path}")
+
+
+def stop_server(proc: subprocess.Popen[bytes] | None, wait_s: float) -> None:
+    """SIGTERM, then SIGKILL after `wait_s`."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 # --- the callers -------------------------------------------------------------------------

@@ -90,7 +90,7 @@ from typing import Any
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from calls import free_port, healthz, tree_pids, tree_usage
+from calls import free_port, healthz, spawn_server, stop_server, tree_pids, tree_usage
 from common import pct
 
 from ivr.api import token_entry
@@ -203,32 +203,13 @@ class SoakServer:
             IVR_BUSINESS_HOURS="24/7",
             IVR_TIMEZONE="UTC",
         )
-        cmd = [sys.executable, "-m", "ivr", "serve", "--host", "127.0.0.1"]
-        cmd += ["--port", str(self.port), "--audiosocket-port", str(free_port())]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=ROOT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"server exited ({self.proc.returncode}); see {self.log_path}")
-            with contextlib.suppress(Exception):
-                healthz(self.base)
-                return
-            time.sleep(0.25)
-        raise SystemExit(f"server not healthy after {timeout:g} s; see {self.log_path}")
+        self.proc = spawn_server(env, self.port, self.log_path, timeout)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        stop_server(self.proc, 30)
 
 
 def open_in_store(db: Path) -> int | None:
