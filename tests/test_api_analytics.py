@@ -253,3 +253,21 @@ def test_a_bad_adoption_is_422_and_changes_nothing(
     assert status == 422 and field in fields
     assert served.flow.read_bytes() == before
     assert served.server.health()["flow_version"] == version
+
+
+def test_adopting_into_a_flow_file_over_the_yaml_bounds_is_a_422(served: Served) -> None:
+    """The file on disk is read again for an adoption: one edited into a document over a
+    bound is refused as a file that does not load (it was a RecursionError: a 500)."""
+    before = served.flow.read_bytes()
+    version = served.server.health()["flow_version"]
+    body = {"node": "main_menu", "intent": "balance", "phrase": "what do I owe"}
+    try:
+        served.flow.write_text("[" * 1000 + "]" * 1000)
+        status, kind, raw = served.request("POST", "/v1/analytics/unrecognized/adopt", body=body)
+        assert status == 422 and kind == "application/json", raw
+        [field] = json.loads(raw)["error"]["fields"]
+        assert field["field"] == "phrase"
+        assert "does not load now: line 1: nested more than 64 levels deep" in field["message"]
+    finally:
+        served.flow.write_bytes(before)
+    assert served.server.health()["flow_version"] == version  # still served as it was

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -19,13 +22,16 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from live_server import FEED_TOKEN, LiveServer, live_server
+from live_server import FEED_TOKEN, ROOT, LiveServer, live_server
 
 from ivr.api import token_entry
 from ivr.api.auth import BEARER_PREFIX
 from ivr.api.flows import FlowUpload
 from ivr.api.live import PROTOCOL
+from ivr.asr.grammar import GrammarError, load_grammar
+from ivr.config import ConfigError, load_settings
 from ivr.dial import Caller, Turn
+from ivr.dialog import FlowRegistry
 from ivr.dialog.flow import (
     MAX_YAML_CHARS,
     MAX_YAML_DEPTH,
@@ -264,6 +270,46 @@ def test_flow_uploads_are_bounded_like_the_validator() -> None:
     FlowUpload(text="x" * MAX_YAML_CHARS)
     with pytest.raises(ValueError, match="at most"):
         FlowUpload(text="x" * (MAX_YAML_CHARS + 1))
+
+
+DEEP = "[" * 1000 + "]" * 1000  # a RecursionError in yaml.safe_load
+OVER_A_BOUND = [
+    (DEEP, f"line 1: nested more than {MAX_YAML_DEPTH} levels deep"),
+    (alias_bomb(9), f"more than {MAX_YAML_VALUES} values once aliases are expanded"),
+    ("#" * (MAX_YAML_CHARS + 1), f"over the {MAX_YAML_CHARS} a file may have"),
+]
+
+
+@pytest.mark.parametrize(("text", "error"), OVER_A_BOUND, ids=["deep", "aliases", "long"])
+def test_every_yaml_file_the_service_reads_is_bounded(
+    tmp_path: Path, text: str, error: str
+) -> None:
+    """Grammars, the flows of a folder and the configuration file: each reader refuses a
+    document over a bound with its own error naming the file and the bound."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(GrammarError) as grammar:
+        load_grammar(bad, tmp_path)
+    assert str(grammar.value).startswith(f"{bad}: ") and error in str(grammar.value)
+    _, errors = FlowRegistry.from_dir(tmp_path)
+    assert len(errors) == 1 and errors[0].startswith(f"{bad}: ") and error in errors[0]
+    with pytest.raises(ConfigError) as config:
+        load_settings(bad)
+    assert str(config.value).startswith(f"{bad}: ") and error in str(config.value)
+
+
+def test_a_config_file_over_a_bound_stops_ivr_serve_with_one_line(tmp_path: Path) -> None:
+    """As any other bad configuration: exit status 2 and one line, not a traceback."""
+    config = tmp_path / "ivr.yaml"
+    config.write_text(DEEP)
+    env = {**os.environ, "IVR_DATA_DIR": str(tmp_path / "data")}
+    out = subprocess.run(
+        [sys.executable, "-m", "ivr", "--config", str(config), "serve", "--port", "0"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
+    assert str(config) in out.stderr and f"nested more than {MAX_YAML_DEPTH}" in out.stderr
 
 
 # --- a real server -----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import yaml
 
 from ivr.asr.grammar import normalize
 from ivr.dialog.schema import FlowSpec, MenuNode
+from ivr.yamlio import compose_yaml, load_yaml
 
 Loc = tuple[str, ...]
 WIDTH = 100  # a flow-style list longer than this continues on a new line
@@ -72,11 +73,11 @@ def adopt(text: str, spec: FlowSpec, node: str, intent: str, phrase: str) -> Ado
     if not phrase:
         raise AdoptError("phrase", "empty")
     loc = target(spec, node, intent)
-    data = yaml.safe_load(text)
+    data = load_yaml(text)
     current = _get(data, loc)
     if current is not None and normalize(phrase) in {normalize(str(p)) for p in current}:
         return Adopted(None, loc, None)
-    holder = _find(yaml.compose(text), loc[:-1])
+    holder = _find(compose_yaml(text), loc[:-1])
     if holder is None:
         raise AdoptError("intent", f"cannot find {'.'.join(loc[:-1])} in the flow file")
     seq = _value(holder, loc[-1])
@@ -91,8 +92,8 @@ def adopt(text: str, spec: FlowSpec, node: str, intent: str, phrase: str) -> Ado
     else:
         current.append(phrase)
     try:
-        same = yaml.safe_load(new) == data
-    except yaml.YAMLError:
+        same = load_yaml(new) == data
+    except yaml.YAMLError:  # a YamlLimitError too: the phrase took it over a bound
         same = False
     if not same:  # e.g. a layout this editor does not know: better no change than a wrong one
         raise AdoptError("phrase", "the flow file's layout there cannot be edited automatically")
@@ -102,7 +103,7 @@ def adopt(text: str, spec: FlowSpec, node: str, intent: str, phrase: str) -> Ado
 def _scalar(phrase: str) -> str:
     """The phrase as a YAML scalar: plain when that reads back as the same string (not a
     number, boolean or null), else double-quoted (JSON strings are valid YAML)."""
-    if _PLAIN.fullmatch(phrase) and yaml.safe_load(phrase) == phrase:
+    if _PLAIN.fullmatch(phrase) and load_yaml(phrase) == phrase:
         return phrase
     return json.dumps(phrase, ensure_ascii=False)
 

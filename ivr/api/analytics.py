@@ -32,6 +32,7 @@ from ivr.dialog.schema import FlowSpec
 from ivr.flows_watch import SERVED_FLOWS, FlowWatcher
 from ivr.server.websocket import SERVICES
 from ivr.store import NotFound
+from ivr.yamlio import load_yaml
 
 DATA_DIR = web.AppKey("analytics_data_dir", Path)
 """The data directory, which turns' audio paths are relative to (set by the app)."""
@@ -278,7 +279,7 @@ async def adopt_phrase(request: web.Request, who: Principal) -> Any:
         raw = await asyncio.to_thread(store.read)
         try:
             text = raw.decode("utf-8")
-            spec = FlowSpec.model_validate(yaml.safe_load(text))
+            spec = FlowSpec.model_validate(load_yaml(text))  # bounded: the file may be new
         except (UnicodeDecodeError, yaml.YAMLError, ValidationError) as exc:
             error = [("phrase", f"the flow file does not load now: {exc}")]
             raise ApiError(422, "cannot adopt the phrase", error) from None

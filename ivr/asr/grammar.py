@@ -29,6 +29,7 @@ from rapidfuzz import fuzz, process
 from ivr.nlu.classifier import IntentClassifier
 from ivr.nlu.numbers import digits_as_words, spoken_digits
 from ivr.nlu.polarity import polarity
+from ivr.yamlio import YamlLimitError, load_yaml
 
 UNKNOWN_TOKENS = frozenset({"[unk]", "<unk>", "[noise]", "[laughter]"})
 _UNK_PLACEHOLDER = "\u2400"  # a character no phrase contains, so unknown words never match
@@ -396,7 +397,9 @@ def load_grammar(name_or_path: str | Path, grammar_dir: Path) -> Grammar:
             )
         path = candidate
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
+    except YamlLimitError as exc:  # says which bound, and where
+        raise GrammarError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise GrammarError(f"{path}: not valid YAML: {exc}") from exc
     except (OSError, UnicodeDecodeError) as exc:

@@ -18,6 +18,7 @@ from typing import Literal
 import yaml
 
 from ivr.dialog.flow import Flow, FlowError, flow_from_bytes, flow_grammar_dir
+from ivr.yamlio import YamlLimitError, load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,10 @@ class FlowRegistry:
         registry, errors = cls(directory), []
         for path in sorted(directory.glob("*.yaml")):
             try:
-                data = yaml.safe_load(path.read_text(encoding="utf-8"))
+                data = load_yaml(path.read_text(encoding="utf-8"))
+            except YamlLimitError as exc:
+                errors.append(f"{path}: {exc}")
+                continue
             except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
                 errors.append(f"{path}: cannot read: {exc}")
                 continue
