@@ -25,7 +25,7 @@ from ivr.api.models import (
     CallPage,
     ErrorOut,
 )
-from ivr.callbacks import CallbackPolicy, Callbacks
+from ivr.callbacks import CallbackPolicy, Callbacks, InvalidNumber
 from ivr.config import ApiToken
 from ivr.store import Callback, Store, open_store
 
@@ -245,6 +245,20 @@ async def test_get_has_transcript_and_attempt_log(api: Api) -> None:
     ]
     assert body["attempt_log"][0]["taken_by"] == "agent"
     assert body["attempt_log"][0]["ended_at"].endswith("+01:00")
+
+
+async def test_only_a_telephone_number_is_booked(api: Api) -> None:
+    """The booking checks the number as a caller ID is checked: an agent dials it."""
+    for bad in ["<script>alert(1)</script>", "", "12", "+1555abc1234", "1" * 16, "+266696687"]:
+        with pytest.raises(InvalidNumber, match="not a telephone number"):
+            await api.book(bad, T0)
+    cb, created = await api.callbacks.book("+49 (30) 100-200", T0, reason="r")
+    assert created and cb.number == "+4930100200"  # as dialled: separators dropped
+    again, created = await api.callbacks.book("+4930100200", T0, reason="r")
+    assert not created and again.id == cb.id  # the same number: its open callback
+    status, page = await api.call("GET", "/v1/callbacks", expect=CallbackPage)
+    assert status == 200 and [c["number"] for c in page["items"]] == ["+4930100200"]
+    assert [e[0] for e in await api.events()] == ["callback.scheduled", "callback.updated"]
 
 
 async def test_claim_then_complete(api: Api) -> None:

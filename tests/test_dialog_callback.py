@@ -41,11 +41,12 @@ class Call:
         caller: str | None = CALLER,
         now: datetime = TUESDAY,
         book_result: FetchDone | None = None,
+        params: dict[str, str] | None = None,
     ) -> None:
         self.engine = DialogEngine(FLOW, clock=lambda: now, hours=HOURS)
         self.book_result = book_result or FetchDone({"callback_id": "cb-1"})
         self.bookings: list[BookCallback] = []
-        self.state, actions = self.engine.start(Start(caller=caller))
+        self.state, actions = self.engine.start(Start(caller=caller, params=params or {}))
         self.actions = self._answer(actions)
 
     def send(self, event: Event) -> list[str]:
@@ -198,3 +199,72 @@ def test_a_time_already_past_is_not_accepted() -> None:
     out = call.say("today at nine a m")  # it is 10:17
     assert out[0] == "Sorry, I didn't get that."
     assert call.state.node == "ask_callback_time"
+
+
+SCRIPT = "<script>alert(1)</script>"
+FORGED = {  # what the far end may put in Twilio customParameters
+    "callback_number": SCRIPT,  # the number booked (a question's, and the callback node's)
+    "callback_at": "2026-11-24T11:00:00+08:00",  # the callback node's time
+    "use_caller_number": "yes",  # a question's answer
+    "caller": SCRIPT,
+    "caller_spoken": SCRIPT,
+    "handoff_reason": SCRIPT,
+    "open_now": "no",
+    "callback_id": SCRIPT,
+}
+
+
+def test_call_parameters_cannot_set_what_the_engine_or_the_flow_sets() -> None:
+    """Only what the flow does not set itself, or declares as an input (`variables:`,
+    hotline: caller and account; the caller ID is the engine's all the same), is taken."""
+    taken = {"account": "1234", "dialled": "+15550000000"}
+    call = Call(params={**FORGED, **taken})
+    v = call.state.variables
+    assert {k: v[k] for k in taken} == taken
+    assert v["caller"] == CALLER and v["caller_spoken"] == "1 5 5 5 1 2 3 0 0 0 1"
+    assert v["open_now"] == "yes" and not {"handoff_reason", "callback_id"} & v.keys()
+    assert not {"callback_number", "callback_at", "use_caller_number"} & v.keys()
+    assert call.state.refused_params == sorted(FORGED)  # for the call's log
+    # The flow goes on as for any caller: it asks, and books the caller ID.
+    call.key("0")
+    assert call.state.node == "confirm_callback_number"
+    for key in "111":
+        call.key(key)
+    (booking,) = call.bookings
+    assert booking.number == CALLER and booking.reason == "agent_requested"
+    assert SCRIPT not in repr(booking)
+
+
+def test_a_transports_copy_of_the_caller_id_is_not_reported_as_refused() -> None:
+    call = Call(params={"caller": CALLER})  # as the softphone sends it
+    assert call.state.refused_params == [] and call.state.variables["caller"] == CALLER
+    anonymous = Call(caller=None, params={"caller": SCRIPT, "caller_spoken": SCRIPT})
+    assert "caller" not in anonymous.state.variables
+    assert anonymous.state.refused_params == ["caller", "caller_spoken"]
+
+
+def test_a_lookup_cannot_overwrite_the_caller_or_what_a_callback_books() -> None:
+    call = Call()
+    call.key("1")  # the balance: a lookup by the caller ID
+    looked_up = {"balance": "5 dollars", "account": "1234", "account_name": "Alex"}
+    call.send(FetchDone({**looked_up, **FORGED}))
+    v = call.state.variables
+    assert {k: v[k] for k in looked_up} == looked_up  # not asked yet: the account is kept
+    assert v["caller"] == CALLER and v["caller_spoken"] == "1 5 5 5 1 2 3 0 0 0 1"
+    assert not {"callback_number", "callback_at", "handoff_reason", "callback_id"} & set(v)
+    assert call.state.node == "anything_else"
+    call.say("agent")
+    for key in "111":
+        call.key(key)
+    (booking,) = call.bookings
+    assert booking.number == CALLER and SCRIPT not in repr(booking)
+
+
+def test_a_lookup_does_not_replace_an_answer_the_caller_gave() -> None:
+    call = Call(caller=None)
+    call.key("1")
+    call.send(FetchDone(error="not_found"))  # no account for no caller ID: it is asked for
+    assert call.state.node == "ask_account_balance"
+    call.key("5678#")
+    call.send(FetchDone({"balance": "4 dollars", "account": "1234"}))
+    assert call.state.variables["account"] == "5678"

@@ -523,3 +523,75 @@ def test_a_caller_id_that_is_no_number_is_never_read_back_or_booked(server: Live
     status, booked = api(server, "GET", "/v1/callbacks?limit=200")
     assert status == 200 and all("script" not in cb["number"] for cb in booked["items"])
     assert "alert(1)" not in json.dumps(api(server, "GET", f"/v1/calls/{record['id']}")[1])
+
+
+class ForgingClient(TwilioClient):
+    """Twilio's side, with customParameters of the far end's choosing besides `from`."""
+
+    def __init__(self, forged: dict[str, str]) -> None:
+        super().__init__()
+        self.forged = forged
+
+    def start(self, call_sid: str, stream_sid: str, params: dict[str, str] | None = None) -> str:
+        return super().start(call_sid, stream_sid, {**(params or {}), **self.forged})
+
+
+def dial(server: LiveServer, keys: str, caller: str | None = KNOWN,
+         forged: dict[str, str] | None = None) -> tuple[Caller, str]:  # fmt: skip
+    """A call that keys `keys`, one turn each: (the caller, what the bot said)."""
+    call = Caller(server.media_url, [Turn(dtmf=k) for k in keys.split()], caller, out=None,
+                  max_seconds=120, token=FEED_TOKEN, barge_in_after=0.5)  # fmt: skip
+    if forged is not None:
+        call._client = ForgingClient(forged)
+    report = asyncio.run(call.run())
+    return call, " | ".join(e["text"] for e in report.events if e.get("event") == "prompt")
+
+
+def test_forged_call_parameters_book_no_callback_and_set_nothing(server: LiveServer) -> None:
+    """customParameters naming what the flow sets (the number booked, the caller's own
+    number read back, the reason) are not taken: the caller is offered their own number,
+    and that is the callback booked."""
+    forged = {
+        "callback_number": SCRIPT,
+        "caller": SCRIPT,
+        "caller_spoken": SCRIPT,
+        "handoff_reason": SCRIPT,
+    }
+    call, said = dial(server, "0 1 1 1", forged=forged)  # agent; this number; asap; yes
+    assert "the number you're calling from, 1 5 5 5 1 2 3 0 0 0 1?" in said, said
+    assert "One of our team will call you" in said and "script" not in said
+    record = ended_record(server, call.call_sid)
+    assert record["caller"] == KNOWN and record["end_reason"] == "callback_booked", record
+    status, page = api(server, "GET", "/v1/callbacks?limit=200")
+    assert status == 200 and "alert(1)" not in json.dumps(page)
+    [mine] = [cb for cb in page["items"] if cb["number"] == KNOWN]  # one open per number
+    status, detail = api(server, "GET", f"/v1/callbacks/{mine['id']}")
+    assert detail["transcript"]["call_id"] == record["id"], detail
+    assert detail["reason"] == "agent_requested" and "alert(1)" not in json.dumps(detail)
+    log = server.log_text()
+    assert "call parameters not taken (the flow sets them): callback_number, caller_spoken," in log
+
+
+def test_a_number_that_is_no_telephone_number_is_not_booked(server: LiveServer) -> None:
+    """A flow whose callback number comes from a digits question ("12"): the booking refuses
+    it, and the caller hears the flow's failure path; the call ends cleanly."""
+    _, before = api(server, "GET", "/v1/flows/hotline")
+    hotline = (GRAMMARS / "hotline.yaml").read_text()
+    phone = "  ask_callback_number:\n    kind: question\n    type: phone\n"
+    assert phone in hotline
+    digits = hotline.replace(phone, phone.replace("phone", "digits"))
+    status, body = api(server, "PUT", "/v1/flows/hotline", {"text": digits})
+    assert status == 200, body
+    try:
+        call, said = dial(server, "0 12# 1 1", caller=None)  # agent; "12"; asap; yes
+    finally:
+        status, body = api(server, "PUT", "/v1/flows/hotline", {"text": hotline})
+        assert status == 200 and body["version"] == before["version"], body
+    assert "Sorry, I couldn't arrange a call back." in said, said
+    record = ended_record(server, call.call_sid)
+    assert record["end_reason"] == "callback_not_booked", record
+    _, page = api(server, "GET", "/v1/callbacks?limit=200")
+    assert all(cb["number"] != "12" for cb in page["items"])
+    log = server.log_text()
+    assert "cannot book a callback to '12': not a telephone number" in log
+    assert_healthy(server)

@@ -29,7 +29,7 @@ from ivr.call.player import Player
 from ivr.call.recorder import CallRecorder, StoreWriter
 from ivr.call.recording import CallAudio, recording_path
 from ivr.call.registry import Admission, CallRegistry
-from ivr.callbacks import Callbacks
+from ivr.callbacks import Callbacks, InvalidNumber
 from ivr.clock import Clock, system_clock, today_in
 from ivr.dialog.engine import ALWAYS_OPEN, DialogEngine
 from ivr.dialog.flow import Flow
@@ -426,6 +426,11 @@ class CallSession:
         self.engine = DialogEngine(flow, today_in(clock, hours.tz), clock, hours)
         self.state: DialogState
         self.state, actions = self.engine.start(Start(caller=start.caller, params=start.params))
+        if self.state.refused_params:  # the far end tried to set what the flow sets itself
+            names = ", ".join(self.state.refused_params)
+            log.warning(
+                "call %s: call parameters not taken (the flow sets them): %s", self.call_id, names
+            )
         await self._act(actions)
         while self.end_reason == "unknown":
             item = await self._inputs.get()
@@ -635,6 +640,9 @@ class CallSession:
                     segment=self.s.fulfillment.segment(action.variables),
                     transcript=transcript,
                 )
+            except InvalidNumber as exc:  # no number to call: the caller hears the fallback
+                log.warning("call %s: %s", self.call_id, exc)
+                done = FetchDone(error=f"booking failed: {exc}")
             except Exception as exc:  # the store is down: the caller hears the fallback
                 log.exception("call %s: booking a callback failed", self.call_id)
                 done = FetchDone(error=f"booking failed: {exc}")

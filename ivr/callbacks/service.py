@@ -17,12 +17,25 @@ from zoneinfo import ZoneInfo
 
 from ivr.config import Settings
 from ivr.store import Attempt, Call, Callback, Store, Turn
+from ivr.transports.callerid import caller_number
 
 RETRY_OUTCOMES = frozenset({"no_answer", "busy", "voicemail", "failed"})
 """Outcomes of an attempt that did not reach the caller: retried while attempts are left."""
 FINAL_OUTCOMES = frozenset({"resolved", "unresolved", "wrong_number", "declined"})
 OUTCOMES = tuple(sorted(RETRY_OUTCOMES | FINAL_OUTCOMES))
 VIP_PRIORITY = 10
+
+
+class InvalidNumber(ValueError):
+    """A callback to something that is not a telephone number (`caller_number`'s rule)."""
+
+    def __init__(self, number: str) -> None:
+        shown = number if len(number) <= 40 else number[:39] + "…"
+        super().__init__(
+            f"cannot book a callback to {shown!r}: not a telephone number"
+            " (an optional + and 3 to 15 digits)"
+        )
+        self.number = number
 
 
 @dataclass(frozen=True)
@@ -155,7 +168,12 @@ class Callbacks:
         segment: str | None = None,
         transcript: Any = None,
     ) -> tuple[Callback, bool]:
-        """Schedule a callback, or update the number's open one: (callback, created)."""
+        """Schedule a callback, or update the number's open one: (callback, created).
+        `number` as a caller ID is checked (separators dropped); InvalidNumber otherwise."""
+        valid = caller_number(number)
+        if valid is None:  # an agent would dial it: only a number is booked
+            raise InvalidNumber(number)
+        number = valid
         now = self.clock()
         async with self.store.transaction() as tx:
             cb, created = await tx.upsert_open_callback(

@@ -19,6 +19,8 @@ from ivr.dialog.schema import (
     AnswerNode,
     BranchNode,
     CallbackNode,
+    FetchSpec,
+    FlowSpec,
     HandoffNode,
     HangupNode,
     MenuNode,
@@ -54,6 +56,9 @@ ENGINE_VARIABLES = frozenset(
     {"caller_spoken", "open_now", "business_hours", "handoff_reason", "callback_reason"}
 )
 """Variables the engine sets for prompts and branches: not sent with fetches."""
+RESERVED_VARIABLES = ENGINE_VARIABLES | {"caller", "callback_id"}
+"""Only the engine sets these (from the validated caller ID, the clock, the booking), and
+every ``*_spoken`` (its read-backs): never call parameters or fetch results."""
 
 
 @dataclass
@@ -80,15 +85,24 @@ class DialogEngine:
         self.clock = clock
         self.hours = hours
         self.interpret = Interpreter(flow, today or today_in(clock, hours.tz), clock, hours)
+        self.booked_from = booking_variables(flow.spec)
+        self.assigned = assigned_variables(flow.spec)
+        # A parameter may set what the flow assigns only where the flow takes it as an input.
+        self.not_params = self.assigned - set(flow.spec.variables)
 
     def start(self, event: Start) -> tuple[DialogState, list[Action]]:
-        variables = dict(event.params)
+        # Call parameters are the far end's (Twilio customParameters, a page's start): they
+        # may not set what the engine or the flow's own nodes set (the callback number...).
+        variables = {k: v for k, v in event.params.items() if self._param_ok(k)}
         if event.caller:
             variables["caller"] = event.caller
             variables["caller_spoken"] = spell(event.caller)
         variables["open_now"] = "yes" if self.hours.is_open(self.clock()) else "no"
         variables["business_hours"] = self.hours.describe()
         state = DialogState(self.spec.start, self.flow.version, variables)
+        state.refused_params = sorted(  # a transport's own copy of the caller ID is no news
+            k for k, v in event.params.items() if not self._param_ok(k) and variables.get(k) != v
+        )
         out = _Out()
         self._goto(state, self.spec.start, out)
         return state, self._finish(state, out)
@@ -107,6 +121,23 @@ class DialogEngine:
             elif isinstance(event, DtmfEntered):
                 self._dtmf(state, event, out)
         return self._finish(state, out)
+
+    def _param_ok(self, name: str) -> bool:
+        return not _reserved(name) and name not in self.not_params
+
+    def _fetched(self, state: DialogState, fetch: FetchSpec, values: dict[str, str]
+                 ) -> dict[str, str]:  # fmt: skip
+        """Of a lookup's values, those it may set: never what the engine sets; what a
+        callback node books from (number, time) only when the fetch names it in `values`;
+        a question's answer only while the caller has not given it (an account found by
+        the caller ID is remembered, a spoken one is not replaced)."""
+        own, v = set(fetch.values or [fetch.item]), state.variables
+        return {
+            k: str(x)
+            for k, x in values.items()
+            if not _reserved(k)
+            and (k in own or (k not in self.booked_from and not (k in self.assigned and v.get(k))))
+        }
 
     # --- moving between nodes -------------------------------------------------------------
 
@@ -362,7 +393,7 @@ class DialogEngine:
         assert isinstance(node, AnswerNode) and node.fetch is not None
         if ev.values is not None and ev.error is None:
             state.not_found = 0
-            state.variables.update({k: str(v) for k, v in ev.values.items()})
+            state.variables.update(self._fetched(state, node.fetch, ev.values))
             assert node.say is not None  # load-time check
             _, missing = render(node.say, state.variables)
             self._say(state, out, node.fallback or d.fallback if missing else node.say)
@@ -385,3 +416,24 @@ class DialogEngine:
 
 def _internal(name: str) -> bool:
     return name in ENGINE_VARIABLES or name.endswith("_spoken")
+
+
+def _reserved(name: str) -> bool:
+    return name in RESERVED_VARIABLES or name.endswith("_spoken")
+
+
+def booking_variables(spec: FlowSpec) -> frozenset[str]:
+    """What the flow's callback nodes book from: their number and time variables."""
+    return frozenset(
+        name
+        for node in spec.nodes.values()
+        if isinstance(node, CallbackNode)
+        for name in [*node.number, node.when]
+    )
+
+
+def assigned_variables(spec: FlowSpec) -> frozenset[str]:
+    """What the flow's own nodes set or book from: each question's answer, and
+    `booking_variables`."""
+    answers = {node.var for node in spec.nodes.values() if isinstance(node, QuestionNode)}
+    return booking_variables(spec) | answers

@@ -52,6 +52,7 @@ class DialogState:
     intents: list[str] = field(default_factory=list)  # history of acted-on intents
     waiting: Literal["input", "fetch", "ended"] = "input"
     end_reason: str | None = None
+    refused_params: list[str] = field(default_factory=list)  # call parameters not taken
 
     @property
     def ended(self) -> bool:
