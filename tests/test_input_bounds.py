@@ -428,12 +428,26 @@ def test_a_bad_media_stream_message_ends_that_call_promptly(
     assert_healthy(server)
 
 
+TOO_BIG = f"protocol error: WebSocket message over {WEBSOCKET_MAX_MSG_SIZE} bytes"
+
+
 def test_a_message_over_the_websocket_limit_is_refused_unread(server: LiveServer) -> None:
-    """Over aiohttp's limit the frame is refused from its header (1009) and the call ends."""
-    bad = '{"event": "media", "pad": "' + "x" * WEBSOCKET_MAX_MSG_SIZE + '"}'
+    """Over aiohttp's limit the frame is refused from its header (1009) and the call ends as
+    the protocol error it is (it ended as caller_hangup)."""
+    bad = '{"event": "media", "pad": "' + "x" * 200 * 1024 + '"}'  # 200 KiB
     call_sid, took, code = asyncio.run(media_call(server, bad))
     assert took < CLOSE_WITHIN and code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
-    assert ended_record(server, call_sid)["end_reason"]
+    assert ended_record(server, call_sid)["end_reason"] == TOO_BIG
+    assert f"ended: {TOO_BIG}" in server.log_text()
+    assert_healthy(server)  # its slot is free: the next call gets through
+
+
+def test_a_softphone_message_over_the_websocket_limit_ends_as_a_protocol_error(
+    server: LiveServer,
+) -> None:
+    call_id, took, _ = asyncio.run(softphone_call(server, "x" * 200 * 1024))
+    assert took < CLOSE_WITHIN
+    assert ended_record(server, call_id=call_id)["end_reason"] == TOO_BIG
     assert_healthy(server)
 
 

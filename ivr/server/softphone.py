@@ -17,7 +17,7 @@ from aiohttp import WSMsgType, web
 from ivr.api.errors import ApiError
 from ivr.api.live import PROTOCOL, websocket_principal
 from ivr.call.session import CallSession
-from ivr.server.websocket import SERVICES
+from ivr.server.websocket import SERVICES, raise_framing_error
 from ivr.transports.browser import BrowserSerializer
 from ivr.transports.limits import WEBSOCKET_MAX_MSG_SIZE
 from ivr.transports.messages import CallStart, InboundMessage, OutboundMessage
@@ -39,6 +39,7 @@ class BrowserLeg:
             if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                 parsed = self._serializer.parse(msg.data)
             else:  # close, closing, closed, error
+                raise_framing_error(msg)
                 return None
             if any(isinstance(m, CallStart) for m in parsed):
                 await self._ws.send_str(self._serializer.started())

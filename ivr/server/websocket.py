@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 
-from aiohttp import WSMsgType, web
+from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
 
 from ivr.call.session import CallServices, CallSession
 from ivr.transports.limits import WEBSOCKET_MAX_MSG_SIZE
@@ -16,6 +16,17 @@ from ivr.transports.twilio import TwilioSerializer
 log = logging.getLogger(__name__)
 
 SERVICES = web.AppKey("call_services", CallServices)
+
+
+def raise_framing_error(msg: WSMessage) -> None:
+    """A frame aiohttp refused (over max_msg_size: it has closed the socket with 1009; bad
+    UTF-8, a protocol violation) as the call's ProtocolError: the far end broke the
+    protocol, it did not hang up. Anything else (a close, a lost connection) returns."""
+    if msg.type != WSMsgType.ERROR or not isinstance(msg.data, WebSocketError):
+        return
+    if msg.data.code == WSCloseCode.MESSAGE_TOO_BIG:
+        raise ProtocolError(f"WebSocket message over {WEBSOCKET_MAX_MSG_SIZE} bytes")
+    raise ProtocolError(f"WebSocket frame refused ({msg.data.code}): {msg.data}")
 
 
 class WebSocketLeg:
@@ -34,6 +45,7 @@ class WebSocketLeg:
             elif msg.type == WSMsgType.BINARY:
                 raise ProtocolError("binary WebSocket message: media streams send JSON text")
             else:  # close, closing, closed, error
+                raise_framing_error(msg)
                 return None
         return self._pending.popleft()
 

@@ -22,7 +22,8 @@ MAX_JSON_DEPTH = 32
 WEBSOCKET_MAX_MSG_SIZE = 2 * MAX_MESSAGE_BYTES
 """aiohttp's limit for the call WebSockets, above the serializers' own: a message somewhat
 over theirs still reaches them, so the call ends with a reason that says so; anything larger
-aiohttp refuses from the frame header, unbuffered (close code 1009, seen as a hangup)."""
+aiohttp refuses from the frame header, unbuffered (close code 1009; the call ends as a
+protocol error)."""
 
 _SURROGATE = re.compile(r"[\ud800-\udfff]|\\u[dD][89abcdefABCDEF]")
 
