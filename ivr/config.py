@@ -147,8 +147,8 @@ class Settings(BaseSettings):
 
     # Exposure of the HTTP server to clients that hold no token, and to slow ones.
     # Open connections per client address that have carried no valid API token (calls,
-    # /metrics and /healthz are not counted); over it a request is a 429. 0: no limit (e.g.
-    # behind a proxy that limits, where every client has the proxy's address).
+    # /metrics, /healthz and /readyz are not counted); over it a request is a 429. 0: no
+    # limit (e.g. behind a proxy that limits, where every client has the proxy's address).
     max_anonymous_connections_per_client: int = Field(64, ge=0)
     max_feed_subscribers: int = Field(500, ge=1)  # live-feed WebSockets at once, all kinds
     # A connection must finish its request headers this long after it opens (or after its

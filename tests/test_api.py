@@ -4,6 +4,7 @@ a throwaway PostgreSQL cluster), with the real callback service behind it."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import aiosqlite
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -25,6 +27,7 @@ from ivr.api.models import (
     CallPage,
     ErrorOut,
 )
+from ivr.api.routes import document
 from ivr.callbacks import CallbackPolicy, Callbacks, InvalidNumber
 from ivr.config import ApiToken
 from ivr.store import Callback, Store, open_store
@@ -503,6 +506,57 @@ async def test_garbage_never_gets_a_500(api: Api) -> None:
                     "POST", f"/v1/callbacks/{id}/{verb}", data=raw, headers=json_ct
                 )
                 assert status < 500, (id, verb, raw)
+
+
+# --- the database failing ----------------------------------------------------------------------
+
+
+def sqlite_fails(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """SQLite's driver raises on every statement while the flag is set."""
+    on = [True]
+    for name in ("execute", "execute_fetchall"):
+        method = getattr(aiosqlite.Connection, name)
+
+        def fail(self: Any, sql: str, *args: Any, _method: Any = method) -> Any:
+            if on[0]:
+                raise sqlite3.OperationalError("database or disk is full: /data/ivr.db")
+            return _method(self, sql, *args)
+
+        monkeypatch.setattr(aiosqlite.Connection, name, fail)
+    return on
+
+
+async def test_a_failing_database_is_a_503_with_retry_after(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads and writes the database refuses (its driver's error): 503 in the error shape,
+    with Retry-After and without the driver's message (it was a 500 "internal error")."""
+    async for api in _serve(f"sqlite:///{tmp_path}/ivr.db", TOKENS):
+        cb = await api.book("+4930100", T0)
+        failing = sqlite_fails(monkeypatch)
+        for method, path in [
+            ("GET", "/v1/callbacks"),
+            ("GET", f"/v1/callbacks/{cb.id}"),
+            ("POST", f"/v1/callbacks/{cb.id}/claim"),
+            ("GET", "/v1/calls"),
+        ]:
+            async with api.client.request(
+                method, path, headers={"Authorization": f"Bearer {ALL}"}
+            ) as r:
+                assert r.status == 503, (method, path, await r.text())
+                assert r.headers["Retry-After"] == "5"
+                body = await r.json()
+            ErrorOut.model_validate(body)
+            assert body["error"] == {
+                "status": 503,
+                "message": "the database is unavailable; try again later",
+                "fields": [],
+            }
+        failing[0] = False  # back: served again, nothing was changed by the refused claim
+        status, got = await api.call("GET", f"/v1/callbacks/{cb.id}")
+        assert status == 200 and got["status"] == "scheduled"
+    op = document()["paths"]["/v1/callbacks"]["get"]["responses"]["503"]
+    assert "Retry-After" in op["headers"]
 
 
 # --- ivr token new ------------------------------------------------------------------------------

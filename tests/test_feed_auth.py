@@ -59,7 +59,7 @@ async def served(limits: ClientLimits) -> AsyncIterator[tuple[str, CallRegistry]
     app[API] = ApiContext(cast(Any, None), cast(Any, None), tokens, ZoneInfo("UTC"))
     app.router.add_get("/v1/calls/{call_id}/events", call_events)
     app.router.add_get("/v1/live", live_feed)
-    for path in ("/v1/media-stream", "/healthz", "/console/"):  # stand-ins
+    for path in ("/v1/media-stream", "/healthz", "/readyz", "/console/"):  # stand-ins
         app.router.add_get(path, _ok)
     add_api_routes(app, limits)
     server = TestServer(app, host="127.0.0.1")
@@ -204,6 +204,18 @@ async def test_connections_without_a_token_are_capped_per_address() -> None:
                 conn.writer.close()
             await asyncio.sleep(0.2)  # the server sees them go
             assert (await connect(anon)).status == 401
+
+
+async def test_readiness_probes_are_not_counted() -> None:
+    """A load balancer probes /readyz without a token, from one address, over and over:
+    a client at its cap is still answered there (it was a 429, so the node looked down)."""
+    async with served(ClientLimits(anonymous_per_client=1)) as (host, _):
+        async with connections(host) as connect:
+            assert (await connect(_get("/v1/calls/x/events"))).status == 401  # the cap, held
+            assert (await connect(_get("/console/"))).status == 429
+            for _ in range(3):
+                assert (await connect(_get("/readyz"))).status == 200
+                assert (await connect(_get("/healthz"))).status == 200
 
 
 def test_the_limits_are_settings_with_real_defaults() -> None:

@@ -5,8 +5,9 @@ them. So a client address may hold a bounded number of open connections that hav
 no valid API token (`max_anonymous_connections_per_client`); a request over it is a 429 and
 its connection is closed. A request with a valid token (any scope) is never counted, and its
 connection stops counting. Calls (`/v1/media-stream`, `/v1/softphone`: IVR_MAX_CALLS limits
-them, and a provider's calls all come from a few addresses), `/metrics` and `/healthz` are
-not counted either.
+them, and a provider's calls all come from a few addresses), `/metrics`, `/healthz` and
+`/readyz` (a load balancer probes them without a token, from one address) are not counted
+either.
 
 Connections that never finish a request are the HTTP server's header timeout's to close
 (`ivr/server/http.py`).
@@ -29,7 +30,7 @@ from ivr.config import Settings
 
 log = logging.getLogger(__name__)
 
-UNCOUNTED = frozenset({"/v1/media-stream", "/v1/softphone", "/metrics", "/healthz"})
+UNCOUNTED = frozenset({"/v1/media-stream", "/v1/softphone", "/metrics", "/healthz", "/readyz"})
 RETRY_AFTER_S = 10
 _DEFAULTS = Settings.model_fields
 

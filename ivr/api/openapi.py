@@ -26,6 +26,7 @@ ERROR_TEXT = {
     413: "Request body too large",
     415: "The request body is not application/json",
     422: "Invalid input: each offending field is named in `fields`",
+    503: "The database is unavailable: try again after `Retry-After` seconds",
 }
 SECURITY_TEXT = (
     "`Authorization: Bearer <token>`. Tokens are configured as their SHA-256 with a name and"
@@ -88,6 +89,10 @@ def _operation(op: Operation, refs: Refs) -> dict[str, Any]:
         if status == 401:
             responses["401"]["headers"] = {
                 "WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}
+            }
+        if status == 503:
+            responses["503"]["headers"] = {
+                "Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}
             }
     out["responses"] = responses
     if op.body is not None:

@@ -19,11 +19,14 @@ from pydantic import BaseModel, ValidationError
 from ivr.api.auth import ANONYMOUS, Principal, authenticate, require
 from ivr.api.context import API
 from ivr.api.errors import ApiError, invalid
-from ivr.store import Conflict, NotFound
+from ivr.store import Conflict, NotFound, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
+STORE_RETRY_AFTER_S = 5
+"""Retry-After of a 503 for a failing database: about the store's heartbeat, which finds
+it answering again (/readyz)."""
 OperationHandler = Callable[[web.Request, Principal], Awaitable[Any]]
 
 
@@ -53,7 +56,7 @@ class Operation:
         """Every error status the operation can answer with (documented as such)."""
         out = set()
         if self.scope is not None:
-            out |= {401, 403}
+            out |= {401, 403, 503}  # 503: the database failed (StoreUnavailable)
         if self.query is not None:
             out |= {400, 422}  # 400: a cursor this list did not hand out
         if self.body is not None:
@@ -122,8 +125,19 @@ async def read_body(request: web.Request, model: type[M]) -> M:
         raise invalid(exc, "body") from None
 
 
+def store_unavailable() -> ApiError:
+    """The answer while the database fails: the driver's message stays in the log (it may
+    name files or hosts)."""
+    return ApiError(
+        503,
+        "the database is unavailable; try again later",
+        headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+    )
+
+
 def endpoint(op: Operation) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """The aiohttp handler of `op`: authenticate, run, answer JSON; store errors → 404/409."""
+    """The aiohttp handler of `op`: authenticate, run, answer JSON; store errors → 404/409,
+    the store failing → 503."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
         try:
@@ -141,6 +155,9 @@ def endpoint(op: Operation) -> Callable[[web.Request], Awaitable[web.StreamRespo
             return ApiError(404, str(exc)).response()
         except Conflict as exc:
             return ApiError(409, str(exc)).response()
+        except StoreUnavailable as exc:  # an outage, not a bug: clients retry, probes see it
+            log.warning("%s %s: %s", request.method, request.path, exc)
+            return store_unavailable().response()
         except web.HTTPException:
             raise  # aiohttp's own (e.g. 413 from read()): json_errors renders it
         except Exception:
