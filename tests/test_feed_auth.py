@@ -23,7 +23,7 @@ from live_server import FEED_TOKEN, LiveServer, live_server
 
 from ivr.api import API, ApiContext, add_api_routes, hash_token, token_entry
 from ivr.api.limits import ClientLimits
-from ivr.api.live import PROTOCOL, call_events, live_feed
+from ivr.api.live import FEED_MAX_MSG_SIZE, PROTOCOL, call_events, live_feed
 from ivr.call.registry import CallRegistry
 from ivr.config import ApiToken, Settings
 from ivr.dial import Caller
@@ -140,6 +140,24 @@ async def test_live_feeds_are_capped_all_kinds_together() -> None:
             registry.publish("live-1", TRANSCRIPT[0])
             assert json.loads((await one.receive(timeout=5)).data) == TRANSCRIPT[0]
             assert json.loads((await again.receive(timeout=5)).data)["call_id"] == "live-1"
+
+
+async def test_a_big_message_on_a_feed_closes_that_feed_only() -> None:
+    """Feed clients send nothing large: over FEED_MAX_MSG_SIZE (it was 1 MiB) the socket is
+    refused with 1009, and the other feeds go on."""
+    async with served(ClientLimits()) as (host, registry):
+        async with aiohttp.ClientSession() as http:
+            auth = (PROTOCOL, f"bearer.{FEED}")
+            big = await http.ws_connect(f"ws://{host}/v1/live", protocols=auth)
+            other = await http.ws_connect(f"ws://{host}/v1/live", protocols=auth)
+            one = await http.ws_connect(f"ws://{host}/v1/calls/live-1/events", protocols=auth)
+            await big.send_str("x" * (FEED_MAX_MSG_SIZE + 1))
+            msg = await big.receive(timeout=5)
+            assert msg.type == aiohttp.WSMsgType.CLOSE, msg
+            assert big.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+            registry.publish("live-1", TRANSCRIPT[0])
+            assert json.loads((await other.receive(timeout=5)).data)["call_id"] == "live-1"
+            assert json.loads((await one.receive(timeout=5)).data) == TRANSCRIPT[0]
 
 
 @dataclass

@@ -50,8 +50,15 @@ def websocket_principal(request: web.Request, scope: str) -> Principal:
     return who
 
 
+FEED_MAX_MSG_SIZE = 4 * 1024
+"""What a feed client may send: nothing but a close, in practice. A larger message is
+refused from its frame header (close 1009) and ends that feed only."""
+
+
 def websocket(request: web.Request) -> web.WebSocketResponse:
-    return web.WebSocketResponse(heartbeat=30, protocols=(PROTOCOL,), max_msg_size=1 << 20)
+    return web.WebSocketResponse(
+        heartbeat=30, protocols=(PROTOCOL,), max_msg_size=FEED_MAX_MSG_SIZE
+    )
 
 
 # --- the list of calls in progress ----------------------------------------------------------
