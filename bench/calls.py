@@ -161,6 +161,30 @@ def healthz(base: str) -> dict[str, Any]:
     return data
 
 
+def asr_buckets(base: str) -> dict[float, float]:
+    """The server's `ivr_asr_seconds` histogram (all modes): cumulative count per bound."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    out: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "ivr_asr_seconds":
+            for s in family.samples:
+                if s.name.endswith("_bucket"):
+                    le = float(s.labels["le"])
+                    out[le] = out.get(le, 0.0) + s.value
+    return out
+
+
+def bucket_pct(cum: dict[float, float], q: float) -> float | None:
+    """The bound of the bucket holding the q-th percentile (an upper estimate)."""
+    if not cum or not cum.get(math.inf):
+        return None
+    want = cum[math.inf] * q / 100
+    return next(le for le in sorted(cum) if cum[le] >= want)
+
+
 class Sampler(threading.Thread):
     """Peak RSS of the server tree and peak active_calls, every `interval` seconds."""
 
@@ -444,6 +468,7 @@ class RunResult:
     lag_p99_ms: float = 0.0
     lag_max_ms: float = 0.0
     wall: float = 0.0
+    asr: dict[float, float] = field(default_factory=dict)  # server's ASR time histogram delta
 
 
 def make_specs(n: int, wavs: dict[tuple[str, str], Path], stagger: float) -> list[CallSpec]:
@@ -524,6 +549,9 @@ def measure(
     silence = args.end_silence_ms / 1000
 
     h0 = healthz(base)
+    asr0: dict[float, float] = {}
+    with contextlib.suppress(Exception):  # a server without /metrics: no ASR line
+        asr0 = asr_buckets(base)
     if server_pid is not None:
         time.sleep(1.0)  # let the warm-up's garbage settle
         cpu0, res.rss_idle, _ = tree_usage(server_pid)
@@ -548,6 +576,9 @@ def measure(
         res.srv_main_cpu = tree_usage(server_pid, [server_pid])[0] - main0
         res.rss_peak = sampler.peak_rss
     h1 = healthz(base)
+    with contextlib.suppress(Exception):
+        asr1 = asr_buckets(base)
+        res.asr = {le: asr1[le] - asr0.get(le, 0.0) for le in asr1}
     res.underruns = h1["underruns"] - h0["underruns"]
     res.frames = h1["frames_sent"] - h0["frames_sent"]
     res.peak_active = sampler.peak_active
@@ -666,6 +697,19 @@ def details(r: RunResult, silence_ms: int) -> list[str]:
             f"({r.srv_cpu / r.wall:.2f} cores): main process (event loop) {r.srv_main_cpu:.1f} s "
             f"({r.srv_main_cpu / r.wall:.2f} cores), ASR/TTS worker processes "
             f"{r.srv_cpu - r.srv_main_cpu:.1f} s; callers {r.caller_cpu:.1f} s"
+        )
+    utterances = r.asr.get(math.inf, 0.0)
+    if utterances:
+        p50, p95 = bucket_pct(r.asr, 50), bucket_pct(r.asr, 95)
+        worker = (
+            f"; worker CPU per utterance {(r.srv_cpu - r.srv_main_cpu) / utterances * 1000:.0f} ms"
+            " (ASR decodes, and any TTS beyond the cached prompts)"
+            if r.srv_cpu and r.srv_main_cpu is not None
+            else ""
+        )
+        out.append(
+            f"   server-side recognition (queue + decode + sentence embedding), "
+            f"{utterances:.0f} utterances: p50 ≤ {p50:g} s, p95 ≤ {p95:g} s{worker}"
         )
     if r.healthz_ms:
         out.append(

@@ -402,7 +402,7 @@ class RawStream:
                     break
                 for item in self.client.parse_server(msg.data):
                     if isinstance(item, PlayAudio):
-                        self.bot_frames += 1
+                        self.bot_frames += len(item.pcm) // 320  # 20 ms frames
                     elif isinstance(item, SetMark):
                         await self.ws.send_str(self.client.ack_mark(item.name))
         self.close_code = self.ws.close_code

@@ -165,11 +165,11 @@ class Caller:
                     if self._speech_ended_at is not None:
                         self.report.latencies.append(now - self._speech_ended_at)
                         self._speech_ended_at = None
-                    if now - self._last_bot_audio > 0.1:
+                    if self._bot_quiet():  # a new prompt (media comes every 20-100 ms)
                         self._bot_audio_since = now
                     self._last_bot_audio = now
                     self._answered = True
-                    self.report.bot_frames += 1
+                    self.report.bot_frames += len(item.pcm) // FRAME
                     self._heard.append((now - self._t0, item.pcm))
                 elif isinstance(item, SetMark):
                     await media.send_str(self._client.ack_mark(item.name))

@@ -1,9 +1,9 @@
-"""Outbound audio paced at real time in 20 ms frames.
+"""Outbound audio paced at real time, in pieces of the leg's ptime (whole 20 ms frames).
 
-Frames are sent on a fixed schedule taken from the loop clock (so delays do not accumulate),
-`LEAD_FRAMES` ahead of the far end's playback so its jitter buffer holds a little audio. A
-frame sent after the far end would have played it is counted as an underrun: its buffer ran
-dry. `stop()` drops what is queued and tells the far end to clear its buffer.
+Pieces are sent on a fixed schedule taken from the loop clock (so delays do not accumulate),
+`LEAD_MS` ahead of the far end's playback so its jitter buffer holds a little audio. A piece
+sent after the far end would have started playing it is counted as an underrun: its buffer
+ran dry. `stop()` drops what is queued and tells the far end to clear its buffer.
 
 A send that fails (the caller dropped the connection) stops the player for good: it reports
 the error once through `on_error`, counts as drained, and drops whatever is queued later, so
@@ -17,22 +17,30 @@ import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from ivr.transports.messages import ClearAudio, OutboundMessage, PlayAudio
+from ivr.transports.messages import FRAME_MS, ClearAudio, OutboundMessage, PlayAudio
 
-FRAME_MS = 20
-LEAD_FRAMES = 5  # 100 ms: rides out a busy event loop without the far end running dry
+LEAD_MS = 100  # rides out a busy event loop without the far end running dry
 
 
 class Player:
-    def __init__(self, send: Callable[[OutboundMessage], Awaitable[None]], rate: int) -> None:
+    def __init__(
+        self,
+        send: Callable[[OutboundMessage], Awaitable[None]],
+        rate: int,
+        ptime_ms: int = FRAME_MS,
+    ) -> None:
+        if ptime_ms <= 0 or ptime_ms % FRAME_MS:
+            raise ValueError(f"ptime must be a whole number of {FRAME_MS} ms frames: {ptime_ms}")
         self._send = send
         self.frame_bytes = rate * FRAME_MS // 1000 * 2
+        self.piece_bytes = self.frame_bytes * (ptime_ms // FRAME_MS)
+        self._bytes_per_s = rate * 2
         self._queue: deque[bytes] = deque()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self.underruns = 0
-        self.frames_sent = 0
+        self.frames_sent = 0  # 20 ms frames, whatever the pieces' size
         self.on_first_frame: Callable[[], None] | None = None
         self.on_drained: Callable[[], None] | None = None
         self.on_error: Callable[[BaseException], None] | None = None
@@ -56,10 +64,10 @@ class Player:
     def enqueue(self, pcm: bytes) -> None:
         if self.failed is not None:
             return  # nobody to play to any more
-        size = self.frame_bytes
-        for i in range(0, len(pcm), size):
-            frame = pcm[i : i + size]
-            self._queue.append(frame + b"\x00" * (size - len(frame)))
+        if len(pcm) % self.frame_bytes:  # whole frames: pad the end with silence
+            pcm += b"\x00" * (self.frame_bytes - len(pcm) % self.frame_bytes)
+        size = self.piece_bytes
+        self._queue.extend(pcm[i : i + size] for i in range(0, len(pcm), size))
         if self._queue:
             self._idle.clear()
             self._wake.set()
@@ -101,23 +109,23 @@ class Player:
 
     async def _play(self) -> None:
         loop = asyncio.get_running_loop()
-        period = FRAME_MS / 1000
+        lead = LEAD_MS / 1000
         while True:
             await self._wake.wait()
             self._wake.clear()
             start = loop.time()  # the far end starts playing about now
-            n = 0
+            played = 0.0  # seconds of audio sent since `start`
             while self._queue:
-                frame = self._queue.popleft()
-                if n and loop.time() > start + n * period:
+                piece = self._queue.popleft()
+                if played and loop.time() > start + played:
                     self.underruns += 1
-                    start = loop.time() - n * period  # resynchronise; don't burst to catch up
-                await self._send(PlayAudio(frame))
-                self.frames_sent += 1
-                if n == 0 and self.on_first_frame is not None:
+                    start = loop.time() - played  # resynchronise; don't burst to catch up
+                await self._send(PlayAudio(piece))
+                if not played and self.on_first_frame is not None:
                     self.on_first_frame()
-                n += 1
-                delay = start + (n - LEAD_FRAMES) * period - loop.time()
+                self.frames_sent += len(piece) // self.frame_bytes
+                played += len(piece) / self._bytes_per_s
+                delay = start + played - lead - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
             self._finish()

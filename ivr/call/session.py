@@ -267,7 +267,7 @@ class CallSession:
 
     async def _busy(self, start: CallStart) -> None:
         self._rate = start.rate
-        self.player = player = Player(self.leg.send, start.rate)
+        self.player = player = Player(self.leg.send, start.rate, start.ptime_ms)
         player.start()
         try:
             await asyncio.wait_for(self._say_now(self.s.limits.busy_prompt, start.rate), 30)
@@ -396,7 +396,7 @@ class CallSession:
         if self.s.recordings is not None:
             path = recording_path(self.s.recordings, self.call_id)
             self.recording = CallAudio(path, start.rate, self.s.limits.max_call_s)
-        self.player = Player(self._play, start.rate)
+        self.player = Player(self._play, start.rate, start.ptime_ms)
         self.player.on_first_frame = self._first_bot_frame
         self.player.on_drained = lambda: self._inputs.put_nowait(_Input("drained"))
         self.player.on_error = self._player_failed
@@ -438,20 +438,26 @@ class CallSession:
 
     async def _receive(self) -> None:
         idle = self.s.limits.idle_s
-        while True:
-            try:
-                msg = await asyncio.wait_for(self.leg.receive(), idle)
-            except TimeoutError:
-                self._inputs.put_nowait(_Input("error", f"idle for {idle:g} s"))
-                return
-            except ProtocolError as exc:
-                self._inputs.put_nowait(_Input("error", f"protocol error: {exc}"))
-                return
-            if msg is None:
-                self._inputs.put_nowait(_Input("closed"))
-                return
-            await self._inbound_room.acquire()  # released once the message is handled
-            self._inputs.put_nowait(_Input("inbound", msg))
+        loop = asyncio.get_running_loop()
+        try:
+            # One deadline, moved on at most once a second (so it ends the call between
+            # `idle` and `idle` + 1 s after the last message): a wait_for per message made a
+            # task and a timer for each of the 50 frames a second of every call.
+            async with asyncio.timeout(idle + 1) as deadline:
+                moved = loop.time()
+                while (msg := await self.leg.receive()) is not None:
+                    await self._inbound_room.acquire()  # released once the message is handled
+                    self._inputs.put_nowait(_Input("inbound", msg))
+                    if (now := loop.time()) - moved >= 1.0:
+                        moved = now
+                        deadline.reschedule(now + idle + 1)
+        except TimeoutError:
+            self._inputs.put_nowait(_Input("error", f"idle for {idle:g} s"))
+            return
+        except ProtocolError as exc:
+            self._inputs.put_nowait(_Input("error", f"protocol error: {exc}"))
+            return
+        self._inputs.put_nowait(_Input("closed"))
 
     async def _handle(self, item: _Input) -> None:
         if item.kind == "inbound":

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from ivr.audio.codecs import Encoding
 
 FRAME_MS = 20
-"""Outbound audio is cut into frames of this many milliseconds, one per wire message."""
+"""The unit of audio on the wire: inbound frames, and outbound audio is whole frames."""
 
 
 class ProtocolError(ValueError):
@@ -30,7 +30,13 @@ def _check_pcm(kind: str, pcm: bytes) -> None:
 
 @dataclass(frozen=True)
 class CallStart:
-    """The leg is up. `encoding` is the wire codec (already decoded in `Audio`)."""
+    """The leg is up. `encoding` is the wire codec (already decoded in `Audio`).
+
+    `ptime_ms` is how much outbound audio goes in one `PlayAudio` (as SDP's a=ptime): a far
+    end with its own playout buffer (Twilio) takes 100 ms a message, five times fewer
+    messages, wake-ups and socket writes than 20 ms frames; one that plays what it gets at
+    once (Asterisk's AudioSocket) takes frames.
+    """
 
     call_id: str
     stream_id: str
@@ -38,6 +44,7 @@ class CallStart:
     params: dict[str, str]
     encoding: Encoding
     rate: int
+    ptime_ms: int = FRAME_MS
 
 
 @dataclass(frozen=True)

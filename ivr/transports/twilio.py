@@ -42,6 +42,7 @@ RATE = 8000
 MIME_TYPES = {"audio/x-mulaw": Encoding.ULAW, "audio/x-alaw": Encoding.ALAW}
 CALLER_KEYS = ("from", "From", "caller")
 _PCM_FRAME = frame_bytes(RATE, FRAME_MS)  # 320 bytes of PCM = 160 G.711 bytes
+PTIME_MS = 100  # outbound audio per media message: Twilio buffers what it is sent
 
 Json = dict[str, Any]
 _TYPE_NAMES = {str: "a string", int: "an integer", dict: "an object"}
@@ -88,14 +89,16 @@ def _payload(msg: Json, encoding: Encoding) -> bytes:
     return decode(wire, encoding).astype("<i2").tobytes()
 
 
-def _media_payloads(pcm: bytes, encoding: Encoding) -> list[str]:
-    """PCM cut into 20 ms frames, each encoded and base64'd (the last may be shorter)."""
+def _media_payload(pcm: bytes, encoding: Encoding) -> str:
+    """PCM encoded and base64'd as one payload."""
     if len(pcm) % 2:
         raise ValueError(f"PCM must have an even number of bytes, got {len(pcm)}")
-    return [
-        base64.b64encode(encode(np.frombuffer(f, dtype="<i2"), encoding)).decode("ascii")
-        for f in split_frames(pcm, _PCM_FRAME)
-    ]
+    return base64.b64encode(encode(np.frombuffer(pcm, dtype="<i2"), encoding)).decode("ascii")
+
+
+def _media_payloads(pcm: bytes, encoding: Encoding) -> list[str]:
+    """PCM cut into 20 ms frames, each encoded and base64'd (the last may be shorter)."""
+    return [_media_payload(f, encoding) for f in split_frames(pcm, _PCM_FRAME)]
 
 
 def _dumps(msg: Json) -> str:
@@ -173,7 +176,7 @@ class TwilioSerializer:
         # The params become the flow's variables: a caller key that is no number goes nowhere.
         params = {k: v for k, v in params.items() if k not in numbers or numbers[k]}
         self.stream_sid, self.encoding = stream_sid, MIME_TYPES[mime]
-        return CallStart(call_sid, stream_sid, caller, dict(params), self.encoding, RATE)
+        return CallStart(call_sid, stream_sid, caller, dict(params), self.encoding, RATE, PTIME_MS)
 
     def _check_stream(self, event: str, msg: Json) -> None:
         sid = msg.get("streamSid")
@@ -189,11 +192,11 @@ class TwilioSerializer:
             raise RuntimeError("cannot render before the 'start' message")
         sid = self.stream_sid
         match msg:
-            case PlayAudio(pcm):
-                return [
-                    _dumps({"event": "media", "streamSid": sid, "media": {"payload": p}})
-                    for p in _media_payloads(pcm, self.encoding)
-                ]
+            case PlayAudio(pcm):  # one message, whatever its length (the player cuts it)
+                if not pcm:
+                    return []
+                payload = _media_payload(pcm, self.encoding)
+                return [_dumps({"event": "media", "streamSid": sid, "media": {"payload": payload}})]
             case SetMark(name):
                 return [_dumps({"event": "mark", "streamSid": sid, "mark": {"name": name}})]
             case ClearAudio():
