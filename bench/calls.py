@@ -161,19 +161,19 @@ def healthz(base: str) -> dict[str, Any]:
     return data
 
 
-def asr_buckets(base: str) -> dict[float, float]:
-    """The server's `ivr_asr_seconds` histogram (all modes): cumulative count per bound."""
+def server_histograms(base: str) -> dict[str, dict[float, float]]:
+    """The server's histograms (labels summed): cumulative count per bound, by name."""
     from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    out: dict[float, float] = {}
+    out: dict[str, dict[float, float]] = {}
     for family in text_string_to_metric_families(text):
-        if family.name == "ivr_asr_seconds":
-            for s in family.samples:
-                if s.name.endswith("_bucket"):
-                    le = float(s.labels["le"])
-                    out[le] = out.get(le, 0.0) + s.value
+        for s in family.samples:
+            if family.type == "histogram" and s.name.endswith("_bucket"):
+                cum = out.setdefault(family.name, {})
+                le = float(s.labels["le"])
+                cum[le] = cum.get(le, 0.0) + s.value
     return out
 
 
@@ -429,8 +429,15 @@ async def run_callers_async(
 def run_callers(
     url: str, specs: list[CallSpec], t0: float, max_seconds: float, hard_timeout: float
 ) -> dict[str, Any]:
-    """Entry point of a caller worker process (also used in-process)."""
-    return asyncio.run(run_callers_async(url, specs, t0, max_seconds, hard_timeout))
+    """Entry point of a caller worker process (also used in-process). On uvloop when it is
+    installed, as the server: the simulated provider shares the machine and its CPU."""
+    coro = run_callers_async(url, specs, t0, max_seconds, hard_timeout)
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    out: dict[str, Any] = uvloop.run(coro)
+    return out
 
 
 # --- one run -----------------------------------------------------------------------------
@@ -468,7 +475,7 @@ class RunResult:
     lag_p99_ms: float = 0.0
     lag_max_ms: float = 0.0
     wall: float = 0.0
-    asr: dict[float, float] = field(default_factory=dict)  # server's ASR time histogram delta
+    hists: dict[str, dict[float, float]] = field(default_factory=dict)  # server's, over the run
 
 
 def make_specs(n: int, wavs: dict[tuple[str, str], Path], stagger: float) -> list[CallSpec]:
@@ -549,9 +556,9 @@ def measure(
     silence = args.end_silence_ms / 1000
 
     h0 = healthz(base)
-    asr0: dict[float, float] = {}
-    with contextlib.suppress(Exception):  # a server without /metrics: no ASR line
-        asr0 = asr_buckets(base)
+    hist0: dict[str, dict[float, float]] = {}
+    with contextlib.suppress(Exception):  # a server without /metrics: no such lines
+        hist0 = server_histograms(base)
     if server_pid is not None:
         time.sleep(1.0)  # let the warm-up's garbage settle
         cpu0, res.rss_idle, _ = tree_usage(server_pid)
@@ -577,8 +584,9 @@ def measure(
         res.rss_peak = sampler.peak_rss
     h1 = healthz(base)
     with contextlib.suppress(Exception):
-        asr1 = asr_buckets(base)
-        res.asr = {le: asr1[le] - asr0.get(le, 0.0) for le in asr1}
+        for name, cum in server_histograms(base).items():
+            before = hist0.get(name, {})
+            res.hists[name] = {le: n - before.get(le, 0.0) for le, n in cum.items()}
     res.underruns = h1["underruns"] - h0["underruns"]
     res.frames = h1["frames_sent"] - h0["frames_sent"]
     res.peak_active = sampler.peak_active
@@ -698,9 +706,9 @@ def details(r: RunResult, silence_ms: int) -> list[str]:
             f"({r.srv_main_cpu / r.wall:.2f} cores), ASR/TTS worker processes "
             f"{r.srv_cpu - r.srv_main_cpu:.1f} s; callers {r.caller_cpu:.1f} s"
         )
-    utterances = r.asr.get(math.inf, 0.0)
-    if utterances:
-        p50, p95 = bucket_pct(r.asr, 50), bucket_pct(r.asr, 95)
+    asr = r.hists.get("ivr_asr_seconds", {})
+    if utterances := asr.get(math.inf, 0.0):
+        a50, a95 = bucket_pct(asr, 50), bucket_pct(asr, 95)
         worker = (
             f"; worker CPU per utterance {(r.srv_cpu - r.srv_main_cpu) / utterances * 1000:.0f} ms"
             " (ASR decodes, and any TTS beyond the cached prompts)"
@@ -709,7 +717,14 @@ def details(r: RunResult, silence_ms: int) -> list[str]:
         )
         out.append(
             f"   server-side recognition (queue + decode + sentence embedding), "
-            f"{utterances:.0f} utterances: p50 ≤ {p50:g} s, p95 ≤ {p95:g} s{worker}"
+            f"{utterances:.0f} utterances: p50 ≤ {a50:g} s, p95 ≤ {a95:g} s{worker}"
+        )
+    lag = r.hists.get("ivr_inbound_lag_seconds", {})
+    if lag.get(math.inf):
+        out.append(
+            f"   server inbound lag (caller audio handled behind real time, per call-second): "
+            f"p50 ≤ {bucket_pct(lag, 50):g} s, p95 ≤ {bucket_pct(lag, 95):g} s, "
+            f"p99 ≤ {bucket_pct(lag, 99):g} s"
         )
     if r.healthz_ms:
         out.append(

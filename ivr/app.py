@@ -210,12 +210,13 @@ async def _start_services(app: web.Application, stack: contextlib.AsyncExitStack
     gc.collect()
     gc.freeze()
     log.info(
-        "ASR engine: %s; flow %s (version %s); AudioSocket on port %d; node %s",
+        "ASR engine: %s; flow %s (version %s); AudioSocket on port %d; node %s; event loop %s",
         engine.describe(),
         flow.name,
         flow.version,
         app[AUDIOSOCKET_PORT],
         node_id,
+        type(asyncio.get_running_loop()).__module__.split(".")[0],
     )
 
 
@@ -330,6 +331,20 @@ def listen(host: str, port: int) -> list[socket.socket]:
     return socks
 
 
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """The server's event loop: uvloop unless asked for asyncio's (or it is not installed)."""
+    if kind != "asyncio":
+        try:
+            import uvloop
+        except ImportError as exc:
+            if kind == "uvloop":
+                raise StartupError("IVR_EVENT_LOOP=uvloop, but uvloop is not installed") from exc
+        else:
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+            return loop
+    return asyncio.new_event_loop()
+
+
 def run(settings: Settings) -> None:
     """Serve until SIGINT or SIGTERM. A start-up that fails raises StartupError (the reason,
     one line) once everything it started has stopped again."""
@@ -346,6 +361,7 @@ def run(settings: Settings) -> None:
             create_app(settings),
             sock=socks,
             print=None,
+            loop=new_event_loop(settings.event_loop),
             **server_options(settings),  # the header timeout (ivr/server/http.py)
         )
     except OSError as exc:  # the sockets' listen(), after the services started and stopped

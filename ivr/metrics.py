@@ -47,6 +47,7 @@ _ERRORS = (
 LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 ASR_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
 ASR_MODES = ("grammar", "free")
+INBOUND_LAG_BUCKETS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
 def outcome(reason: str) -> str:
@@ -92,6 +93,7 @@ class Metrics:
         self.calls: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
         self.turn_latency = Histogram(LATENCY_BUCKETS)
         self.asr = {mode: Histogram(ASR_BUCKETS) for mode in ASR_MODES}
+        self.inbound_lag = Histogram(INBOUND_LAG_BUCKETS)
         self.no_match: Counter[str] = Counter()
         self.no_input: Counter[str] = Counter()
         self.webhook_deliveries = 0
@@ -120,6 +122,9 @@ class Metrics:
 
     def asr_time(self, mode: str, seconds: float) -> None:
         self.asr[mode].observe(seconds)
+
+    def inbound_lag_sample(self, seconds: float) -> None:
+        self.inbound_lag.observe(seconds)
 
     def webhook_attempt(self, ok: bool) -> None:
         self.webhook_deliveries += 1
@@ -163,6 +168,14 @@ class _Collector:
         for mode, hist in m.asr.items():
             asr.add_metric([mode], hist.buckets(), hist.total)
         yield asr
+        yield HistogramMetricFamily(
+            "ivr_inbound_lag_seconds",
+            "How far behind real time the server handles callers' audio (sampled once a"
+            " second per call): the far end sends in real time, so a growing lag means the"
+            " server is not keeping up and ends of speech are heard late",
+            buckets=m.inbound_lag.buckets(),
+            sum_value=m.inbound_lag.total,
+        )
         for name, counts, text in (
             ("ivr_no_match", m.no_match, "Speech or keys that matched nothing, by dialog node"),
             ("ivr_no_input", m.no_input, "Prompts the caller did not answer, by dialog node"),

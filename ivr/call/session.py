@@ -24,6 +24,7 @@ from ivr.asr.base import RecognitionResult
 from ivr.asr.runner import AsrRunner
 from ivr.audio.codecs import Encoding
 from ivr.audio.vad import Endpointer, EndpointerConfig
+from ivr.call.lag import InboundLag
 from ivr.call.leg import Leg
 from ivr.call.player import Player
 from ivr.call.recorder import CallRecorder, StoreWriter
@@ -390,6 +391,7 @@ class CallSession:
 
     async def _serve(self, start: CallStart) -> None:
         self._rate = start.rate
+        self._lag = InboundLag(start.rate)
         self.endpointer = Endpointer(
             start.rate, EndpointerConfig(end_silence_ms=self.s.limits.end_silence_ms)
         )
@@ -486,6 +488,8 @@ class CallSession:
 
     async def _inbound(self, msg: InboundMessage) -> None:
         if isinstance(msg, Audio):
+            if (lag := self._lag.heard(len(msg.pcm))) is not None:
+                self.s.metrics.inbound_lag_sample(lag)
             if self.recording is not None:
                 self.recording.caller(msg.pcm)
             for event in self.endpointer.feed(msg.pcm):
