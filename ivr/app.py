@@ -332,16 +332,14 @@ def listen(host: str, port: int) -> list[socket.socket]:
 
 
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
-    """The server's event loop: uvloop unless asked for asyncio's (or it is not installed)."""
-    if kind != "asyncio":
+    """The server's event loop: asyncio's, or uvloop when asked for (IVR_EVENT_LOOP)."""
+    if kind == "uvloop":
         try:
             import uvloop
         except ImportError as exc:
-            if kind == "uvloop":
-                raise StartupError("IVR_EVENT_LOOP=uvloop, but uvloop is not installed") from exc
-        else:
-            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-            return loop
+            raise StartupError("IVR_EVENT_LOOP=uvloop, but uvloop is not installed") from exc
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        return loop
     return asyncio.new_event_loop()
 
 

@@ -100,9 +100,9 @@ class Settings(BaseSettings):
     whisper_model: Path | None = None  # a faster-whisper (CTranslate2) model directory
     asr_workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
     asr_queue: int = Field(64, ge=1)  # jobs waiting for a worker before callers must wait
-    # uvloop (libuv) runs the calls' 50 frames a second each at about half the CPU of
-    # asyncio's own loop; "auto" takes it when installed.
-    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    # uvloop (libuv) costs the calls' event loop ~18 % less CPU, but the PostgreSQL kill -9
+    # webhook redelivery test fails on it (tests/test_reliability.py): opt-in until found.
+    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
 
     flow: Path | None = None  # default: GRAMMAR_DIR/hotline.yaml
     # sqlite:///path, a path, or postgresql://… (default: DATA_DIR/ivr.db)

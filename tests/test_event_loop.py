@@ -1,4 +1,4 @@
-"""The server's event loop: uvloop by default, asyncio's on request."""
+"""The server's event loop: asyncio's by default, uvloop on request."""
 
 from __future__ import annotations
 
@@ -11,17 +11,16 @@ from ivr.app import new_event_loop
 from ivr.config import ConfigError, load_settings
 
 
-@pytest.mark.parametrize(("kind", "loop_type"), [("auto", uvloop.Loop), ("uvloop", uvloop.Loop)])
-def test_uvloop_unless_asked_otherwise(kind: str, loop_type: type) -> None:
-    loop = new_event_loop(kind)
+def test_uvloop_on_request() -> None:
+    loop = new_event_loop("uvloop")
     try:
-        assert isinstance(loop, loop_type)
+        assert isinstance(loop, uvloop.Loop)
     finally:
         loop.close()
 
 
-def test_asyncio_on_request() -> None:
-    loop = new_event_loop("asyncio")
+def test_asyncio_by_default() -> None:
+    loop = new_event_loop(load_settings().event_loop)
     try:
         assert not isinstance(loop, uvloop.Loop) and isinstance(loop, asyncio.AbstractEventLoop)
     finally:
