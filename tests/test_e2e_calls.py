@@ -23,7 +23,7 @@ from live_server import FEED_TOKEN, LiveServer, live_server
 from speech import flite
 
 from ivr.asr.grammar import normalize
-from ivr.audio.pcm import read_wav, write_wav
+from ivr.audio.pcm import Audio, read_wav, write_wav
 from ivr.dial import Caller, CallReport, Turn
 from ivr.transports.audiosocket import AudioSocketParser, encode_audio, encode_hangup, encode_uuid
 from ivr.transports.messages import Audio as InAudio
@@ -142,6 +142,10 @@ def calls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     # A lone "yes" is one short syllable the built-in engine often misses; callers say more.
     yes = said(tmp, "yes please", "rms")
     other = asterisk("vm-password")  # "password": not a menu phrase or an FAQ
+    # demo account 90210 said digit by digit: the Asterisk recordings joined, zeros as "oh"
+    account = tmp / "account.wav"
+    parts = [read_wav(asterisk(f"digits/{d}")).samples for d in "9 oh 2 1 oh".split()]
+    write_wav(account, Audio(np.concatenate(parts), 8000))
 
     def caller(server: LiveServer, turns: list[Turn], who: str = KNOWN, **kw: Any) -> Caller:
         return Caller(
@@ -187,6 +191,9 @@ def calls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             ),
             "unknown_speech": caller(
                 server, [Turn(wav=data), Turn(dtmf="90210#"), Turn(dtmf="0")], UNKNOWN
+            ),
+            "spoken_account": caller(
+                server, [Turn(wav=data), Turn(wav=account), Turn(dtmf="0")], UNKNOWN
             ),
         }
 
@@ -311,6 +318,16 @@ def test_unknown_caller_gives_account_number(calls: dict[str, Any]) -> None:
     assert "balance is" in prompts(r), r.events
     r = calls["unknown_speech"]
     assert intents(r)[:2] == ["data_usage", "90210"], r.events
+    assert "you have used" in prompts(r), r.events
+
+
+def test_spoken_account_number(calls: dict[str, Any]) -> None:
+    """The number question hears a real spoken digit string as the digits said."""
+    r = calls["spoken_account"]
+    assert "account number" in prompts(r)
+    assert intents(r)[:2] == ["data_usage", "90210"], r.events
+    heard = [e for e in events(r, "recognized") if e.get("intent") == "90210"]
+    assert not any(c.isdigit() for c in heard[0]["text"]), heard  # spelled out: "nine, oh, ..."
     assert "you have used" in prompts(r), r.events
 
 

@@ -15,7 +15,7 @@ from ivr.dialog.flow import load_flow
 from ivr.dialog.state import DialogState
 from ivr.nlu.classifier import REJECT, IntentClassifier
 from ivr.nlu.encoder import default_encoder
-from ivr.nlu.numbers import digits_as_words, spoken_digits
+from ivr.nlu.numbers import digits_as_words, reader_words, spoken_digits
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAMMARS = ROOT / "grammars"
@@ -43,6 +43,15 @@ def test_spoken_and_written_digits(said: str, digits: str) -> None:
 @pytest.mark.parametrize("said", ["I want to pay my bill", "for", "to", "double", ""])
 def test_words_that_are_not_digits(said: str) -> None:
     assert spoken_digits(said) is None
+
+
+def test_the_number_readers_words() -> None:
+    """A number question's decode is bound to these (ivr.asr.whisper_engine.vocabulary):
+    each one is read between two digits, none turns the string into a no-match."""
+    words = reader_words()
+    assert {"oh", "zero", "double", "triple", "eleven", "er", "my", "number"} <= words
+    for word in words:
+        assert spoken_digits(f"one {word} two") is not None, word
 
 
 def test_digits_as_words() -> None:

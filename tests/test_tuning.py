@@ -329,6 +329,10 @@ def test_resolve_names_paths_and_nodes(tmp_path: Path) -> None:
     digits = resolve("digits", None, GRAMMARS)
     assert (digits.name, digits.listen) == ("digits", digits.grammar)
     assert judge(digits, "four one two").intent == "412"
+    # a digit-string grammar hears as number questions do; others after the server's silence
+    account = node_target(load_flow(GRAMMARS / "hotline.yaml"), "ask_account_balance")
+    assert digits.end_silence_ms == account.end_silence_ms == 1300
+    assert resolve("yesno", None, GRAMMARS).end_silence_ms is None
     by_path = resolve(str(GRAMMARS / "hotline.yaml"), "ask_account_bill", tmp_path)
     assert (
         by_path.node == "ask_account_bill" and judge(by_path, "one two three four").intent == "1234"

@@ -43,11 +43,14 @@ from ivr.asr.vosk_engine import VoskEngine
 from ivr.asr.whisper_engine import (
     LogMel,
     WhisperEngine,
+    _Hypothesis,
     bundled_model,
     confidence,
     drop_repeat,
+    vocabulary,
 )
 from ivr.audio.pcm import Audio, read_wav, write_wav
+from ivr.nlu.numbers import spoken_digits
 from ivr.tuning.check import check_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -176,11 +179,46 @@ def test_features_match_faster_whisper() -> None:
 
 
 def test_grammar_still_transcribes_freely(whisper: WhisperEngine, tmp_path: Path) -> None:
-    digits = load_grammar("digits", GRAMMARS)
+    yesno = load_grammar("yesno", GRAMMARS)
     audio = flite("I would like to check my balance", tmp_path / "b.wav")
-    assert words(recognize(whisper, audio, digits).text) == "i would like to check my balance"
+    assert words(recognize(whisper, audio, yesno).text) == "i would like to check my balance"
     assert WhisperEngine.constrained is False
     assert PocketsphinxEngine.constrained is True and VoskEngine.constrained is True
+
+
+def test_digit_strings_are_written_in_the_grammars_words(whisper: WhisperEngine) -> None:
+    """At a number question (a digit-string grammar) the decode may write only the grammar's
+    words and the number reader's ("oh", "double", fillers): spelled digits, no numerals."""
+    digits = load_grammar("digits", GRAMMARS)
+    allowed = vocabulary(digits)
+    assert {"zero", "oh", "five", "nine", "double", "triple", "um"} <= set(allowed)
+    assert vocabulary(load_grammar("yesno", GRAMMARS)) == ()  # free transcription
+    menu = Grammar(name="menu", intents={"balance": ["check my balance"]})
+    assert vocabulary(menu) == ()
+
+    decoder = whisper._decoder()
+    banned = set(decoder.suppressed(allowed))
+    token = decoder.tokenizer.token_to_id
+    assert -1 in banned  # CTranslate2's own set stays suppressed
+    assert {token("5"), token("Ġ5"), token("Ġbalance")} <= banned
+    assert {token("Ġfive"), token("ĠFive"), token("Ġoh"), token(",")}.isdisjoint(banned)
+
+    joined = "4 oh 7 7 2 9".split()  # real telephone speech, one recording per digit
+    parts = [read_wav(recording(f"digits/{d}")).samples for d in joined]
+    audio = Audio(np.concatenate(parts), 8000)
+    free, bound = recognize(whisper, audio), recognize(whisper, audio, digits)
+    assert spoken_digits(free.text) == spoken_digits(bound.text) == "407729", (free, bound)
+    assert not re.search(r"\d", bound.text), bound  # "Four, oh, seven, ...", not "4-0-7..."
+    assert set(words(bound.text).split()) <= set(allowed), bound
+    assert bound.confidence > 0.5, bound
+
+
+def test_a_digit_string_keeps_its_repeats() -> None:
+    """drop_repeat is for a free decode's echo; a number's "Two. Two. Two." is what was said
+    (a vocabulary-bound decode does not drop it)."""
+    assert drop_repeat("Two. Two. Two.") == "Two."
+    hyp = _Hypothesis("Two. Two. Two.", [1, 2, 3, 4, 5, 6], -0.1, 40, ("two",))
+    assert hyp.text == "Two. Two. Two."
 
 
 def test_english_only_model_refuses_another_language(whisper: WhisperEngine) -> None:

@@ -60,6 +60,13 @@ def spoken_digits(text: str) -> str | None:
     return "".join(out)
 
 
+def reader_words() -> frozenset[str]:
+    """Every word `spoken_digits` reads: digits, "oh", "double", teens and fillers. A
+    recognizer that writes only these (and a grammar's own words) at a number question
+    cannot turn a digit into an ordinary word."""
+    return frozenset(WORD_DIGITS) | frozenset(REPEATS) | frozenset(TEENS) | FILLERS
+
+
 def digits_as_words(text: str) -> str:
     """Each digit of each number in `text` as its word: "option 2" → "option two"."""
     return re.sub(r"\d", lambda m: f" {DIGIT_WORDS[int(m.group())]} ", text)

@@ -28,12 +28,13 @@ from ivr.audio.pcm import Audio
 from ivr.audio.vad import Endpointer, EndpointerConfig
 from ivr.dialog.engine import DialogEngine
 from ivr.dialog.flow import Flow, FlowError, flow_grammar_dir, parse_flow
-from ivr.dialog.schema import AnswerNode, BranchNode, MenuNode, QuestionNode
+from ivr.dialog.schema import AnswerNode, BranchNode, Defaults, MenuNode, QuestionNode
 from ivr.dialog.state import DialogState
 from ivr.events import SpeechEnded
 from ivr.tuning.problems import BadDocument, Document
 
 MAX_AUDIO_SECONDS = 30.0  # one answer to a prompt; longer is not an utterance
+NUMBER_END_SILENCE_MS: int = Defaults.model_fields["digits_end_silence_ms"].default
 
 
 class TargetError(ValueError):
@@ -193,7 +194,9 @@ def resolve(name_or_path: str, node: str | None, grammar_dir: Path) -> Target:
         if node is not None:
             raise TargetError(f"{path} is a grammar: --node is for flows")
         grammar = parse_grammar(data, str(path))
-        return Target(grammar.name, grammar, grammar)
+        # a digit-string grammar is what number questions listen with: heard as they hear
+        silence = NUMBER_END_SILENCE_MS if grammar.sequence is not None else None
+        return Target(grammar.name, grammar, grammar, end_silence_ms=silence)
     flow_dir = grammar_dir if by_name else flow_grammar_dir(path)
     return node_target(parse_flow(data, str(path), "", flow_dir), node)
 
