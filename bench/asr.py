@@ -55,9 +55,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import pct, rss_mb, summary
 
-from ivr.asr.grammar import Grammar, load_grammar, parse_grammar
 from ivr.asr.pocketsphinx_engine import DecoderPool, PocketsphinxEngine
 from ivr.audio.pcm import Audio, read_wav
+from ivr.grammar import Grammar, load_grammar, parse_grammar
 
 ROOT = Path(__file__).resolve().parent.parent
 SOUNDS = Path("/usr/share/asterisk/sounds/en_US_f_Allison")

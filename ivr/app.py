@@ -29,7 +29,6 @@ from ivr.api.limits import ClientLimits
 from ivr.api.live import RECORDINGS, call_events, live_feed
 from ivr.asr.base import Engine
 from ivr.asr.engines import engine_from_settings
-from ivr.asr.grammar import GrammarError, warm_meaning
 from ivr.asr.runner import AsrRunner
 from ivr.call.recorder import StoreWriter
 from ivr.call.recording import recover_partial
@@ -46,6 +45,7 @@ from ivr.dialog.store import FlowStore
 from ivr.dialog.when import BusinessHours
 from ivr.flows_watch import SERVED_FLOWS, FlowWatcher
 from ivr.fulfillment import Fulfillment
+from ivr.grammar import GrammarError, warm_meaning
 from ivr.metrics import METRICS, Metrics, serve_metrics
 from ivr.retention import AudioRetention
 from ivr.server.audiosocket import AudioSocketServer
@@ -83,9 +83,9 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
 def _one_line(exc: Exception) -> str:
     """The reason a start-up failed: the message of the errors that explain themselves (a
     bad flow, store, model or port), else the error's kind too."""
-    from ivr.asr.grammar import GrammarError
     from ivr.asr.models import ModelError
     from ivr.config import ConfigError
+    from ivr.grammar import GrammarError
     from ivr.store import StoreError
     from ivr.tts import TtsError
 

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ivr.asr.base import Engine
-from ivr.asr.grammar import Grammar, GrammarError, from_phrases, load_grammar
 from ivr.asr.models import ModelError
 from ivr.config import ConfigError, Settings, load_settings
 from ivr.dialog.flow import FlowError
+from ivr.grammar import Grammar, GrammarError, from_phrases, load_grammar
 from ivr.logs import setup as setup_logging
 from ivr.tuning.commands import add_parser as add_grammar_parser
 

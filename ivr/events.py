@@ -31,11 +31,11 @@ class SpeechEnded:
 
 
 @dataclass(frozen=True)
-class NoInput:
+class NoSpeech:
     """No speech began within the no-input timeout after `since` (seconds into the stream)."""
 
     at: float
     since: float
 
 
-VadEvent = SpeechStarted | SpeechEnded | NoInput
+VadEvent = SpeechStarted | SpeechEnded | NoSpeech

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from ivr.asr.grammar import Grammar
 from ivr.dialog.flow import Flow, FlowError, version_of
 from ivr.dialog.store import FlowStore, Source
+from ivr.grammar import Grammar
 from ivr.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from audio_fixtures import recording
 from ivr.api import hash_token
 from ivr.api.grammar import ProbeResponse, ValidateResponse
 from ivr.app import create_app
-from ivr.asr.grammar import normalize
 from ivr.config import Settings
+from ivr.grammar import normalize
 from ivr.nlu.numbers import digits_as_words
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

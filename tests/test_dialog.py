@@ -13,12 +13,12 @@ from ivr.dialog import (
     DemoProvider,
     DialogEngine,
     DialogState,
+    Disconnect,
     DtmfEntered,
     Event,
     Fetch,
     FetchDone,
     Handoff,
-    Hangup,
     Listen,
     NoInput,
     Recognized,
@@ -88,8 +88,8 @@ class Call:
         return [a for a in self.log if isinstance(a, Turn) and a.kind == kind]
 
     @property
-    def end(self) -> Handoff | Hangup | None:
-        ends = [a for a in self.actions if isinstance(a, Handoff | Hangup)]
+    def end(self) -> Handoff | Disconnect | None:
+        ends = [a for a in self.actions if isinstance(a, Handoff | Disconnect)]
         return ends[-1] if ends else None
 
 
@@ -266,7 +266,7 @@ def test_goodbye_hangs_up(how: str) -> None:
         how = "goodbye"  # the survey (tests/test_survey.py) can be skipped like this
     out = call.say(how)
     assert out == ["Thank you for calling Example Telecom. Goodbye."]
-    assert call.end == Hangup("caller_goodbye") and call.state.end_reason == "caller_goodbye"
+    assert call.end == Disconnect("caller_goodbye") and call.state.end_reason == "caller_goodbye"
 
 
 def test_fault_troubleshooting() -> None:
@@ -429,7 +429,7 @@ def test_menu_without_faq_listens_with_its_grammar_and_other_question_types() ->
     out = call.say("please call me back after five", confidence=0.4)
     assert call.state.variables["note"] == "please call me back after five"
     assert out[0] == "Booked  at . Noted: please call me back after five."
-    assert call.end == Hangup("done")
+    assert call.end == Disconnect("done")
 
 
 def test_last_words_are_not_interruptible() -> None:

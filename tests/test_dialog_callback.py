@@ -12,10 +12,10 @@ import pytest
 from ivr.dialog import (
     Action,
     DialogEngine,
+    Disconnect,
     DtmfEntered,
     Event,
     FetchDone,
-    Hangup,
     NoInput,
     Recognized,
     Say,
@@ -69,7 +69,7 @@ class Call:
 
     @property
     def hangup(self) -> str | None:
-        ends = [a.reason for a in self.actions if isinstance(a, Hangup)]
+        ends = [a.reason for a in self.actions if isinstance(a, Disconnect)]
         return ends[-1] if ends else None
 
 

@@ -26,8 +26,8 @@ from live_server import FEED_TOKEN, LiveServer, live_server
 from speech import flite
 from webhook_receiver import Receiver
 
-from ivr.asr.grammar import normalize
 from ivr.audio.pcm import write_wav
+from ivr.grammar import normalize
 from ivr.webhooks.signing import verify
 
 VIP = "+15551230003"  # demo account 90210: segment "vip"

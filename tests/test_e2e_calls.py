@@ -22,11 +22,11 @@ from audio_fixtures import recording
 from live_server import FEED_TOKEN, LiveServer, live_server
 from speech import flite
 
-from ivr.asr.grammar import normalize
 from ivr.audio.pcm import Audio, read_wav, write_wav
 from ivr.dial import Caller, CallReport, Turn
+from ivr.grammar import normalize
 from ivr.transports.audiosocket import AudioSocketParser, encode_audio, encode_hangup, encode_uuid
-from ivr.transports.messages import Audio as InAudio
+from ivr.transports.messages import CallerAudio
 from ivr.transports.twilio import TwilioClient
 
 KNOWN = "+15551230001"  # a demo account: balance 23 dollars 50
@@ -77,7 +77,7 @@ async def audiosocket_call(server: LiveServer, speech: Path) -> dict[str, Any]:
         async def read_audio() -> None:
             while data := await reader.read(4096):
                 for msg in parser.feed(data):
-                    if isinstance(msg, InAudio):
+                    if isinstance(msg, CallerAudio):
                         got["bot_audio"] += len(msg.pcm)
                         last_audio[0] = loop.time()
 

@@ -33,12 +33,12 @@ from ivr.transports.audiosocket import (
 from ivr.transports.browser import BrowserClient, BrowserSerializer
 from ivr.transports.limits import MAX_JSON_DEPTH, MAX_MESSAGE_BYTES
 from ivr.transports.messages import (
-    Audio,
+    CallerAudio,
+    CallerHangup,
     CallStart,
     ClearAudio,
     Dtmf,
     EndCall,
-    Hangup,
     Mark,
     OutboundMessage,
     PlayAudio,
@@ -54,7 +54,7 @@ FUZZ = settings(
     deadline=timedelta(seconds=2),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-INBOUND = (CallStart, Audio, Dtmf, Mark, Hangup, TransportError)
+INBOUND = (CallStart, CallerAudio, Dtmf, Mark, CallerHangup, TransportError)
 OUTBOUND = (PlayAudio, SetMark, ClearAudio, EndCall)
 CALL, STREAM = "CA" + "1" * 32, "MZ" + "2" * 32
 

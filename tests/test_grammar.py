@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ivr.asr.grammar import GrammarError, from_phrases, load_grammar, normalize
+from ivr.grammar import GrammarError, from_phrases, load_grammar, normalize
 
 GRAMMARS = Path(__file__).resolve().parent.parent / "grammars"
 

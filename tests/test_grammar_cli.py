@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from audio_fixtures import recording, sox
 
-from ivr.asr.grammar import normalize
+from ivr.grammar import normalize
 from ivr.nlu.numbers import digits_as_words
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -28,7 +28,6 @@ from ivr.api import token_entry
 from ivr.api.auth import BEARER_PREFIX
 from ivr.api.flows import FlowUpload
 from ivr.api.live import PROTOCOL
-from ivr.asr.grammar import GrammarError, load_grammar
 from ivr.config import ConfigError, load_settings
 from ivr.dial import Caller, Turn
 from ivr.dialog import FlowRegistry
@@ -41,6 +40,7 @@ from ivr.dialog.flow import (
     flow_from_bytes,
     load_yaml,
 )
+from ivr.grammar import GrammarError, load_grammar
 from ivr.transports.audiosocket import HEADER, KIND_AUDIO, AudioSocketParser, encode_uuid
 from ivr.transports.browser import BrowserClient, BrowserSerializer
 from ivr.transports.callerid import WITHHELD, caller_number

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from ivr.asr.grammar import Grammar, load_grammar
 from ivr.dialog.engine import DialogEngine
 from ivr.dialog.flow import load_flow
 from ivr.dialog.state import DialogState
+from ivr.grammar import Grammar, load_grammar
 from ivr.nlu.classifier import REJECT, IntentClassifier
 from ivr.nlu.encoder import default_encoder
 from ivr.nlu.numbers import digits_as_words, reader_words, spoken_digits

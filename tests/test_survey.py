@@ -20,13 +20,13 @@ from ivr.dialog import (
     Action,
     DemoProvider,
     DialogEngine,
+    Disconnect,
     DtmfEntered,
     Event,
     Fetch,
     FetchDone,
     FlowError,
     Handoff,
-    Hangup,
     Listen,
     NoInput,
     Recognized,
@@ -97,7 +97,7 @@ def test_rating_by_speech_or_key_is_the_survey_score(answer: Event, score: int) 
     call.send(answer)
     assert call.surveys() == [score]
     assert call.said() == [GOODBYE] and call.state.variables["satisfaction"] == str(score)
-    assert Hangup("caller_goodbye") in call.actions
+    assert Disconnect("caller_goodbye") in call.actions
 
 
 def test_a_key_out_of_range_asks_again() -> None:

@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 
 from ivr.audio.codecs import Encoding, alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from ivr.transports import (
-    Audio,
     AudioSocketParser,
+    CallerAudio,
+    CallerHangup,
     CallStart,
     ClearAudio,
     Dtmf,
     EndCall,
-    Hangup,
     InboundMessage,
     Mark,
     OutboundMessage,
@@ -84,9 +84,9 @@ def test_twilio_session_round_trip() -> None:
     assert got[0] == CallStart(
         CALL, STREAM, "+15550100", {"from": "+15550100", "lang": "ko"}, Encoding.ULAW, 8000, 100
     )
-    audio = [m for m in got if isinstance(m, Audio)]
+    audio = [m for m in got if isinstance(m, CallerAudio)]
     assert len(audio) == 5 and pcm_of(audio) == ulaw_quantized(pcm)
-    assert got[-3:] == [Dtmf("5"), Mark("prompt-1"), Hangup("stop")]
+    assert got[-3:] == [Dtmf("5"), Mark("prompt-1"), CallerHangup("stop")]
     assert server.stream_sid == STREAM and server.stopped
 
 
@@ -125,7 +125,7 @@ def test_twilio_ulaw_decoding_matches_codec() -> None:
     every = bytes(range(256))
     payload = base64.b64encode(every).decode()
     [audio] = server.parse(media(payload, streamSid=STREAM))
-    assert isinstance(audio, Audio)
+    assert isinstance(audio, CallerAudio)
     assert np.array_equal(np.frombuffer(audio.pcm, "<i2"), ulaw_decode(every))
 
 
@@ -136,7 +136,7 @@ def test_twilio_alaw_leg() -> None:
     pcm = tone(160)
     [audio] = server.parse(client.media(pcm)[0])
     want = alaw_decode(alaw_encode(np.frombuffer(pcm, "<i2"))).astype("<i2").tobytes()
-    assert isinstance(audio, Audio) and audio.pcm == want
+    assert isinstance(audio, CallerAudio) and audio.pcm == want
 
 
 def test_twilio_client_chunks_20ms_with_counters() -> None:
@@ -356,8 +356,8 @@ def session_bytes(pcm: bytes) -> bytes:
 
 def expected_session(pcm: bytes) -> list[InboundMessage]:
     start = CallStart(str(UUID), str(UUID), None, {}, Encoding.PCM16, 8000)
-    frames = [Audio(pcm[i : i + 320]) for i in range(0, len(pcm), 320)]
-    return [start, *frames, Dtmf("#"), Hangup("hangup")]
+    frames = [CallerAudio(pcm[i : i + 320]) for i in range(0, len(pcm), 320)]
+    return [start, *frames, Dtmf("#"), CallerHangup("hangup")]
 
 
 def test_audiosocket_session() -> None:
@@ -396,8 +396,8 @@ def test_audiosocket_arbitrary_chunking(data: st.DataObject) -> None:
         for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)
         for m in parser.feed(wire[a:b])
     ]
-    assert pcm_of([m for m in got if isinstance(m, Audio)]) == pcm
-    assert got[0] == expected_session(pcm)[0] and got[-2:] == [Dtmf("#"), Hangup("hangup")]
+    assert pcm_of([m for m in got if isinstance(m, CallerAudio)]) == pcm
+    assert got[0] == expected_session(pcm)[0] and got[-2:] == [Dtmf("#"), CallerHangup("hangup")]
 
 
 def test_audiosocket_render() -> None:
@@ -406,7 +406,7 @@ def test_audiosocket_render() -> None:
     p = AudioSocketParser()
     p.feed(encode_uuid(UUID))
     frames = p.feed(wire)
-    assert [len(f.pcm) for f in frames if isinstance(f, Audio)] == [320] * 6 + [80]
+    assert [len(f.pcm) for f in frames if isinstance(f, CallerAudio)] == [320] * 6 + [80]
     assert pcm_of(frames) == pcm
     assert render_audiosocket(EndCall("bye")) == encode_hangup()
     assert render_audiosocket(ClearAudio()) == b""
@@ -431,7 +431,7 @@ def test_audiosocket_error_frame(code: int | None, message: str) -> None:
 def test_audiosocket_eof() -> None:
     p = AudioSocketParser()
     p.feed(encode_uuid(UUID))
-    assert p.feed_eof() == [Hangup("closed")]
+    assert p.feed_eof() == [CallerHangup("closed")]
     assert p.feed_eof() == []
     p = AudioSocketParser()
     p.feed(encode_hangup())
@@ -487,6 +487,6 @@ def test_pcm_messages_reject_odd_lengths() -> None:
     assert issubclass(ProtocolError, ValueError)
     with pytest.raises(ValueError, match=r"PlayAudio\.pcm must be 16-bit PCM"):
         PlayAudio(b"\0")
-    with pytest.raises(ValueError, match=r"Audio\.pcm must be 16-bit PCM"):
-        Audio(b"\0\0\0")
-    assert "pcm" not in repr(Audio(b"\0\0"))
+    with pytest.raises(ValueError, match=r"CallerAudio\.pcm must be 16-bit PCM"):
+        CallerAudio(b"\0\0\0")
+    assert "pcm" not in repr(CallerAudio(b"\0\0"))

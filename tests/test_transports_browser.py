@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 from ivr.audio.codecs import Encoding
 from ivr.transports.browser import BrowserClient, BrowserSerializer
 from ivr.transports.messages import (
-    Audio,
+    CallerAudio,
+    CallerHangup,
     CallStart,
     ClearAudio,
     Dtmf,
     EndCall,
-    Hangup,
     InboundMessage,
     Mark,
     OutboundMessage,
@@ -59,9 +59,9 @@ def test_session_round_trip(rate: int) -> None:
     assert got[0] == CallStart(
         CALL, CALL, "+15551230001", {"caller": "+15551230001"}, Encoding.PCM16, rate
     )
-    audio = [m for m in got if isinstance(m, Audio)]
+    audio = [m for m in got if isinstance(m, CallerAudio)]
     assert len(audio) == 5 and b"".join(a.pcm for a in audio) == pcm  # PCM: bit exact
-    assert got[-3:] == [Dtmf("5"), Mark("prompt-1"), Hangup("stop")]
+    assert got[-3:] == [Dtmf("5"), Mark("prompt-1"), CallerHangup("stop")]
     assert server.stopped
     assert client.parse_server(server.started()) == [] and client.call_id == CALL
 
@@ -100,14 +100,14 @@ def test_render_before_start() -> None:
 def test_audio_round_trip_property(pcm: bytes, rate: int) -> None:
     client, server = started(rate)
     got = [m for f in client.audio(pcm) for m in server.parse(f)]
-    assert b"".join(m.pcm for m in got if isinstance(m, Audio)) == pcm
+    assert b"".join(m.pcm for m in got if isinstance(m, CallerAudio)) == pcm
     back = [m for f in server.render(PlayAudio(pcm)) for m in client.parse_server(f)]
     assert b"".join(m.pcm for m in back if isinstance(m, PlayAudio)) == pcm
 
 
 def test_repeated_stop_is_one_hangup() -> None:
     client, server = started()
-    assert server.parse(client.stop()) == [Hangup("stop")]
+    assert server.parse(client.stop()) == [CallerHangup("stop")]
     assert server.parse(client.stop()) == []
 
 

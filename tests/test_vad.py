@@ -10,7 +10,7 @@ import audio_fixtures as af
 import pytest
 
 from ivr.audio.vad import Endpointer, EndpointerConfig
-from ivr.events import NoInput, SpeechEnded, SpeechStarted, VadEvent
+from ivr.events import NoSpeech, SpeechEnded, SpeechStarted, VadEvent
 
 CFG = EndpointerConfig()
 FRAME = CFG.frame_ms / 1000
@@ -75,7 +75,7 @@ def test_endpoints_at_16khz(workdir: Path) -> None:
     utt = af.noisy_utterance(workdir, "goodbye", noise_vol=0.02, rate=16000)
     events = run(Endpointer(16000), utt.audio().tobytes(), chunk=640)
     started, ended = of_type(events, SpeechStarted), of_type(events, SpeechEnded)
-    assert len(started) == 1 and len(ended) == 1 and not of_type(events, NoInput)
+    assert len(started) == 1 and len(ended) == 1 and not of_type(events, NoSpeech)
     assert abs(started[0].at - utt.onset) <= DECISION_WINDOW
     late = VAD_HANGOVER + DECISION_WINDOW
     assert utt.offset - DECISION_WINDOW <= ended[0].end <= utt.offset + late
@@ -103,7 +103,7 @@ def test_no_input_fires_once(workdir: Path, noise_vol: float) -> None:
     else:
         path = af.silence(workdir / "silence6.wav", 6.0)
     events = run(Endpointer(af.RATE), af.read_wav(path).tobytes())
-    assert events == [NoInput(at=near(CFG.no_input_ms / 1000, FRAME), since=0.0)]
+    assert events == [NoSpeech(at=near(CFG.no_input_ms / 1000, FRAME), since=0.0)]
 
 
 def test_no_input_waits_for_prompt_end(workdir: Path) -> None:
@@ -113,15 +113,15 @@ def test_no_input_waits_for_prompt_end(workdir: Path) -> None:
     assert run(ep, pcm[: 6 * 16000]) == []  # the timer does not run while a prompt plays
     ep.prompt_finished()
     events = run(ep, pcm[6 * 16000 :])
-    assert events == [NoInput(at=near(6.0 + CFG.no_input_ms / 1000, FRAME), since=6.0)]
+    assert events == [NoSpeech(at=near(6.0 + CFG.no_input_ms / 1000, FRAME), since=6.0)]
 
 
 def test_no_input_restarts_after_utterance(workdir: Path) -> None:
     utt = af.noisy_utterance(workdir, "goodbye", before=1.0, after=6.0)
     events = run(Endpointer(af.RATE), utt.audio().tobytes())
-    assert [type(e) for e in events] == [SpeechStarted, SpeechEnded, NoInput]
+    assert [type(e) for e in events] == [SpeechStarted, SpeechEnded, NoSpeech]
     ended, no_input = events[1], events[2]
-    assert isinstance(ended, SpeechEnded) and isinstance(no_input, NoInput)
+    assert isinstance(ended, SpeechEnded) and isinstance(no_input, NoSpeech)
     # The timer restarts at the frame where the end was detected: end + end_silence.
     assert no_input.since == pytest.approx(ended.end + CFG.end_silence_ms / 1000)
     assert no_input.at == pytest.approx(no_input.since + CFG.no_input_ms / 1000, abs=FRAME)
@@ -204,7 +204,7 @@ def test_max_utterance_truncates(workdir: Path) -> None:
     assert len(cut.audio) / 2 / af.RATE == pytest.approx(cfg.preroll_ms / 1000 + 3.0, abs=FRAME)
     # The talker keeps going: a new utterance starts right after the cut.
     assert of_type(events, SpeechStarted)[1].at >= cut.end
-    assert isinstance(events[-1], SpeechEnded) and not of_type(events, NoInput)
+    assert isinstance(events[-1], SpeechEnded) and not of_type(events, NoSpeech)
 
     # With the default 15 s limit the same talk is one untruncated utterance.
     (whole,) = of_type(run(Endpointer(af.RATE), pcm), SpeechEnded)
@@ -222,7 +222,7 @@ def test_chunking_does_not_change_events(workdir: Path, chunk: int) -> None:
     second = af.noisy_utterance(workdir, "digits/5", before=1.0, after=7.0)
     pcm = first.audio().tobytes() + second.audio().tobytes()
     whole = run(Endpointer(af.RATE), pcm, chunk=320)
-    assert [type(e) for e in whole] == [SpeechStarted, SpeechEnded] * 2 + [NoInput]
+    assert [type(e) for e in whole] == [SpeechStarted, SpeechEnded] * 2 + [NoSpeech]
     assert run(Endpointer(af.RATE), pcm, chunk=chunk) == whole
 
 

@@ -11,7 +11,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from audio_fixtures import concat, recording
 
-from ivr.asr.grammar import from_phrases
 from ivr.asr.pocketsphinx_engine import PocketsphinxEngine
 from ivr.audio.pcm import read_wav
 from ivr.dialog.when import (
@@ -24,6 +23,7 @@ from ivr.dialog.when import (
     resolve,
     resolve_keys,
 )
+from ivr.grammar import from_phrases
 
 SH = ZoneInfo("Asia/Shanghai")
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -30,7 +30,6 @@ from speech import espeak, flite
 from ivr.asr import engines
 from ivr.asr.base import RecognitionResult
 from ivr.asr.engines import load_engine
-from ivr.asr.grammar import Grammar, GrammarError, load_grammar
 from ivr.asr.models import (
     WHISPER_BASE_URL_ENV,
     ModelError,
@@ -50,6 +49,7 @@ from ivr.asr.whisper_engine import (
     vocabulary,
 )
 from ivr.audio.pcm import Audio, read_wav, write_wav
+from ivr.grammar import Grammar, GrammarError, load_grammar
 from ivr.nlu.numbers import spoken_digits
 from ivr.tuning.check import check_file
 

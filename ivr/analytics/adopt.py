@@ -16,8 +16,8 @@ from typing import Any, cast
 
 import yaml
 
-from ivr.asr.grammar import normalize
 from ivr.dialog.schema import FlowSpec, MenuNode
+from ivr.grammar import normalize
 from ivr.yamlio import compose_yaml, load_yaml
 
 Loc = tuple[str, ...]

@@ -23,8 +23,8 @@ from zoneinfo import ZoneInfo
 
 from ivr.analytics.facts import FlowFacts
 from ivr.analytics.window import Bucket, Window, bucket_start, chart
-from ivr.asr.grammar import normalize
 from ivr.callbacks import iso
+from ivr.grammar import normalize
 from ivr.store.analytics import HANDOFF_PREFIX
 from ivr.store.base import Escalation, IntentUse, Store, Turn
 

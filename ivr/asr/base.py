@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ivr.asr.grammar import Grammar
+from ivr.grammar import Grammar
 
 
 @dataclass(frozen=True)

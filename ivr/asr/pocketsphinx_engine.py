@@ -31,8 +31,8 @@ import pocketsphinx
 from pocketsphinx import Decoder
 
 from ivr.asr.base import Alternative, BufferedRecognizer, RecognitionResult, Recognizer
-from ivr.asr.grammar import Grammar, GrammarError
 from ivr.audio.pcm import resample
+from ivr.grammar import Grammar, GrammarError
 from ivr.workers import die_with_parent
 
 log = logging.getLogger(__name__)

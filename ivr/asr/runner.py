@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from ivr.asr.base import Engine, RecognitionResult
-from ivr.asr.grammar import Grammar, normalize
+from ivr.grammar import Grammar, normalize
 
 T = TypeVar("T")
 

@@ -17,8 +17,8 @@ from typing import Any
 from vosk import KaldiRecognizer, Model, SetLogLevel
 
 from ivr.asr.base import Alternative, RecognitionResult, Recognizer
-from ivr.asr.grammar import Grammar, GrammarError, normalize
 from ivr.asr.models import check_vosk_model_dir
+from ivr.grammar import Grammar, GrammarError, normalize
 
 UNK = "[unk]"
 

@@ -98,9 +98,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ivr.asr.base import Alternative, BufferedRecognizer, RecognitionResult, Recognizer
-from ivr.asr.grammar import Grammar, GrammarError
 from ivr.asr.models import ModelError, check_whisper_model_dir
 from ivr.audio.pcm import resample
+from ivr.grammar import Grammar, GrammarError
 from ivr.nlu.numbers import reader_words
 from ivr.workers import die_with_parent
 

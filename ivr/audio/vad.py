@@ -1,6 +1,6 @@
 """Streaming speech endpointer on top of the WebRTC VAD.
 
-Raw 16-bit PCM goes in, in chunks of any size; `SpeechStarted`, `SpeechEnded` and `NoInput`
+Raw 16-bit PCM goes in, in chunks of any size; `SpeechStarted`, `SpeechEnded` and `NoSpeech`
 events come out (see `ivr.events`). The WebRTC VAD classifies each frame; this module turns the
 noisy per-frame decisions into utterances:
 
@@ -30,7 +30,7 @@ from itertools import islice
 import webrtcvad
 
 from ivr.audio.pcm import VALID_FRAME_MS, FrameSplitter
-from ivr.events import NoInput, SpeechEnded, SpeechStarted, VadEvent
+from ivr.events import NoSpeech, SpeechEnded, SpeechStarted, VadEvent
 
 VALID_RATES = (8000, 16000)
 
@@ -217,7 +217,7 @@ class Endpointer:
                     events.append(self._start(i, hist & self._win_mask))
                 elif self._timer_on and (i + 1) * spf - self._since >= self._no_input_samples:
                     self._timer_on = False  # once per listening period
-                    events.append(NoInput(at=(i + 1) * spf / rate, since=self._since / rate))
+                    events.append(NoSpeech(at=(i + 1) * spf / rate, since=self._since / rate))
             i += 1
             self._frame = i
         return events

@@ -39,11 +39,11 @@ from ivr.dialog.store import FlowStore
 from ivr.dialog.types import (
     Action,
     BookCallback,
+    Disconnect,
     DtmfEntered,
     Fetch,
     FetchDone,
     Handoff,
-    Hangup,
     Listen,
     NoInput,
     Recognized,
@@ -53,14 +53,14 @@ from ivr.dialog.types import (
     Turn,
 )
 from ivr.dialog.when import BusinessHours
-from ivr.events import NoInput as VadNoInput
-from ivr.events import SpeechEnded, SpeechStarted
+from ivr.events import NoSpeech, SpeechEnded, SpeechStarted
 from ivr.fulfillment import Fulfillment
 from ivr.metrics import Metrics
 from ivr.nlu.classifier import prepare as prepare_meaning
 from ivr.store import Store
 from ivr.transports.messages import (
-    Audio,
+    CallerAudio,
+    CallerHangup,
     CallStart,
     Dtmf,
     EndCall,
@@ -71,7 +71,6 @@ from ivr.transports.messages import (
     SetMark,
     TransportError,
 )
-from ivr.transports.messages import Hangup as LegHangup
 from ivr.tts import PromptRenderer
 
 log = logging.getLogger(__name__)
@@ -155,7 +154,7 @@ class CallSession:
         self._listen: Listen | None = None
         self._digits = ""
         self._dtmf_timer: asyncio.TimerHandle | None = None
-        self._ending: str | None = None  # set by Hangup/Handoff: end once playback drains
+        self._ending: str | None = None  # set by Disconnect/Handoff: end once playback drains
         self._utterance = 0  # ignore recognition results of utterances overtaken by events
         self._speech_end_at: float | None = None
         self._admitted = False
@@ -487,7 +486,7 @@ class CallSession:
             self.end_reason = end_reason(str(item.value))
 
     async def _inbound(self, msg: InboundMessage) -> None:
-        if isinstance(msg, Audio):
+        if isinstance(msg, CallerAudio):
             if (lag := self._lag.heard(len(msg.pcm))) is not None:
                 self.s.metrics.inbound_lag_sample(lag)
             if self.recording is not None:
@@ -496,7 +495,7 @@ class CallSession:
                 await self._vad(event)
         elif isinstance(msg, Dtmf):
             await self._dtmf(msg.digit)
-        elif isinstance(msg, LegHangup):
+        elif isinstance(msg, CallerHangup):
             self.end_reason = "caller_hangup"
         elif isinstance(msg, TransportError):
             self.end_reason = end_reason(f"transport error: {msg.message}")
@@ -505,7 +504,7 @@ class CallSession:
         elif isinstance(msg, Mark):
             pass  # playback position is tracked by the player itself
 
-    async def _vad(self, event: SpeechStarted | SpeechEnded | VadNoInput) -> None:
+    async def _vad(self, event: SpeechStarted | SpeechEnded | NoSpeech) -> None:
         if self._listen is None:
             return
         if isinstance(event, SpeechStarted):
@@ -608,9 +607,9 @@ class CallSession:
                 self._spawn(self._fetch(action), "fetch")
             elif isinstance(action, BookCallback):
                 self._spawn(self._book(action), "book")
-            elif isinstance(action, Handoff | Hangup):
+            elif isinstance(action, Handoff | Disconnect):
                 reason = (
-                    action.reason if isinstance(action, Hangup) else f"handoff: {action.reason}"
+                    action.reason if isinstance(action, Disconnect) else f"handoff: {action.reason}"
                 )
                 self._listen = None
                 if self.player.playing:

@@ -1,8 +1,8 @@
 """The dialog engine: a pure function of (state, event) → actions. No I/O, no asyncio.
 
-The call pipeline executes the actions (Say, Listen, Fetch, Handoff, Hangup; Turn is for the
+The call pipeline executes the actions (Say, Listen, Fetch, Handoff, Disconnect; Turn is for the
 transcript) and feeds what happens back as events (Recognized, DtmfEntered, NoInput,
-FetchDone). Matching uses the flow's compiled grammars (`ivr.asr.grammar`).
+FetchDone). Matching uses the flow's compiled grammars (`ivr.grammar`).
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ from ivr.dialog.state import DialogState, Interp, Pending
 from ivr.dialog.types import (
     Action,
     BookCallback,
+    Disconnect,
     DtmfEntered,
     Event,
     Fetch,
     FetchDone,
     Handoff,
-    Hangup,
     Listen,
     NoInput,
     Recognized,
@@ -183,11 +183,11 @@ class DialogEngine:
                 out.actions.append(Fetch(f.source, f.item, f.url, params, f.timeout_ms))
                 state.waiting = "fetch"
                 return
-            end = Handoff if isinstance(node, HandoffNode) else Hangup
+            end = Handoff if isinstance(node, HandoffNode) else Disconnect
             reason = reason or node.reason
             break
         else:
-            end, reason = Hangup, "flow_loop"
+            end, reason = Disconnect, "flow_loop"
         state.waiting, state.end_reason = "ended", reason
         out.actions.append(end(reason))
 

@@ -16,11 +16,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from ivr.asr.grammar import Grammar, GrammarError, load_grammar
 from ivr.dialog.checks import FlowProblem, Loc, flow_problems
 from ivr.dialog.schema import NODE_KINDS, FlowSpec, MenuNode, Node, QuestionNode
 from ivr.dialog.values import DATE_PHRASES, RATING_PHRASES, TIME_PHRASES
 from ivr.dialog.when import phrases as when_phrases
+from ivr.grammar import Grammar, GrammarError, load_grammar
 
 # The bounded YAML reader (now ivr.yamlio, for the ASR layer too) is still importable here.
 from ivr.yamlio import MAX_YAML_CHARS as MAX_YAML_CHARS

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date, datetime
 
-from ivr.asr.grammar import Grammar, GrammarError, Match, normalize
 from ivr.dialog.flow import Flow
 from ivr.dialog.schema import MenuNode, QuestionNode
 from ivr.dialog.state import DialogState, Interp
 from ivr.dialog.values import YESNO_DTMF, keyed_value, question_value, readback
 from ivr.dialog.when import BusinessHours, Slot, resolve, resolve_keys
+from ivr.grammar import Grammar, GrammarError, Match, normalize
 
 TEXT_MIN_CONFIDENCE = 0.35  # free-text answers below this recognizer confidence are no-match
 FIRST = ["the first", "the first one", "first", "first one"]

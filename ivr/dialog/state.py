@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ivr.asr.grammar import Grammar
 from ivr.dialog.types import Say
+from ivr.grammar import Grammar
 
 InterpKind = Literal["choice", "global", "faq", "value", "ambiguous", "reject"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ivr.asr.grammar import Grammar
+from ivr.grammar import Grammar
 
 # --- input events ---------------------------------------------------------------------------
 
@@ -109,7 +109,7 @@ class Handoff:
 
 
 @dataclass(frozen=True)
-class Hangup:
+class Disconnect:
     """End the call after any queued prompts have played."""
 
     reason: str
@@ -136,4 +136,4 @@ class Turn:
     confidence: float | None = None
 
 
-Action = Say | Listen | Fetch | BookCallback | Handoff | Hangup | Survey | Turn
+Action = Say | Listen | Fetch | BookCallback | Handoff | Disconnect | Survey | Turn

@@ -14,12 +14,12 @@ from ivr.transports.audiosocket import (
 )
 from ivr.transports.audiosocket import render as render_audiosocket
 from ivr.transports.messages import (
-    Audio,
+    CallerAudio,
+    CallerHangup,
     CallStart,
     ClearAudio,
     Dtmf,
     EndCall,
-    Hangup,
     InboundMessage,
     Mark,
     OutboundMessage,
@@ -31,13 +31,13 @@ from ivr.transports.messages import (
 from ivr.transports.twilio import TwilioClient, TwilioSerializer
 
 __all__ = [
-    "Audio",
     "AudioSocketParser",
     "CallStart",
+    "CallerAudio",
+    "CallerHangup",
     "ClearAudio",
     "Dtmf",
     "EndCall",
-    "Hangup",
     "InboundMessage",
     "Mark",
     "OutboundMessage",

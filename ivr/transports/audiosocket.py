@@ -23,12 +23,12 @@ from ivr.audio.pcm import frame_bytes
 from ivr.transports.messages import (
     DTMF_DIGITS,
     FRAME_MS,
-    Audio,
+    CallerAudio,
+    CallerHangup,
     CallStart,
     ClearAudio,
     Dtmf,
     EndCall,
-    Hangup,
     InboundMessage,
     OutboundMessage,
     PlayAudio,
@@ -150,14 +150,14 @@ class AudioSocketParser:
         if self.hung_up:
             return []
         self.hung_up = True
-        return [Hangup("closed")]
+        return [CallerHangup("closed")]
 
     def _frame(self, kind: int, payload: bytes) -> list[InboundMessage]:
         if self.hung_up:
             raise ProtocolError(f"AudioSocket frame kind 0x{kind:02x} after hangup")
         if kind == KIND_HANGUP:
             self.hung_up = True
-            return [Hangup("hangup")]
+            return [CallerHangup("hangup")]
         if kind == KIND_ERROR:
             return [TransportError(describe_error(payload))]
         if kind == KIND_UUID:
@@ -170,7 +170,7 @@ class AudioSocketParser:
         if kind == KIND_AUDIO:
             if len(payload) % 2:
                 raise ProtocolError(f"audio frame has odd length {len(payload)}")
-            return [Audio(payload)] if payload else []
+            return [CallerAudio(payload)] if payload else []
         digit = payload.decode("latin-1").upper()
         if len(payload) != 1 or digit not in DTMF_DIGITS:
             raise ProtocolError(f"DTMF payload {payload!r} is not one of 0-9 * # A-D")

@@ -32,12 +32,12 @@ from ivr.transports.limits import load_json
 from ivr.transports.messages import (
     DTMF_DIGITS,
     FRAME_MS,
-    Audio,
+    CallerAudio,
+    CallerHangup,
     CallStart,
     ClearAudio,
     Dtmf,
     EndCall,
-    Hangup,
     InboundMessage,
     Mark,
     OutboundMessage,
@@ -110,7 +110,7 @@ class BrowserSerializer:
             if self.stopped:
                 return []  # a repeated stop is not a second hangup
             self.stopped = True
-            return [Hangup("stop")]
+            return [CallerHangup("stop")]
         if self.stopped:
             raise ProtocolError(f"'{kind}' message after 'stop'")
         if kind == "start":
@@ -132,7 +132,7 @@ class BrowserSerializer:
         if self.rate is None:
             raise ProtocolError("audio before 'start'")
         _check_audio(data, self.rate)
-        return [Audio(data)] if data else []
+        return [CallerAudio(data)] if data else []
 
     def _start(self, msg: Json) -> CallStart:
         if self.rate is not None:

@@ -30,7 +30,7 @@ def _check_pcm(kind: str, pcm: bytes) -> None:
 
 @dataclass(frozen=True)
 class CallStart:
-    """The leg is up. `encoding` is the wire codec (already decoded in `Audio`).
+    """The leg is up. `encoding` is the wire codec (already decoded in `CallerAudio`).
 
     `ptime_ms` is how much outbound audio goes in one `PlayAudio` (as SDP's a=ptime): a far
     end with its own playout buffer (Twilio) takes 100 ms a message, five times fewer
@@ -48,13 +48,13 @@ class CallStart:
 
 
 @dataclass(frozen=True)
-class Audio:
+class CallerAudio:
     """Caller audio: 16-bit linear PCM at the leg's rate."""
 
     pcm: bytes = field(repr=False)
 
     def __post_init__(self) -> None:
-        _check_pcm("Audio", self.pcm)
+        _check_pcm("CallerAudio", self.pcm)
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class Mark:
 
 
 @dataclass(frozen=True)
-class Hangup:
+class CallerHangup:
     """The far end ended the leg."""
 
     reason: str
@@ -85,7 +85,7 @@ class TransportError:
     message: str
 
 
-InboundMessage = CallStart | Audio | Dtmf | Mark | Hangup | TransportError
+InboundMessage = CallStart | CallerAudio | Dtmf | Mark | CallerHangup | TransportError
 
 
 # --- outbound: to the far end ------------------------------------------------------------

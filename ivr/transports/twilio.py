@@ -23,12 +23,12 @@ from ivr.transports.limits import load_json
 from ivr.transports.messages import (
     DTMF_DIGITS,
     FRAME_MS,
-    Audio,
+    CallerAudio,
+    CallerHangup,
     CallStart,
     ClearAudio,
     Dtmf,
     EndCall,
-    Hangup,
     InboundMessage,
     Mark,
     OutboundMessage,
@@ -129,7 +129,7 @@ class TwilioSerializer:
             if self.stopped:
                 return []
             self.stopped = True
-            return [Hangup("stop")]
+            return [CallerHangup("stop")]
         if self.stopped:
             raise ProtocolError(f"'{event}' message after 'stop'")
         if event == "start":
@@ -143,7 +143,7 @@ class TwilioSerializer:
             pcm = _payload(msg, self.encoding)
             if msg["media"].get("track") == "outbound":
                 return []
-            return [Audio(pcm)] if pcm else []
+            return [CallerAudio(pcm)] if pcm else []
         if event == "dtmf":
             digit = _get(msg, "dtmf.digit", str).upper()
             if digit not in DTMF_DIGITS:

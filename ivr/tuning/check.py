@@ -17,10 +17,10 @@ from typing import Literal
 from pydantic import ValidationError
 
 from ivr.asr.base import Engine
-from ivr.asr.grammar import Grammar, GrammarError, normalize, parse_grammar
 from ivr.dialog.checks import Loc
 from ivr.dialog.flow import Flow, FlowError, flow_grammar_dir, parse_flow, version_of
 from ivr.dialog.schema import FlowSpec, MenuNode
+from ivr.grammar import Grammar, GrammarError, normalize, parse_grammar
 from ivr.tuning.problems import BadDocument, Document, Problem
 
 Kind = Literal["flow", "grammar"]

@@ -21,7 +21,6 @@ import numpy as np
 import soundfile as sf
 
 from ivr.asr.base import RecognitionResult
-from ivr.asr.grammar import Grammar, Match, parse_grammar
 from ivr.asr.runner import AsrRunner
 from ivr.audio.codecs import ulaw_decode, ulaw_encode
 from ivr.audio.pcm import Audio
@@ -31,6 +30,7 @@ from ivr.dialog.flow import Flow, FlowError, flow_grammar_dir, parse_flow
 from ivr.dialog.schema import AnswerNode, BranchNode, Defaults, MenuNode, QuestionNode
 from ivr.dialog.state import DialogState
 from ivr.events import SpeechEnded
+from ivr.grammar import Grammar, Match, parse_grammar
 from ivr.tuning.problems import BadDocument, Document
 
 MAX_AUDIO_SECONDS = 30.0  # one answer to a prompt; longer is not an utterance
