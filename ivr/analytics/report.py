@@ -26,7 +26,7 @@ from ivr.analytics.window import Bucket, Window, bucket_start, chart
 from ivr.callbacks import iso
 from ivr.grammar import normalize
 from ivr.store.analytics import HANDOFF_PREFIX
-from ivr.store.base import Escalation, IntentUse, Store, Turn
+from ivr.store.base import Escalation, IntentUse, Store, TurnRecord
 
 CONFIDENCE_BUCKETS = 10
 RISING_MIN_COUNT = 5  # an intent asked for by fewer calls is noise, however fast it grew
@@ -56,7 +56,7 @@ async def summary(store: Store, window: Window, facts: FlowFacts, tz: ZoneInfo) 
     totals = await store.call_totals(window.since, window.until)
     escalated = await store.escalated_calls(window.since, window.until, facts.agent_nodes)
     unexplained = [e.call_id for e in escalated if not _known_reason(e)]
-    turns: dict[str, list[Turn]] = defaultdict(list)
+    turns: dict[str, list[TurnRecord]] = defaultdict(list)
     for t in await store.turns_of(unexplained):
         turns[t.call_id].append(t)
     reasons = Counter(escalation_reason(e, turns[e.call_id], facts) for e in escalated)
@@ -89,12 +89,12 @@ def _known_reason(e: Escalation) -> bool:
     return bool(e.callback_reason) or (e.end_reason or "").startswith(HANDOFF_PREFIX)
 
 
-def escalation_reason(e: Escalation, turns: Sequence[Turn], facts: FlowFacts) -> str:
+def escalation_reason(e: Escalation, turns: Sequence[TurnRecord], facts: FlowFacts) -> str:
     if e.callback_reason:
         return e.callback_reason
     if e.end_reason and e.end_reason.startswith(HANDOFF_PREFIX):
         return e.end_reason.removeprefix(HANDOFF_PREFIX)
-    last_input: Turn | None = None
+    last_input: TurnRecord | None = None
     for t in turns:
         if t.node in facts.agent_nodes:
             break
@@ -220,7 +220,7 @@ async def unrecognized(
     """Per node, the most frequent utterances nothing matched (at most `limit` groups), each
     with its count and the newest few examples with their recordings."""
     rows = await store.unrecognized_turns(window.since, window.until, node, UNRECOGNIZED_ROWS)
-    groups: dict[str | None, dict[str, list[Turn]]] = defaultdict(lambda: defaultdict(list))
+    groups: dict[str | None, dict[str, list[TurnRecord]]] = defaultdict(lambda: defaultdict(list))
     for t in rows:  # newest first: so are each group's examples
         groups[t.node][utterance_key(t.text)].append(t)
     out = []
@@ -245,11 +245,11 @@ async def unrecognized(
     return _window(window, tz) | {"truncated": len(rows) >= UNRECOGNIZED_ROWS, "nodes": out}
 
 
-def _total(by_text: dict[str, list[Turn]]) -> int:
+def _total(by_text: dict[str, list[TurnRecord]]) -> int:
     return sum(len(turns) for turns in by_text.values())
 
 
-def _example(t: Turn, tz: ZoneInfo) -> dict[str, Any]:
+def _example(t: TurnRecord, tz: ZoneInfo) -> dict[str, Any]:
     return {
         "call_id": t.call_id,
         "seq": t.seq,

@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from ivr.config import Settings
-from ivr.store import Attempt, Call, Callback, Store, Turn
+from ivr.store import Attempt, Call, Callback, Store, TurnRecord
 from ivr.transports.callerid import caller_number
 
 RETRY_OUTCOMES = frozenset({"no_answer", "busy", "voicemail", "failed"})
@@ -113,7 +113,9 @@ def callback_json(
     return out
 
 
-def call_json(call: Call, tz: ZoneInfo, turns: Iterable[Turn] | None = None) -> dict[str, Any]:
+def call_json(
+    call: Call, tz: ZoneInfo, turns: Iterable[TurnRecord] | None = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": call.id,
         "provider_call_id": call.provider_call_id,

@@ -26,8 +26,8 @@ from ivr.store.base import (
     Store,
     StoreError,
     StoreUnavailable,
-    Turn,
     TurnKind,
+    TurnRecord,
 )
 from ivr.store.migrations import MIGRATIONS
 
@@ -47,8 +47,8 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUnavailable",
-    "Turn",
     "TurnKind",
+    "TurnRecord",
     "open_store",
     "sqlite_path",
 ]

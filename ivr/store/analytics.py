@@ -21,7 +21,7 @@ from ivr.store.base import (
     Escalation,
     IntentUse,
     NodeCount,
-    Turn,
+    TurnRecord,
 )
 from ivr.store.migrations import TYPES, Dialect
 from ivr.store.rows import Conn, Row, ts, turn_of, utc
@@ -129,9 +129,9 @@ class AnalyticsQueries(ABC):
                 out[r["id"]] = Escalation(r["id"], r["end_reason"], r["callback_reason"])
         return list(out.values())
 
-    async def turns_of(self, call_ids: Collection[str]) -> list[Turn]:
+    async def turns_of(self, call_ids: Collection[str]) -> list[TurnRecord]:
         ids = sorted(set(call_ids))
-        out: list[Turn] = []
+        out: list[TurnRecord] = []
         for i in range(0, len(ids), _CHUNK):
             chunk = ids[i : i + _CHUNK]
             marks = ", ".join(f"${n}" for n in range(1, len(chunk) + 1))
@@ -154,7 +154,7 @@ class AnalyticsQueries(ABC):
 
     async def unrecognized_turns(
         self, since: datetime, until: datetime, node: str | None = None, limit: int = 10000
-    ) -> list[Turn]:
+    ) -> list[TurnRecord]:
         if limit < 1:
             raise ValueError(f"limit {limit} is not positive")
         args: list[Any] = [utc(since), utc(until)]

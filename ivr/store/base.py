@@ -99,7 +99,7 @@ class Node:
 
 
 @dataclass(frozen=True, slots=True)
-class Turn:
+class TurnRecord:
     call_id: str
     seq: int
     at: datetime
@@ -275,7 +275,7 @@ class Store(Protocol):
         confidence: float | None = None,
         at: datetime | None = None,
         audio: str | None = None,
-    ) -> Turn:
+    ) -> TurnRecord:
         """Append a turn; `seq` is the call's next number from 1. NotFound for no such call."""
         ...
 
@@ -292,9 +292,9 @@ class Store(Protocol):
         the next page's cursor (None on the last). ValueError for a bad cursor or limit."""
         ...
 
-    async def list_turns(self, call_id: str) -> list[Turn]: ...
+    async def list_turns(self, call_id: str) -> list[TurnRecord]: ...
 
-    async def set_turn_audio(self, call_id: str, seq: int, audio: str | None) -> Turn:
+    async def set_turn_audio(self, call_id: str, seq: int, audio: str | None) -> TurnRecord:
         """Reference (or with None forget) the recording of a turn. NotFound for no such turn."""
         ...
 
@@ -323,7 +323,7 @@ class Store(Protocol):
         `handoff: …`, or it had a turn at one of `agent_nodes` (the flow's agent path)."""
         ...
 
-    async def turns_of(self, call_ids: Collection[str]) -> list[Turn]:
+    async def turns_of(self, call_ids: Collection[str]) -> list[TurnRecord]:
         """The turns of these calls, by call and seq."""
         ...
 
@@ -333,7 +333,7 @@ class Store(Protocol):
 
     async def unrecognized_turns(
         self, since: datetime, until: datetime, node: str | None = None, limit: int = 10000
-    ) -> list[Turn]:
+    ) -> list[TurnRecord]:
         """Speech nothing matched: recognized turns without an intent that the dialog answered
         with a no-match (the next turn), newest first, at most `limit`."""
         ...

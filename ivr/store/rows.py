@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
-from ivr.store.base import Call, Turn
+from ivr.store.base import Call, TurnRecord
 
 Row = dict[str, Any]
 
@@ -59,8 +59,8 @@ def call_of(r: Row) -> Call:
     )
 
 
-def turn_of(r: Row) -> Turn:
-    return Turn(
+def turn_of(r: Row) -> TurnRecord:
+    return TurnRecord(
         call_id=r["call_id"],
         seq=int(r["seq"]),
         at=ts(r["at"]),

@@ -36,8 +36,8 @@ from ivr.store.base import (
     NotFound,
     Store,
     StoreUnavailable,
-    Turn,
     TurnKind,
+    TurnRecord,
 )
 from ivr.store.health import StoreHealth
 from ivr.store.migrations import MIGRATIONS, SCHEMA_MIGRATIONS, TYPES, Dialect
@@ -403,7 +403,7 @@ class SqlStore(AnalyticsQueries, ABC):
         confidence: float | None = None,
         at: datetime | None = None,
         audio: str | None = None,
-    ) -> Turn:
+    ) -> TurnRecord:
         if kind not in TURN_KINDS:
             raise ValueError(f"turn kind {kind!r} is not one of {TURN_KINDS}")
         async with self._unit() as c:
@@ -429,7 +429,7 @@ class SqlStore(AnalyticsQueries, ABC):
             )
         return turn_of(rows[0])
 
-    async def set_turn_audio(self, call_id: str, seq: int, audio: str | None) -> Turn:
+    async def set_turn_audio(self, call_id: str, seq: int, audio: str | None) -> TurnRecord:
         async with self._unit() as c:
             rows = await c.fetch(
                 "UPDATE turns SET audio = $3 WHERE call_id = $1 AND seq = $2 RETURNING *",
@@ -478,7 +478,7 @@ class SqlStore(AnalyticsQueries, ABC):
         items = [call_of(r) for r in rows]
         return items, encode_cursor(items[-1].started_at, items[-1].id) if more else None
 
-    async def list_turns(self, call_id: str) -> list[Turn]:
+    async def list_turns(self, call_id: str) -> list[TurnRecord]:
         rows = await self._select("SELECT * FROM turns WHERE call_id = $1 ORDER BY seq", call_id)
         return [turn_of(r) for r in rows]
 
