@@ -21,13 +21,11 @@ from ivr.dialog.schema import (
     QuestionNode,
 )
 from ivr.dialog.values import RATING_PHRASES, YESNO_DTMF, placeholders
+from ivr.dialog.variables import ENGINE_VARIABLES
 
-BUILTIN_VARIABLES = frozenset(
-    # set by the engine: at start, on the way to a callback, and by a booked callback
-    {"caller", "caller_spoken", "account", "open_now", "business_hours", "handoff_reason",
-     "callback_reason", "callback_id"}
-)  # fmt: skip
-
+LOOKUP_ACCOUNT = "account"
+"""What an account lookup answers with besides its item (the demo's do), whatever the fetch's
+`values`: prompts may use it as they use the engine's own variables."""
 
 Loc = tuple[str | int, ...]
 """A place in a flow document: keys and list positions, e.g. ("nodes", "menu", "prompt")."""
@@ -193,7 +191,7 @@ def _dtmf_clash(
 
 
 def _known_variables(spec: FlowSpec) -> set[str]:
-    known = set(BUILTIN_VARIABLES) | set(spec.variables)
+    known = set(ENGINE_VARIABLES) | {LOOKUP_ACCOUNT} | set(spec.variables)
     for node in spec.nodes.values():
         if isinstance(node, QuestionNode):
             known.add(node.var)

@@ -47,18 +47,12 @@ from ivr.dialog.types import (
     Turn,
 )
 from ivr.dialog.values import PHONE_DIGITS, render, spell
+from ivr.dialog.variables import is_internal, is_reserved
 from ivr.dialog.when import BusinessHours
 
 ALWAYS_OPEN = BusinessHours.parse("24/7", "UTC")
 
 MAX_HOPS = 32  # answer → answer → ... chain length before the call is ended as a flow bug
-ENGINE_VARIABLES = frozenset(
-    {"caller_spoken", "open_now", "business_hours", "handoff_reason", "callback_reason"}
-)
-"""Variables the engine sets for prompts and branches: not sent with fetches."""
-RESERVED_VARIABLES = ENGINE_VARIABLES | {"caller", "callback_id"}
-"""Only the engine sets these (from the validated caller ID, the clock, the booking), and
-every ``*_spoken`` (its read-backs): never call parameters or fetch results."""
 
 
 @dataclass
@@ -123,7 +117,7 @@ class DialogEngine:
         return self._finish(state, out)
 
     def _param_ok(self, name: str) -> bool:
-        return not _reserved(name) and name not in self.not_params
+        return not is_reserved(name) and name not in self.not_params
 
     def _fetched(self, state: DialogState, fetch: FetchSpec, values: dict[str, str]
                  ) -> dict[str, str]:  # fmt: skip
@@ -135,7 +129,7 @@ class DialogEngine:
         return {
             k: str(x)
             for k, x in values.items()
-            if not _reserved(k)
+            if not is_reserved(k)
             and (k in own or (k not in self.booked_from and not (k in self.assigned and v.get(k))))
         }
 
@@ -176,7 +170,7 @@ class DialogEngine:
                     continue
                 f, v = node.fetch, state.variables
                 params = (
-                    {k: x for k, x in v.items() if not _internal(k)}
+                    {k: x for k, x in v.items() if not is_internal(k)}
                     if f.params is None
                     else {k: v[k] for k in f.params if k in v}
                 )
@@ -412,14 +406,6 @@ class DialogEngine:
                 self._goto(state, node.fetch.on_error, out, reason="fulfillment_failed")
                 return
         self._goto(state, node.next, out)
-
-
-def _internal(name: str) -> bool:
-    return name in ENGINE_VARIABLES or name.endswith("_spoken")
-
-
-def _reserved(name: str) -> bool:
-    return name in RESERVED_VARIABLES or name.endswith("_spoken")
 
 
 def booking_variables(spec: FlowSpec) -> frozenset[str]:

@@ -1,0 +1,36 @@
+"""The call variables the dialog engine sets itself: the one list of their names.
+
+The engine keeps them from call parameters and fetch results, the flow checks let prompts use
+them, and whoever stores a call's variables can tell the engine's working values from the
+caller's data with `is_internal`.
+"""
+
+from __future__ import annotations
+
+ENGINE_VARIABLES = frozenset(
+    {
+        "caller",  # the validated caller ID, at the start
+        "caller_spoken",  # its read-back
+        "open_now",  # "yes" / "no": agents are in (business hours), at the start
+        "business_hours",  # the hours, as said
+        "handoff_reason",  # on the way to an agent (a choice's or global's reason, no_match_max)
+        "callback_reason",  # the reason a callback is booked with
+        "callback_id",  # the booked callback's id
+    }
+)
+"""Only the engine sets these, and every ``*_spoken`` (its read-backs): never call parameters
+or fetch results."""
+
+INTERNAL_VARIABLES = ENGINE_VARIABLES - {"caller", "callback_id"}
+"""Of those, what the engine sets for its own prompts and branches rather than the caller's
+data: not sent with fetches."""
+
+
+def is_reserved(name: str) -> bool:
+    """Whether only the engine may set `name` (`ENGINE_VARIABLES`, or a read-back)."""
+    return name in ENGINE_VARIABLES or name.endswith("_spoken")
+
+
+def is_internal(name: str) -> bool:
+    """Whether `name` is the engine's working value (`INTERNAL_VARIABLES`, or a read-back)."""
+    return name in INTERNAL_VARIABLES or name.endswith("_spoken")
