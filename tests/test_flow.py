@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ivr.dialog import FlowError, FlowRegistry, FlowStore, load_flow
+from ivr.dialog import FlowError, FlowStore, load_flow
 from ivr.dialog.schema import AnswerNode, MenuNode, QuestionNode
 
 GRAMMARS = Path(__file__).resolve().parent.parent / "grammars"
@@ -206,11 +206,3 @@ def test_first_load_must_succeed(tmp_path: Path) -> None:
     with pytest.raises(FlowError, match="cannot read"):
         FlowStore(tmp_path / "missing.yaml", GRAMMARS)
 
-
-def test_registry_finds_flows_and_skips_grammars(tmp_path: Path) -> None:
-    registry, errors = FlowRegistry.from_dir(GRAMMARS)
-    assert errors == [] and list(registry.stores) == ["hotline"]
-    assert registry.get("hotline").name == "hotline"
-    with pytest.raises(KeyError, match="known: hotline"):
-        registry.get("other")
-    assert registry.reload() == {}

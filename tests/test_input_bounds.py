@@ -30,7 +30,6 @@ from ivr.api.flows import FlowUpload
 from ivr.api.live import PROTOCOL
 from ivr.config import ConfigError, load_settings
 from ivr.dial import Caller, Turn
-from ivr.dialog import FlowRegistry
 from ivr.dialog.flow import (
     MAX_YAML_CHARS,
     MAX_YAML_DEPTH,
@@ -38,6 +37,7 @@ from ivr.dialog.flow import (
     FlowError,
     YamlLimitError,
     flow_from_bytes,
+    load_flow,
     load_yaml,
 )
 from ivr.grammar import GrammarError, load_grammar
@@ -284,14 +284,16 @@ OVER_A_BOUND = [
 def test_every_yaml_file_the_service_reads_is_bounded(
     tmp_path: Path, text: str, error: str
 ) -> None:
-    """Grammars, the flows of a folder and the configuration file: each reader refuses a
-    document over a bound with its own error naming the file and the bound."""
+    """Grammars, flow files and the configuration file: each reader refuses a document over
+    a bound with its own error naming the file and the bound."""
     bad = tmp_path / "bad.yaml"
     bad.write_text(text)
     with pytest.raises(GrammarError) as grammar:
         load_grammar(bad, tmp_path)
     assert str(grammar.value).startswith(f"{bad}: ") and error in str(grammar.value)
-    _, errors = FlowRegistry.from_dir(tmp_path)
+    with pytest.raises(FlowError) as flow:
+        load_flow(bad, tmp_path)
+    errors = flow.value.errors
     assert len(errors) == 1 and errors[0].startswith(f"{bad}: ") and error in errors[0]
     with pytest.raises(ConfigError) as config:
         load_settings(bad)

@@ -10,7 +10,7 @@ from ivr.dialog.demo import DemoProvider, lookup
 from ivr.dialog.engine import DialogEngine
 from ivr.dialog.flow import Flow, FlowError, load_flow
 from ivr.dialog.state import DialogState, Interp, Pending
-from ivr.dialog.store import FlowRegistry, FlowStore
+from ivr.dialog.store import FlowStore
 from ivr.dialog.types import (
     Action,
     Disconnect,
@@ -40,7 +40,6 @@ __all__ = [
     "FetchDone",
     "Flow",
     "FlowError",
-    "FlowRegistry",
     "FlowStore",
     "Handoff",
     "Interp",

@@ -61,11 +61,6 @@ def _dotted(loc: Loc) -> str:
     return out
 
 
-def check_flow(spec: FlowSpec) -> list[str]:
-    """The problems of `flow_problems` as messages (``node 'x': field: what is wrong``)."""
-    return [str(p) for p in flow_problems(spec)]
-
-
 def flow_problems(spec: FlowSpec) -> list[FlowProblem]:
     problems: list[FlowProblem] = []
     nodes = spec.nodes

@@ -15,10 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
 from ivr.dialog.flow import Flow, FlowError, flow_from_bytes, flow_grammar_dir
-from ivr.yamlio import YamlLimitError, load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -138,49 +135,3 @@ class FlowStore:
             return list(exc.errors)
         self.accept(flow, raw, source)
         return []
-
-
-class FlowRegistry:
-    """Flows by name (the file's ``name:``), e.g. every flow file in ``grammars/``."""
-
-    def __init__(self, grammar_dir: Path | None = None) -> None:
-        self.grammar_dir = grammar_dir
-        self.stores: dict[str, FlowStore] = {}
-
-    @classmethod
-    def from_dir(cls, directory: Path) -> tuple[FlowRegistry, list[str]]:
-        """Load every ``*.yaml`` in `directory` that has ``nodes:`` (grammars are skipped);
-        returns the registry and the errors of files that did not load."""
-        registry, errors = cls(directory), []
-        for path in sorted(directory.glob("*.yaml")):
-            try:
-                data = load_yaml(path.read_text(encoding="utf-8"))
-            except YamlLimitError as exc:
-                errors.append(f"{path}: {exc}")
-                continue
-            except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-                errors.append(f"{path}: cannot read: {exc}")
-                continue
-            if isinstance(data, dict) and "nodes" in data:
-                try:
-                    registry.add(path)
-                except FlowError as exc:
-                    errors += exc.errors
-        return registry, errors
-
-    def add(self, path: str | Path) -> Flow:
-        store = FlowStore(path, self.grammar_dir)
-        self.stores[store.flow.name] = store
-        return store.flow
-
-    def get(self, name: str) -> Flow:
-        try:
-            return self.stores[name].flow
-        except KeyError:
-            known = ", ".join(sorted(self.stores)) or "none"
-            raise KeyError(f"no flow named {name!r} (known: {known})") from None
-
-    def reload(self) -> dict[str, list[str]]:
-        """Reload every flow; the errors by flow name (only flows that failed)."""
-        results = {name: store.reload() for name, store in self.stores.items()}
-        return {name: errors for name, errors in results.items() if errors}
