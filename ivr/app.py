@@ -17,21 +17,29 @@ import logging
 import re
 import socket
 from collections.abc import AsyncIterator
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from zoneinfo import ZoneInfo
 
 import aiohttp
 from aiohttp import web
 
-from ivr.api import API, ApiContext, add_api_routes
-from ivr.api.analytics import DATA_DIR
+from ivr.api import ApiContext, GrammarTools, add_api_routes
 from ivr.api.limits import ClientLimits
-from ivr.api.live import RECORDINGS, call_events, live_feed
+from ivr.appkeys import (
+    API,
+    AUDIOSOCKET_PORT,
+    DISPATCHER,
+    METRICS,
+    SERVICES,
+    SETTINGS,
+    STORE_PROBE,
+    WEBHOOKS,
+)
 from ivr.asr.base import Engine
 from ivr.asr.engines import engine_from_settings
 from ivr.asr.runner import AsrRunner
 from ivr.call.recorder import StoreWriter
-from ivr.call.recording import recover_partial
+from ivr.call.recording import RecordingFiles, recover_partial
 from ivr.call.recovery import close_crashed_calls
 from ivr.call.registry import CallRegistry
 from ivr.call.session import CallLimits, CallServices
@@ -43,27 +51,21 @@ from ivr.console import add_console_routes
 from ivr.dialog.flow import Flow, FlowError
 from ivr.dialog.store import FlowStore
 from ivr.dialog.when import BusinessHours
-from ivr.flows_watch import SERVED_FLOWS, FlowWatcher
+from ivr.flows_watch import FlowWatcher
 from ivr.fulfillment import Fulfillment
 from ivr.grammar import GrammarError, warm_meaning
-from ivr.metrics import METRICS, Metrics, serve_metrics
+from ivr.metrics import Metrics, serve_metrics
 from ivr.retention import AudioRetention
 from ivr.server.audiosocket import AudioSocketServer
 from ivr.server.http import server_options
 from ivr.server.softphone import softphone
-from ivr.server.websocket import SERVICES, media_stream
-from ivr.store import open_store
+from ivr.server.websocket import media_stream
+from ivr.store import Store, open_store
 from ivr.store.health import StoreProbe
 from ivr.tts import PromptCache, PromptRenderer, TtsEngine
 from ivr.webhooks import WebhookDeliverer
 
 log = logging.getLogger(__name__)
-
-SETTINGS = web.AppKey("settings", Settings)
-AUDIOSOCKET_PORT = web.AppKey("audiosocket_port", int)
-WEBHOOKS = web.AppKey("webhooks", WebhookDeliverer)
-DISPATCHER = web.AppKey("dispatcher", Dispatcher)
-STORE_PROBE = web.AppKey("store_probe", StoreProbe)
 
 
 class StartupError(Exception):
@@ -97,89 +99,165 @@ def _one_line(exc: Exception) -> str:
 
 
 async def _start_services(app: web.Application, stack: contextlib.AsyncExitStack) -> None:
-    settings = app[SETTINGS]
-    metrics = app[METRICS]
+    """Everything a call and the API use, started in the order they depend on each other;
+    `stack` stops them in reverse."""
+    settings, metrics = app[SETTINGS], app[METRICS]
     if settings.audiosocket_port:  # in use: say so now, not after the models load
-        try:
-            for sock in listen(settings.host, settings.audiosocket_port):
-                sock.close()
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise StartupError(f"AudioSocket port {settings.audiosocket_port}: {reason}") from exc
+        _check_port_free(settings.host, settings.audiosocket_port)
     node_id = ensure_node_id(settings)
     # The store first: it is quick to open, and a broken one stops start-up before the
     # models load; then what a crash of the previous run left, before any call.
-    store = await open_store(settings.store_url)
-    stack.push_async_callback(store.close)
-    tz = ZoneInfo(settings.timezone)
-    await close_crashed_calls(store, node_id, tz)
-    done, removed = await asyncio.to_thread(recover_partial, app[RECORDINGS])
-    if done or removed:
-        log.warning("crash recovery: %d recordings completed, %d empty ones removed", done, removed)
-    await store.node_seen(node_id, started=True)
-    probe = app[STORE_PROBE] = StoreProbe(store, node_id, settings.store_probe_seconds)
-    metrics.store_up = lambda: probe.ready
-    metrics.store_errors = lambda: store.health.errors
-
-    flows = FlowStore(settings.flow_path, settings.grammar_dir)  # a bad flow stops start-up
-    engine = engine_from_settings(settings, processes=settings.asr_workers)
-    asr = AsrRunner(engine, settings.asr_workers, settings.asr_queue)
-    stack.callback(asr.close)  # the engine's worker processes too
-    # ... and so does a word the engine cannot say; reloads are checked the same way.
-    flows.check = functools.partial(check_flow_grammars, engine=engine)
-    flows.check(flows.flow)
-    flow = flows.flow
-    warm = getattr(engine, "warm", None)
-    if warm is not None:  # worker processes up, the flow's grammars compiled in each
-        grammars = flow.listen_grammars()
-        await asyncio.get_running_loop().run_in_executor(None, warm, grammars)
-    tts = TtsEngine(default_voice=settings.tts_voice or "en-us", default_speed=settings.tts_speed)
-    stack.callback(tts.close)
-    await tts.synthesize("ready")  # start the worker now, not on the first call
-    prompts = PromptRenderer(tts, PromptCache(settings.cache_dir / "prompts"), settings.prompts_dir)
-    clock = shifted_clock(settings.clock_start)
+    store = await _open_store(app, stack, node_id)
+    flows, asr = await _load_flow_and_asr(settings, stack)
+    prompts = await _start_prompts(settings, stack)
     records = StoreWriter(store)
     stack.push_async_callback(records.close)  # after the calls: their teardowns wrote ends
     callbacks = Callbacks(store, CallbackPolicy.from_settings(settings))
-    app[API] = ApiContext(callbacks, store, settings.api_tokens, callbacks.policy.tz)
     http = aiohttp.ClientSession()
     stack.push_async_callback(http.close)
-    limits = CallLimits(
-        max_call_s=settings.max_call_seconds,
-        idle_s=settings.idle_timeout_seconds,
-        interdigit_ms=settings.interdigit_ms,
-        end_silence_ms=settings.end_silence_ms,
-    )
-    services = CallServices(
+    services = app[SERVICES] = CallServices(
         asr=asr,
         prompts=prompts,
         fulfillment=Fulfillment(http),
         registry=CallRegistry(settings.max_calls),
         flow_store=flows,
         metrics=metrics,
-        limits=limits,
+        limits=_call_limits(settings),
         store=store,
         records=records,
         callbacks=callbacks,
         hours=BusinessHours.parse(settings.business_hours, settings.timezone),
-        clock=clock,
-        recordings=app[RECORDINGS] if settings.record_calls else None,
+        clock=shifted_clock(settings.clock_start),
+        recordings=_recordings_dir(settings) if settings.record_calls else None,
         data_dir=settings.data_dir,  # unrecognized utterances' audio (DATA_DIR/audio)
         node_id=node_id,  # on each call record: after a crash, this node closes its own
     )
-    app[SERVICES] = services
     metrics.active_calls = lambda: services.registry.active
     metrics.flows = lambda: [(flows.name, flows.flow.version)]
     watcher = FlowWatcher(flows, on_result=metrics.flow_reload)  # file edits → new calls
-    app[SERVED_FLOWS] = {flows.name: watcher}
-    webhooks = app[WEBHOOKS] = WebhookDeliverer(
+    app[API] = ApiContext(
+        callbacks,
         store,
+        settings.api_tokens,
+        callbacks.policy.tz,
+        calls=services.registry,
+        flows={flows.name: watcher},
+        grammar=GrammarTools(
+            asr, functools.partial(word_checker, asr.engine), settings.grammar_dir
+        ),
+        recordings=RecordingFiles(_recordings_dir(settings), settings.data_dir),
+    )
+    _start_background(app, stack, callbacks, http, watcher)
+    # Calls last, once everything they use runs; at shutdown they stop first.
+    audiosocket = AudioSocketServer(services)
+    try:
+        app[AUDIOSOCKET_PORT] = await audiosocket.start(settings.host, settings.audiosocket_port)
+    except OSError as exc:
+        raise _port_error("AudioSocket", settings.audiosocket_port, exc) from exc
+    stack.push_async_callback(audiosocket.close)
+    # Everything loaded so far lives as long as the server: keep it out of the garbage
+    # collector's scans, which otherwise pause every call's event loop as calls add objects.
+    gc.collect()
+    gc.freeze()
+    log.info(
+        "ASR engine: %s; flow %s (version %s); AudioSocket on port %d; node %s; event loop %s",
+        asr.engine.describe(),
+        flows.flow.name,
+        flows.flow.version,
+        app[AUDIOSOCKET_PORT],
+        node_id,
+        type(asyncio.get_running_loop()).__module__.split(".")[0],
+    )
+
+
+def _call_limits(settings: Settings) -> CallLimits:
+    return CallLimits(
+        max_call_s=settings.max_call_seconds,
+        idle_s=settings.idle_timeout_seconds,
+        interdigit_ms=settings.interdigit_ms,
+        end_silence_ms=settings.end_silence_ms,
+    )
+
+
+def _recordings_dir(settings: Settings) -> Path:
+    return settings.data_dir / "recordings"
+
+
+def _port_error(what: str, port: int, exc: OSError) -> StartupError:
+    return StartupError(f"{what} port {port}: {exc.strerror or exc}")
+
+
+def _check_port_free(host: str, port: int) -> None:
+    try:
+        for sock in listen(host, port):
+            sock.close()
+    except OSError as exc:
+        raise _port_error("AudioSocket", port, exc) from exc
+
+
+async def _open_store(
+    app: web.Application, stack: contextlib.AsyncExitStack, node_id: str
+) -> Store:
+    """The store, with what the previous run's crash left closed, and its health probe."""
+    settings, metrics = app[SETTINGS], app[METRICS]
+    store = await open_store(settings.store_url)
+    stack.push_async_callback(store.close)
+    await close_crashed_calls(store, node_id, ZoneInfo(settings.timezone))
+    done, removed = await asyncio.to_thread(recover_partial, _recordings_dir(settings))
+    if done or removed:
+        log.warning("crash recovery: %d recordings completed, %d empty ones removed", done, removed)
+    await store.node_seen(node_id, started=True)
+    probe = app[STORE_PROBE] = StoreProbe(store, node_id, settings.store_probe_seconds)
+    metrics.store_up = lambda: probe.ready
+    metrics.store_errors = lambda: store.health.errors
+    probe.start()
+    stack.push_async_callback(probe.close)
+    return store
+
+
+async def _load_flow_and_asr(
+    settings: Settings, stack: contextlib.AsyncExitStack
+) -> tuple[FlowStore, AsrRunner]:
+    """The served flow and the recognizer, checked against each other: a bad flow, or a
+    word the engine cannot say, stops start-up; reloads are checked the same way."""
+    flows = FlowStore(settings.flow_path, settings.grammar_dir)
+    engine = engine_from_settings(settings, processes=settings.asr_workers)
+    asr = AsrRunner(engine, settings.asr_workers, settings.asr_queue)
+    stack.callback(asr.close)  # the engine's worker processes too
+    flows.check = functools.partial(check_flow_grammars, engine=engine)
+    flows.check(flows.flow)
+    warm = getattr(engine, "warm", None)
+    if warm is not None:  # worker processes up, the flow's grammars compiled in each
+        grammars = flows.flow.listen_grammars()
+        await asyncio.get_running_loop().run_in_executor(None, warm, grammars)
+    return flows, asr
+
+
+async def _start_prompts(settings: Settings, stack: contextlib.AsyncExitStack) -> PromptRenderer:
+    tts = TtsEngine(default_voice=settings.tts_voice or "en-us", default_speed=settings.tts_speed)
+    stack.callback(tts.close)
+    await tts.synthesize("ready")  # start the worker now, not on the first call
+    return PromptRenderer(tts, PromptCache(settings.cache_dir / "prompts"), settings.prompts_dir)
+
+
+def _start_background(
+    app: web.Application,
+    stack: contextlib.AsyncExitStack,
+    callbacks: Callbacks,
+    http: aiohttp.ClientSession,
+    watcher: FlowWatcher,
+) -> None:
+    """The tasks that run beside the calls: webhooks, callback dispatch, flow reloads and
+    audio retention, each stopped by `stack`."""
+    settings, metrics = app[SETTINGS], app[METRICS]
+    webhooks = app[WEBHOOKS] = WebhookDeliverer(
+        callbacks.store,
         http,
         settings.webhook_urls,
         settings.webhook_secret,
         settings.webhook_timeout_seconds,
         settings.webhook_max_attempts,
-        tz=tz,
+        tz=ZoneInfo(settings.timezone),
         on_attempt=metrics.webhook_attempt,
     )
     dispatcher = app[DISPATCHER] = Dispatcher(
@@ -195,29 +273,17 @@ async def _start_services(app: web.Application, stack: contextlib.AsyncExitStack
     retention = AudioRetention(settings.data_dir, settings.audio_retention_days)
     retention.start()
     stack.push_async_callback(retention.close)
-    probe.start()
-    stack.push_async_callback(probe.close)
-    # Calls last, once everything they use runs; at shutdown they stop first.
-    audiosocket = AudioSocketServer(services)
-    try:
-        app[AUDIOSOCKET_PORT] = await audiosocket.start(settings.host, settings.audiosocket_port)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise StartupError(f"AudioSocket port {settings.audiosocket_port}: {reason}") from exc
-    stack.push_async_callback(audiosocket.close)
-    # Everything loaded so far lives as long as the server: keep it out of the garbage
-    # collector's scans, which otherwise pause every call's event loop as calls add objects.
-    gc.collect()
-    gc.freeze()
-    log.info(
-        "ASR engine: %s; flow %s (version %s); AudioSocket on port %d; node %s; event loop %s",
-        engine.describe(),
-        flow.name,
-        flow.version,
-        app[AUDIOSOCKET_PORT],
-        node_id,
-        type(asyncio.get_running_loop()).__module__.split(".")[0],
-    )
+
+
+def word_checker(engine: Engine) -> Engine:
+    """The engine to ask about a client's words. The built-in one remembers each grammar it
+    has checked, right for the served flow's few but not for any text a client sends, so a
+    fresh in-process one (no worker processes, the same dictionary) answers instead."""
+    if engine.name == "pocketsphinx":
+        from ivr.asr.pocketsphinx_engine import PocketsphinxEngine
+
+        return PocketsphinxEngine()
+    return engine
 
 
 async def _shutting_down(app: web.Application) -> None:
@@ -301,12 +367,9 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", serve_metrics)  # Prometheus; no token
     app.router.add_get("/v1/media-stream", media_stream)
-    app.router.add_get("/v1/calls/{call_id}/events", call_events)  # token: see ivr/api/live
-    app[RECORDINGS] = settings.data_dir / "recordings"
-    app[DATA_DIR] = settings.data_dir  # turns' audio paths are relative to it
-    app.router.add_get("/v1/live", live_feed)  # every call's events (token: see ivr/api/live)
     app.router.add_get("/v1/softphone", softphone)  # a call from the browser
-    add_api_routes(app, ClientLimits.from_settings(settings))  # REST API under /v1 (ivr/api)
+    # REST API and the live feeds under /v1 (ivr/api)
+    add_api_routes(app, ClientLimits.from_settings(settings))
     add_console_routes(app)  # the web console at /console
     return app
 

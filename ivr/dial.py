@@ -27,10 +27,9 @@ import aiohttp
 import numpy as np
 import numpy.typing as npt
 
-from ivr.api.auth import BEARER_PREFIX
-from ivr.api.live import PROTOCOL
 from ivr.audio.pcm import Audio as PcmAudio
 from ivr.audio.pcm import read_wav, write_wav
+from ivr.auth import BEARER_PREFIX, PROTOCOL
 from ivr.transports.messages import ClearAudio, PlayAudio, SetMark
 from ivr.transports.twilio import TwilioClient
 

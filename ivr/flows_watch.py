@@ -20,8 +20,6 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from aiohttp import web
-
 from ivr.dialog.flow import Flow, FlowError, version_of
 from ivr.dialog.store import FlowStore, Source
 from ivr.grammar import Grammar
@@ -189,7 +187,3 @@ class FlowWatcher:
             await self.reload("grammars" if grammars else "file", force=grammars)
         except Exception:  # a bug must not end the watching
             log.exception("flow %s: reloading %s failed", self.store.name, self.path)
-
-
-SERVED_FLOWS = web.AppKey("served_flows", dict[str, FlowWatcher])
-"""The served flows' watchers by flow name (set by the app; read by the flows API)."""

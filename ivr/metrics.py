@@ -23,6 +23,8 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
+from ivr.appkeys import METRICS
+
 OUTCOMES = (
     "callback_booked",
     "callback_not_booked",
@@ -220,9 +222,6 @@ class _Collector:
             "Database errors the store met (I/O, disk full, locks, lost connections...)",
             value=m.store_errors(),
         )
-
-
-METRICS = web.AppKey("metrics", Metrics)
 
 
 async def serve_metrics(request: web.Request) -> web.Response:

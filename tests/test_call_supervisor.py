@@ -32,9 +32,9 @@ from failures import descendants
 from speech import flite
 
 from ivr.app import create_app
+from ivr.appkeys import SERVICES
 from ivr.call.session import CallServices
 from ivr.config import load_settings
-from ivr.server.websocket import SERVICES
 from ivr.transports.messages import PlayAudio
 from ivr.transports.twilio import TwilioClient
 

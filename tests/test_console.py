@@ -38,8 +38,8 @@ from playwright.async_api import Browser, Page, expect
 from speech import flite
 
 from ivr.api import hash_token
-from ivr.api.live import PROTOCOL
 from ivr.audio.pcm import Audio, write_wav
+from ivr.auth import PROTOCOL
 from ivr.callbacks import CallbackPolicy, Callbacks
 from ivr.dial import Caller, Turn
 from ivr.store import open_store

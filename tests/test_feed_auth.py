@@ -11,7 +11,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
@@ -23,11 +22,11 @@ from live_server import FEED_TOKEN, LiveServer, live_server
 
 from ivr.api import API, ApiContext, add_api_routes, hash_token, token_entry
 from ivr.api.limits import ClientLimits
-from ivr.api.live import FEED_MAX_MSG_SIZE, PROTOCOL, call_events, live_feed
+from ivr.api.live import FEED_MAX_MSG_SIZE
+from ivr.auth import PROTOCOL
 from ivr.call.registry import CallRegistry
 from ivr.config import ApiToken, Settings
 from ivr.dial import Caller
-from ivr.server.websocket import SERVICES
 
 FEED = "feed-reader-token-0123456789"  # calls.read
 READER = "callbacks-reader-token-0123456789"  # callbacks.read only
@@ -51,14 +50,11 @@ async def _ok(request: web.Request) -> web.Response:
 async def served(limits: ClientLimits) -> AsyncIterator[tuple[str, CallRegistry]]:
     registry = CallRegistry(max_calls=5)
     app = web.Application()
-    app[SERVICES] = cast(Any, SimpleNamespace(registry=registry))  # all the feeds use
     tokens = [
         ApiToken(name="feed", sha256=hash_token(FEED), scopes=["calls.read"]),
         ApiToken(name="reader", sha256=hash_token(READER), scopes=["callbacks.read"]),
     ]
-    app[API] = ApiContext(cast(Any, None), cast(Any, None), tokens, ZoneInfo("UTC"))
-    app.router.add_get("/v1/calls/{call_id}/events", call_events)
-    app.router.add_get("/v1/live", live_feed)
+    app[API] = ApiContext(cast(Any, None), cast(Any, None), tokens, ZoneInfo("UTC"), calls=registry)
     for path in ("/v1/media-stream", "/healthz", "/readyz", "/console/"):  # stand-ins
         app.router.add_get(path, _ok)
     add_api_routes(app, limits)

@@ -13,8 +13,9 @@ import pytest
 import soundfile as sf
 
 from ivr.audio.pcm import resample
+from ivr.bus import Overflow
 from ivr.call.recording import CallAudio, recording_path
-from ivr.call.registry import Admission, CallRegistry, Overflow
+from ivr.call.registry import Admission, CallRegistry
 from ivr.transports.messages import ClearAudio, PlayAudio, SetMark
 
 

@@ -22,8 +22,8 @@ from playwright.async_api import TimeoutError as PageTimeout
 from speech import flite
 
 from ivr.api import hash_token
-from ivr.api.live import PROTOCOL
 from ivr.audio.pcm import Audio, write_wav
+from ivr.auth import PROTOCOL
 from ivr.transports.browser import BrowserClient
 
 TOKEN = "softphone-test-token-0123456789"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import weakref
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -22,20 +21,16 @@ from ivr import analytics
 from ivr.analytics.adopt import AdoptError, adopt, clean
 from ivr.analytics.report import RISING_MIN_COUNT, RISING_MIN_RATIO
 from ivr.analytics.window import MAX_BUCKETS
-from ivr.api.auth import Principal
-from ivr.api.context import API
 from ivr.api.errors import ApiError
 from ivr.api.models import Instant, Name
 from ivr.api.operation import Operation, parse_query, read_body
+from ivr.appkeys import API
+from ivr.auth import Principal
 from ivr.dialog.flow import FlowError, version_of
 from ivr.dialog.schema import FlowSpec
-from ivr.flows_watch import SERVED_FLOWS, FlowWatcher
-from ivr.server.websocket import SERVICES
+from ivr.flows_watch import FlowWatcher
 from ivr.store import NotFound
 from ivr.yamlio import load_yaml
-
-DATA_DIR = web.AppKey("analytics_data_dir", Path)
-"""The data directory, which turns' audio paths are relative to (set by the app)."""
 
 # --- requests -------------------------------------------------------------------------------
 
@@ -215,10 +210,10 @@ def _window(q: WindowQuery) -> analytics.Window:
 
 def _facts(request: web.Request) -> analytics.FlowFacts:
     """What the served flow says (its agent path, its topics); nothing in an app without calls."""
-    services = request.app.get(SERVICES)
-    if services is None:
+    served = request.app[API].served_flow()
+    if served is None:
         return analytics.FlowFacts()
-    return analytics.FlowFacts.from_flow(services.flow)
+    return analytics.FlowFacts.from_flow(served.store.flow)
 
 
 async def get_summary(request: web.Request, who: Principal) -> Any:
@@ -254,17 +249,13 @@ async def get_turn_audio(request: web.Request, who: Principal) -> web.StreamResp
     turn = next((t for t in turns if t.seq == int(seq)), None)
     if turn is None or turn.audio is None:
         raise NotFound("recording of turn", where)
-    root = request.app[DATA_DIR]
-    path = await asyncio.to_thread(_inside, root / "audio", root / turn.audio)
+    recordings = request.app[API].recordings
+    path = (
+        None if recordings is None else await asyncio.to_thread(recordings.turn_audio, turn.audio)
+    )
     if path is None:
         raise NotFound("recording of turn", where)
     return web.FileResponse(path, headers={"Content-Type": "audio/wav"})
-
-
-def _inside(folder: Path, path: Path) -> Path | None:
-    """`path` if it is a file inside `folder` (the store's path cannot lead elsewhere)."""
-    resolved = path.resolve()
-    return resolved if resolved.is_relative_to(folder.resolve()) and resolved.is_file() else None
 
 
 _locks: weakref.WeakKeyDictionary[FlowWatcher, asyncio.Lock] = weakref.WeakKeyDictionary()
@@ -272,8 +263,10 @@ _locks: weakref.WeakKeyDictionary[FlowWatcher, asyncio.Lock] = weakref.WeakKeyDi
 
 async def adopt_phrase(request: web.Request, who: Principal) -> Any:
     body = await read_body(request, AdoptRequest)
-    store = request.app[SERVICES].flow_store
-    watcher = request.app[SERVED_FLOWS][store.name]
+    watcher = request.app[API].served_flow()
+    if watcher is None:
+        raise ApiError(503, "this server serves no flow")
+    store = watcher.store
     # One adoption at a time: each edits the file as the previous one left it.
     async with _locks.setdefault(watcher, asyncio.Lock()):
         raw = await asyncio.to_thread(store.read)

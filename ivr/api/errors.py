@@ -1,4 +1,4 @@
-"""One error shape for every /v1 answer that is not a success:
+"""Errors of the /v1 API, in the one error shape of `ivr.http_error`:
 
 {"error": {"status": 422, "message": "invalid body",
            "fields": [{"field": "due_at", "message": "..."}]}}
@@ -6,42 +6,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
 
+from ivr.http_error import ApiError
+
+__all__ = ["API_PREFIX", "ApiError", "invalid", "json_errors"]
+
 API_PREFIX = "/v1/"
-
-
-class ApiError(Exception):
-    """An error answer; `fields` are (field, message) pairs naming the offending input."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        fields: Sequence[tuple[str, str]] = (),
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.fields = list(fields)
-        self.headers = dict(headers or {})
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "status": self.status,
-                "message": self.message,
-                "fields": [{"field": f, "message": m} for f, m in self.fields],
-            }
-        }
-
-    def response(self) -> web.Response:
-        return web.json_response(self.body(), status=self.status, headers=self.headers)
 
 
 def _message(err: Mapping[str, Any], unknown: str) -> str:

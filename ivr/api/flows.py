@@ -12,14 +12,14 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from ivr.api.auth import Principal
-from ivr.api.context import API
 from ivr.api.errors import ApiError
 from ivr.api.operation import Operation, read_body
+from ivr.appkeys import API
+from ivr.auth import Principal
 from ivr.callbacks import iso
 from ivr.dialog.flow import MAX_YAML_CHARS, FlowError
 from ivr.dialog.store import FlowStore, Source
-from ivr.flows_watch import SERVED_FLOWS, FlowWatcher
+from ivr.flows_watch import FlowWatcher
 
 FLOW_NAME = {"name": {"type": "string", "minLength": 1, "description": "the flow's `name:`"}}
 
@@ -82,7 +82,7 @@ class FlowUpload(BaseModel):
 def _watcher(request: web.Request) -> FlowWatcher:
     name = request.match_info["name"]
     try:
-        return request.app.get(SERVED_FLOWS, {})[name]
+        return request.app[API].flows[name]
     except KeyError:
         raise ApiError(404, f"no flow named {name!r} is served") from None
 
@@ -118,7 +118,7 @@ def flow_json(store: FlowStore, request: web.Request) -> dict[str, Any]:
 
 
 async def list_flows(request: web.Request, who: Principal) -> Any:
-    served = request.app.get(SERVED_FLOWS, {})
+    served = request.app[API].flows
     items = [flow_json(w.store, request) for _, w in sorted(served.items())]
     return {"items": items, "next": None}  # the API's list shape (one page)
 

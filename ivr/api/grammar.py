@@ -14,12 +14,12 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from ivr.api.auth import Principal
+from ivr.api.context import GrammarTools
 from ivr.api.errors import ApiError
 from ivr.api.operation import Operation, read_body
-from ivr.asr.base import Engine
+from ivr.appkeys import API
+from ivr.auth import Principal
 from ivr.dialog.flow import MAX_YAML_CHARS
-from ivr.server.websocket import SERVICES
 from ivr.tuning.check import check_text
 from ivr.tuning.probe import TargetError, decode_base64_audio, hear, judge, node_target
 
@@ -104,26 +104,21 @@ class ProbeResponse(_Output):
 
 
 async def validate(request: web.Request, who: Principal) -> Any:
-    from ivr.app import SETTINGS  # imported here: ivr.app builds on this package
-
     body = await read_body(request, ValidateRequest)
-    engine = _word_checker(request.app[SERVICES].asr.engine)
-    grammar_dir = request.app[SETTINGS].grammar_dir
-    report = await asyncio.to_thread(check_text, body.text, body.name, engine, grammar_dir)
+    tools = _tools(request)
+    report = await asyncio.to_thread(
+        check_text, body.text, body.name, tools.word_checker(), tools.grammar_dir
+    )
     problems = [p.json() for p in report.problems]
     out = {"ok": report.ok, "kind": report.kind, "summary": report.summary, "problems": problems}
     return ValidateResponse.model_validate(out).model_dump(mode="json")
 
 
-def _word_checker(engine: Engine) -> Engine:
-    """The engine to ask about a client's words. The built-in one remembers each grammar it
-    has checked, right for the served flow's few but not for any text a client sends, so a
-    fresh in-process one (no worker processes, the same dictionary) answers instead."""
-    if engine.name == "pocketsphinx":
-        from ivr.asr.pocketsphinx_engine import PocketsphinxEngine
-
-        return PocketsphinxEngine()
-    return engine
+def _tools(request: web.Request) -> GrammarTools:
+    tools = request.app[API].grammar
+    if tools is None:  # an app that serves the API without a recognizer
+        raise ApiError(503, "this server has no recognizer")
+    return tools
 
 
 async def probe(request: web.Request, who: Principal) -> Any:
@@ -131,8 +126,10 @@ async def probe(request: web.Request, who: Principal) -> Any:
     if (body.text is None) == (body.audio_wav_base64 is None):
         error = "send either text or audio_wav_base64"
         raise ApiError(400, error, [("text", error), ("audio_wav_base64", error)])
-    services = request.app[SERVICES]
-    flow = services.flow  # read once: a reload meanwhile does not mix two versions
+    tools, served = _tools(request), request.app[API].served_flow()
+    if served is None:
+        raise ApiError(503, "this server serves no flow")
+    flow = served.store.flow  # read once: a reload meanwhile does not mix two versions
     # Names the schema cannot enumerate (they change with the flow) are a 400, like a cursor.
     if body.flow is not None and body.flow != flow.name:
         raise ApiError(400, "unknown flow", [("flow", f"this server serves {flow.name!r}")])
@@ -147,7 +144,7 @@ async def probe(request: web.Request, who: Principal) -> Any:
             audio = await asyncio.to_thread(decode_base64_audio, body.audio_wav_base64 or "")
         except ValueError as exc:
             raise ApiError(400, "unusable audio", [("audio_wav_base64", str(exc))]) from None
-        result = await hear(services.asr, target, audio)
+        result = await hear(tools.asr, target, audio)
         verdict = await asyncio.to_thread(judge, target, result.text, result.confidence)
     out = {"node": target.node, **verdict.json()}
     return ProbeResponse.model_validate(out).model_dump(mode="json")

@@ -23,9 +23,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_protocol import RequestHandler
 
-from ivr.api.auth import authenticate, websocket_token
-from ivr.api.context import API
 from ivr.api.errors import ApiError
+from ivr.appkeys import API
+from ivr.auth import authenticate, websocket_token
 from ivr.config import Settings
 
 log = logging.getLogger(__name__)

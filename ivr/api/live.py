@@ -2,10 +2,7 @@
 console, one call's for `ivr dial` and tools) and each call's recording. All need calls.read:
 a call's events are its transcript (the caller's number, keyed account numbers, balances).
 
-Browsers cannot set headers on a WebSocket, so the WebSockets here and the softphone's take
-the API token as a subprotocol (`Sec-WebSocket-Protocol: ivr.v1, bearer.<token>`; not
-written to access logs, which is why the console and `ivr dial` use it) or as
-`?token=<token>` (simple for tools; the log formatter redacts it from the access log).
+The WebSockets take the API token as a subprotocol or `?token=` (see `ivr.auth`).
 """
 
 from __future__ import annotations
@@ -15,40 +12,22 @@ import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from aiohttp import WSCloseCode, web
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from ivr.api.auth import Principal, authenticate, require, websocket_token
-from ivr.api.context import API
 from ivr.api.errors import ApiError
 from ivr.api.models import Name, Number
 from ivr.api.operation import Operation, parse_query
-from ivr.call.recording import recording_path
-from ivr.call.registry import Event, Overflow
+from ivr.appkeys import API, FEEDS
+from ivr.auth import PROTOCOL, Principal, websocket_principal
+from ivr.bus import CallEvents, Event, Overflow
 from ivr.callbacks import iso
-from ivr.server.websocket import SERVICES
 from ivr.store import NotFound
 
 log = logging.getLogger(__name__)
-
-RECORDINGS = web.AppKey("recordings_dir", Path)
-"""Where whole-call recordings are (DATA_DIR/recordings), served even with recording off."""
-PROTOCOL = "ivr.v1"
-"""The subprotocol the server selects; a browser refuses a socket that selects none of its."""
-
-
-def websocket_principal(request: web.Request, scope: str) -> Principal:
-    """The principal of a WebSocket request's token (subprotocol `bearer.<token>`, else
-    `?token=`), holding `scope`; ApiError 401/403 otherwise, like any API route."""
-    token = websocket_token(request)
-    who = authenticate(f"Bearer {token}" if token else None, request.app[API].tokens)
-    require(who, scope)
-    return who
-
 
 FEED_MAX_MSG_SIZE = 4 * 1024
 """What a feed client may send: nothing but a close, in practice. A larger message is
@@ -91,6 +70,13 @@ class LiveCallsQuery(BaseModel):
     transport: Name | SkipJsonSchema[None] = Field(None, description="e.g. browser")
 
 
+def _calls(request: web.Request) -> CallEvents:
+    calls = request.app[API].calls
+    if calls is None:  # an app that serves the API without taking calls
+        raise ApiError(503, "this server takes no calls")
+    return calls
+
+
 def _time(epoch: float | None, request: web.Request) -> str | None:
     if epoch is None:
         return None
@@ -101,7 +87,7 @@ async def list_live_calls(request: web.Request, who: Principal) -> Any:
     q = parse_query(request.query, LiveCallsQuery)
     calls = [
         call
-        for call in request.app[SERVICES].registry.live_calls()
+        for call in _calls(request).live_calls()
         if q.caller in (None, call["caller"]) and q.transport in (None, call["transport"])
     ]
     for call in calls:
@@ -115,8 +101,11 @@ async def list_live_calls(request: web.Request, who: Principal) -> Any:
 
 async def get_call_audio(request: web.Request, who: Principal) -> web.StreamResponse:
     call_id = request.match_info["id"]
-    path = recording_path(request.app[RECORDINGS], call_id)
-    if not await asyncio.to_thread(path.is_file):
+    recordings = request.app[API].recordings
+    path = (
+        None if recordings is None else await asyncio.to_thread(recordings.call_recording, call_id)
+    )
+    if path is None:
         raise NotFound("recording", call_id)
     # FileResponse streams from disk (and answers Range requests, which <audio> seeking uses).
     return web.FileResponse(path, headers={"Content-Type": "audio/wav"})
@@ -144,17 +133,15 @@ class FeedSlots:
         self.open -= 1
 
 
-FEEDS = web.AppKey("feed_slots", FeedSlots)
-
-
 async def _feed(
-    request: web.Request, subscribe: Callable[[], AsyncIterator[Event]]
+    request: web.Request, subscribe: Callable[[CallEvents], AsyncIterator[Event]]
 ) -> web.StreamResponse:
-    """To a holder of calls.read, on a WebSocket: the events `subscribe()` yields, as JSON
-    texts, until they end or the client leaves."""
+    """To a holder of calls.read, on a WebSocket: the events `subscribe(bus)` yields, as
+    JSON texts, until they end or the client leaves."""
     slots = request.app[FEEDS]
     try:
-        websocket_principal(request, "calls.read")
+        websocket_principal(request, request.app[API].tokens, "calls.read")
+        calls = _calls(request)
         slots.take()
     except ApiError as exc:
         return exc.response()  # before the upgrade: the client sees the status
@@ -163,7 +150,7 @@ async def _feed(
         await ws.prepare(request)
 
         async def forward() -> None:
-            events = subscribe()
+            events = subscribe(calls)
             try:
                 async for event in events:
                     await ws.send_str(json.dumps(event))
@@ -190,15 +177,15 @@ async def _feed(
 async def live_feed(request: web.Request) -> web.StreamResponse:
     """GET /v1/live (WebSocket): the events so far of the calls in progress, then every
     call's events as they happen; one JSON text each, with its `call_id`."""
-    return await _feed(request, request.app[SERVICES].registry.watch)
+    return await _feed(request, lambda calls: calls.watch())
 
 
 async def call_events(request: web.Request) -> web.StreamResponse:
     """GET /v1/calls/{call_id}/events (WebSocket): the call's events so far (its transcript),
     then live ones until it ends; one JSON text each. The feed may be opened before the call
     starts (a simulator that picks the provider's call id itself)."""
-    registry, call_id = request.app[SERVICES].registry, request.match_info["call_id"]
-    return await _feed(request, lambda: registry.subscribe(call_id))
+    call_id = request.match_info["call_id"]
+    return await _feed(request, lambda calls: calls.subscribe(call_id))
 
 
 CALL_ID = {"id": {"type": "string", "minLength": 1, "description": "the call's id"}}

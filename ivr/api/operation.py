@@ -16,9 +16,9 @@ from aiohttp import web
 from multidict import MultiMapping
 from pydantic import BaseModel, ValidationError
 
-from ivr.api.auth import ANONYMOUS, Principal, authenticate, require
-from ivr.api.context import API
 from ivr.api.errors import ApiError, invalid
+from ivr.appkeys import API
+from ivr.auth import ANONYMOUS, Principal, authenticate, require
 from ivr.store import Conflict, NotFound, StoreUnavailable
 
 log = logging.getLogger(__name__)

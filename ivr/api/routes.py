@@ -14,8 +14,6 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from ivr.api import analytics, flows, grammar, live
-from ivr.api.auth import Principal
-from ivr.api.context import API
 from ivr.api.errors import ApiError, json_errors
 from ivr.api.limits import AnonymousConnections, ClientLimits, limit_anonymous
 from ivr.api.models import (
@@ -33,6 +31,8 @@ from ivr.api.models import (
 )
 from ivr.api.openapi import build_document
 from ivr.api.operation import Operation, OperationHandler, endpoint, parse_query, read_body
+from ivr.appkeys import API, FEEDS
+from ivr.auth import Principal
 from ivr.callbacks import call_json, callback_json
 from ivr.store import NotFound
 
@@ -253,6 +253,9 @@ def add_api_routes(app: web.Application, limits: ClientLimits | None = None) -> 
     limits = limits or ClientLimits()
     app.middlewares.append(limit_anonymous(AnonymousConnections(limits.anonymous_per_client)))
     app.middlewares.append(json_errors)
-    app[live.FEEDS] = live.FeedSlots(limits.feed_subscribers)
+    app[FEEDS] = live.FeedSlots(limits.feed_subscribers)
+    # The live feeds: WebSockets, so outside the operations (their token: see ivr.auth).
+    app.router.add_get("/v1/live", live.live_feed)
+    app.router.add_get("/v1/calls/{call_id}/events", live.call_events)
     for op in OPERATIONS:
         app.router.add_route(op.method, op.path, endpoint(op), name=op.operation_id)

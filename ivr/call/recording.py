@@ -54,6 +54,25 @@ def recording_path(directory: Path, call_id: str) -> Path:
     return directory / f"_{digest}.wav"
 
 
+class RecordingFiles:
+    """The recordings on disk as the API reads them (`ivr.api.context.Recordings`): whole
+    calls under `recordings` (served even with recording off), turns' audio under
+    `data_dir`/audio, by the relative path the store keeps."""
+
+    def __init__(self, recordings: Path, data_dir: Path) -> None:
+        self.recordings = recordings
+        self.data_dir = data_dir
+
+    def call_recording(self, call_id: str) -> Path | None:
+        path = recording_path(self.recordings, call_id)
+        return path if path.is_file() else None
+
+    def turn_audio(self, stored: str) -> Path | None:
+        folder = (self.data_dir / "audio").resolve()
+        path = (self.data_dir / stored).resolve()  # the store's path cannot lead elsewhere
+        return path if path.is_relative_to(folder) and path.is_file() else None
+
+
 class CallAudio:
     """The two sides of one call: a few seconds in memory, the rest already on disk."""
 

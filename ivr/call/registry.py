@@ -16,7 +16,8 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-Event = dict[str, Any]
+from ivr.bus import Event, Overflow
+
 _END = object()
 LIVE_INFO = ("caller", "transport", "flow", "flow_version")
 """What a call's `call_started` event says about it, kept for the list of calls in progress."""
@@ -38,11 +39,6 @@ class Admission(enum.Enum):
     ADMITTED = "admitted"
     BUSY = "busy"  # at the concurrent-call limit
     DUPLICATE = "duplicate"  # a live call already has this far-end id
-
-
-class Overflow(Exception):
-    """An all-calls subscriber fell this far behind: it is dropped rather than let its
-    queue grow without bound (it may subscribe again)."""
 
 
 @dataclass

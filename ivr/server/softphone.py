@@ -2,7 +2,7 @@
 `ivr.transports.browser`, answered by the same CallSession as every other call (transport
 name "browser"). The console's Softphone tab is its client.
 
-It takes an API token with the calls.read scope, like the live feed (see `ivr.api.live`):
+It takes an API token with the calls.read scope, like the live feed (see `ivr.auth`):
 a softphone call is a real call, so the server is not open to anonymous callers on the web.
 """
 
@@ -14,10 +14,11 @@ from collections import deque
 
 from aiohttp import WSMsgType, web
 
-from ivr.api.errors import ApiError
-from ivr.api.live import PROTOCOL, websocket_principal
+from ivr.appkeys import SERVICES, SETTINGS
+from ivr.auth import PROTOCOL, websocket_principal
 from ivr.call.session import CallSession
-from ivr.server.websocket import SERVICES, raise_framing_error
+from ivr.http_error import ApiError
+from ivr.server.websocket import raise_framing_error
 from ivr.transports.browser import BrowserSerializer
 from ivr.transports.limits import WEBSOCKET_MAX_MSG_SIZE
 from ivr.transports.messages import CallStart, InboundMessage, OutboundMessage
@@ -62,7 +63,7 @@ class BrowserLeg:
 
 async def softphone(request: web.Request) -> web.StreamResponse:
     try:
-        who = websocket_principal(request, "calls.read")
+        who = websocket_principal(request, request.app[SETTINGS].api_tokens, "calls.read")
     except ApiError as exc:
         return exc.response()  # before the upgrade: the page learns the status
     # The live feeds' socket (token subprotocol), with a call leg's message size limit.

@@ -8,14 +8,13 @@ from collections import deque
 
 from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
 
-from ivr.call.session import CallServices, CallSession
+from ivr.appkeys import SERVICES
+from ivr.call.session import CallSession
 from ivr.transports.limits import WEBSOCKET_MAX_MSG_SIZE
 from ivr.transports.messages import EndCall, InboundMessage, OutboundMessage, ProtocolError
 from ivr.transports.twilio import TwilioSerializer
 
 log = logging.getLogger(__name__)
-
-SERVICES = web.AppKey("call_services", CallServices)
 
 
 def raise_framing_error(msg: WSMessage) -> None:

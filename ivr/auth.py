@@ -2,6 +2,11 @@
 
 The token's name is the acting principal (e.g. the default agent of a claim). A server
 with no tokens configured answers 401 to every authenticated route: secure by default.
+
+Browsers cannot set headers on a WebSocket, so the server's WebSockets (the live feeds,
+the softphone) take the token as a subprotocol (`Sec-WebSocket-Protocol: ivr.v1,
+bearer.<token>`; not written to access logs, which is why the console and `ivr dial` use
+it) or as `?token=<token>` (simple for tools; the log formatter redacts it).
 """
 
 from __future__ import annotations
@@ -14,10 +19,13 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from ivr.api.errors import ApiError
 from ivr.config import ApiToken
+from ivr.http_error import ApiError
 
 REALM = 'Bearer realm="ivr"'
+PROTOCOL = "ivr.v1"
+"""The WebSocket subprotocol the server selects; a browser refuses a socket that selects
+none of its own."""
 BEARER_PREFIX = "bearer."
 """A WebSocket's token as a subprotocol: `Sec-WebSocket-Protocol: ivr.v1, bearer.<token>`."""
 
@@ -94,3 +102,12 @@ def require(principal: Principal, scope: str) -> None:
             f"token {principal.name!r} lacks the scope {scope}",
             headers={"WWW-Authenticate": f'{REALM}, error="insufficient_scope", scope="{scope}"'},
         )
+
+
+def websocket_principal(request: web.Request, tokens: Sequence[ApiToken], scope: str) -> Principal:
+    """The principal of a WebSocket request's token (subprotocol `bearer.<token>`, else
+    `?token=`), holding `scope`; ApiError 401/403 otherwise, like any API route."""
+    token = websocket_token(request)
+    who = authenticate(f"Bearer {token}" if token else None, tokens)
+    require(who, scope)
+    return who
