@@ -1,4 +1,4 @@
-"""The analytics queries of `Store`, written once for both databases (like `sql.py`).
+"""The analytics queries of `Store` (`AnalyticsStore`), written once for both databases.
 
 Every query covers the calls that started in [since, until) (the `calls_started_at` index)
 and reaches their turns by the turns' primary key. Dialect differences are two expressions:
@@ -9,9 +9,7 @@ FLOOR/CAST, which round differently on the two databases.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Collection
-from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +22,8 @@ from ivr.store.base import (
     TurnRecord,
 )
 from ivr.store.migrations import TYPES, Dialect
-from ivr.store.rows import Conn, Row, ts, turn_of, utc
+from ivr.store.queries import Queries
+from ivr.store.rows import Row, ts, turn_of, utc
 
 ESCALATION_END_REASONS = ("callback_booked", "callback_not_booked")
 """End reasons of calls that went through the agent-callback flow (the hotline's hangups)."""
@@ -45,13 +44,8 @@ _IN_WINDOW = "c.started_at >= $1 AND c.started_at < $2"
 _CHUNK = 500  # ids per IN (...) list: far below either database's parameter limit
 
 
-class AnalyticsQueries(ABC):
-    """Mixed into `SqlStore`, which supplies `_unit()` and `dialect`."""
-
-    dialect: Dialect
-
-    @abstractmethod
-    def _unit(self, write: bool = True) -> AbstractAsyncContextManager[Conn]: ...
+class AnalyticsQueries(Queries):
+    """Mixed into `SqlStore`."""
 
     async def _rows(self, sql: str, *args: Any) -> list[Row]:
         async with self._unit(write=False) as c:
