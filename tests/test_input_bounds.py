@@ -25,9 +25,8 @@ import yaml
 from live_server import FEED_TOKEN, ROOT, LiveServer, live_server
 
 from ivr.api import token_entry
-from ivr.api.auth import BEARER_PREFIX
 from ivr.api.flows import FlowUpload
-from ivr.api.live import PROTOCOL
+from ivr.auth import BEARER_PREFIX, PROTOCOL
 from ivr.config import ConfigError, load_settings
 from ivr.dial import Caller, Turn
 from ivr.dialog.flow import (
