@@ -121,11 +121,11 @@ async def _start_services(app: web.Application, stack: contextlib.AsyncExitStack
         fulfillment=Fulfillment(http),
         registry=CallRegistry(settings.max_calls),
         flow_store=flows,
+        records=records,
+        callbacks=callbacks,
         metrics=metrics,
         limits=_call_limits(settings),
         store=store,
-        records=records,
-        callbacks=callbacks,
         hours=BusinessHours.parse(settings.business_hours, settings.timezone),
         clock=shifted_clock(settings.clock_start),
         recordings=_recordings_dir(settings) if settings.record_calls else None,
@@ -135,18 +135,7 @@ async def _start_services(app: web.Application, stack: contextlib.AsyncExitStack
     metrics.active_calls = lambda: services.registry.active
     metrics.flows = lambda: [(flows.name, flows.flow.version)]
     watcher = FlowWatcher(flows, on_result=metrics.flow_reload)  # file edits → new calls
-    app[API] = ApiContext(
-        callbacks,
-        store,
-        settings.api_tokens,
-        callbacks.policy.tz,
-        calls=services.registry,
-        flows={flows.name: watcher},
-        grammar=GrammarTools(
-            asr, functools.partial(word_checker, asr.engine), settings.grammar_dir
-        ),
-        recordings=RecordingFiles(_recordings_dir(settings), settings.data_dir),
-    )
+    app[API] = _api_context(settings, services, callbacks, watcher)
     _start_background(app, stack, callbacks, http, watcher)
     # Calls last, once everything they use runs; at shutdown they stop first.
     audiosocket = AudioSocketServer(services)
@@ -167,6 +156,26 @@ async def _start_services(app: web.Application, stack: contextlib.AsyncExitStack
         app[AUDIOSOCKET_PORT],
         node_id,
         type(asyncio.get_running_loop()).__module__.split(".")[0],
+    )
+
+
+def _api_context(
+    settings: Settings, services: CallServices, callbacks: Callbacks, watcher: FlowWatcher
+) -> ApiContext:
+    """The API's narrow view: the store, callbacks, the call event bus, the served flow, the
+    recognizer and the recordings; never the calls themselves."""
+    asr = services.asr
+    return ApiContext(
+        callbacks,
+        callbacks.store,
+        settings.api_tokens,
+        callbacks.policy.tz,
+        calls=services.registry,
+        flows={watcher.store.name: watcher},
+        grammar=GrammarTools(
+            asr, functools.partial(word_checker, asr.engine), settings.grammar_dir
+        ),
+        recordings=RecordingFiles(_recordings_dir(settings), settings.data_dir),
     )
 
 

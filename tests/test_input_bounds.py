@@ -42,7 +42,7 @@ from ivr.dialog.flow import (
 from ivr.grammar import GrammarError, load_grammar
 from ivr.transports.audiosocket import HEADER, KIND_AUDIO, AudioSocketParser, encode_uuid
 from ivr.transports.browser import BrowserClient, BrowserSerializer
-from ivr.transports.callerid import WITHHELD, caller_number
+from ivr.callerid import WITHHELD, caller_number
 from ivr.transports.limits import (
     MAX_JSON_DEPTH,
     MAX_MESSAGE_BYTES,

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from ivr.config import Settings
 from ivr.store import Attempt, Call, Callback, Store, TurnRecord
-from ivr.transports.callerid import caller_number
+from ivr.callerid import caller_number
 
 RETRY_OUTCOMES = frozenset({"no_answer", "busy", "voicemail", "failed"})
 """Outcomes of an attempt that did not reach the caller: retried while attempts are left."""

@@ -27,7 +27,7 @@ from typing import Any, assert_never
 
 from ivr.audio.codecs import Encoding
 from ivr.audio.pcm import frame_bytes
-from ivr.transports.callerid import caller_number
+from ivr.callerid import caller_number
 from ivr.transports.limits import load_json
 from ivr.transports.messages import (
     DTMF_DIGITS,

@@ -18,7 +18,7 @@ import numpy as np
 
 from ivr.audio.codecs import Encoding, decode, encode
 from ivr.audio.pcm import frame_bytes
-from ivr.transports.callerid import caller_number
+from ivr.callerid import caller_number
 from ivr.transports.limits import load_json
 from ivr.transports.messages import (
     DTMF_DIGITS,
