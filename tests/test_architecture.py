@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,3 +92,15 @@ def test_no_function_outside_the_tests_is_over_60_lines() -> None:
         where: n for p in sorted(files) for where, n in _functions(p) if n > MAX_FUNCTION_LINES
     }
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
+def test_the_composition_root_contract_names_every_module() -> None:
+    """A module added to ivr/ is under the 'nothing imports ivr.app' wall from the start."""
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        contracts = tomllib.load(f)["tool"]["importlinter"]["contracts"]
+    (root,) = [c for c in contracts if c.get("forbidden_modules") == ["ivr.app"]]
+    package = ROOT / "ivr"
+    modules = {f"ivr.{p.stem}" for p in package.glob("*.py")}
+    modules |= {f"ivr.{p.parent.name}" for p in package.glob("*/__init__.py")}
+    exempt = {"ivr.app", "ivr.cli", "ivr.__main__", "ivr.__init__"}
+    assert modules - exempt == set(root["source_modules"])
