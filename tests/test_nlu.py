@@ -46,7 +46,7 @@ def test_words_that_are_not_digits(said: str) -> None:
 
 
 def test_the_number_readers_words() -> None:
-    """A number question's decode is bound to these (ivr.asr.whisper_engine.vocabulary):
+    """A number question's decode is bound to these (ivr.asr.whisper_prompt.vocabulary):
     each one is read between two digits, none turns the string into a no-match."""
     words = reader_words()
     assert {"oh", "zero", "double", "triple", "eleven", "er", "my", "number"} <= words

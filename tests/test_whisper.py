@@ -39,15 +39,11 @@ from ivr.asr.models import (
 from ivr.asr.pocketsphinx_engine import PocketsphinxEngine
 from ivr.asr.runner import AsrRunner
 from ivr.asr.vosk_engine import VoskEngine
-from ivr.asr.whisper_engine import (
-    LogMel,
-    WhisperEngine,
-    _Hypothesis,
-    bundled_model,
-    confidence,
-    drop_repeat,
-    vocabulary,
-)
+from ivr.asr.whisper_engine import WhisperEngine
+from ivr.asr.whisper_features import LogMel
+from ivr.asr.whisper_model import bundled_model
+from ivr.asr.whisper_prompt import vocabulary
+from ivr.asr.whisper_scoring import Hypothesis, confidence, drop_repeat
 from ivr.audio.pcm import Audio, read_wav, write_wav
 from ivr.grammar import Grammar, GrammarError, load_grammar
 from ivr.nlu.numbers import spoken_digits
@@ -217,7 +213,7 @@ def test_a_digit_string_keeps_its_repeats() -> None:
     """drop_repeat is for a free decode's echo; a number's "Two. Two. Two." is what was said
     (a vocabulary-bound decode does not drop it)."""
     assert drop_repeat("Two. Two. Two.") == "Two."
-    hyp = _Hypothesis("Two. Two. Two.", [1, 2, 3, 4, 5, 6], -0.1, 40, ("two",))
+    hyp = Hypothesis("Two. Two. Two.", [1, 2, 3, 4, 5, 6], -0.1, 40, ("two",))
     assert hyp.text == "Two. Two. Two."
 
 
