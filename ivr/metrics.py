@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -147,81 +147,111 @@ class _Collector:
 
     def collect(self) -> Iterable[Metric]:
         m = self.m
-        active = GaugeMetricFamily("ivr_active_calls", "Calls in progress")
-        active.add_metric([], m.active_calls())
-        yield active
-        calls = CounterMetricFamily("ivr_calls", "Calls ended, by outcome", labels=["outcome"])
-        for name, count in m.calls.items():
-            calls.add_metric([name], count)
-        yield calls
-        yield HistogramMetricFamily(
-            "ivr_turn_latency_seconds",
-            "From the caller's input being decided (end of speech, keys complete) to the"
-            " first frame of the bot's answer",
-            buckets=m.turn_latency.buckets(),
-            sum_value=m.turn_latency.total,
-        )
-        asr = HistogramMetricFamily(
-            "ivr_asr_seconds",
-            "Time to recognize one utterance (waiting for a worker included), by grammar or"
-            " free-speech mode",
-            labels=["mode"],
-        )
-        for mode, hist in m.asr.items():
-            asr.add_metric([mode], hist.buckets(), hist.total)
-        yield asr
-        yield HistogramMetricFamily(
-            "ivr_inbound_lag_seconds",
-            "How far behind real time the server handles callers' audio (sampled once a"
-            " second per call): the far end sends in real time, so a growing lag means the"
-            " server is not keeping up and ends of speech are heard late",
-            buckets=m.inbound_lag.buckets(),
-            sum_value=m.inbound_lag.total,
-        )
-        for name, counts, text in (
-            ("ivr_no_match", m.no_match, "Speech or keys that matched nothing, by dialog node"),
-            ("ivr_no_input", m.no_input, "Prompts the caller did not answer, by dialog node"),
-        ):
-            family = CounterMetricFamily(name, text, labels=["node"])
-            for node, count in sorted(counts.items()):
-                family.add_metric([node], count)
-            yield family
-        yield CounterMetricFamily(
-            "ivr_webhook_deliveries",
-            "Webhook delivery attempts (an event sent to its URLs), failed or not",
-            value=m.webhook_deliveries,
-        )
-        yield CounterMetricFamily(
-            "ivr_webhook_delivery_failures",
-            "Webhook delivery attempts that failed (some URL did not accept the event)",
-            value=m.webhook_failures,
-        )
-        reloads = CounterMetricFamily(
-            "ivr_flow_reloads",
-            "Attempts to switch a served flow to a new version",
-            labels=["result"],
-        )
-        for result, count in m.flow_reloads.items():
-            reloads.add_metric([result], count)
-        yield reloads
-        info = GaugeMetricFamily(
-            "ivr_flow_info",
-            "The served version of each flow (always 1)",
-            labels=["name", "version"],
-        )
-        for name, version in m.flows():
-            info.add_metric([name, version], 1)
-        yield info
-        yield GaugeMetricFamily(
-            "ivr_store_up",
-            "1 while the database takes writes (the node's heartbeat gets through), else 0",
-            value=int(m.store_up()),
-        )
-        yield CounterMetricFamily(
-            "ivr_store_errors",
-            "Database errors the store met (I/O, disk full, locks, lost connections...)",
-            value=m.store_errors(),
-        )
+        yield from _call_metrics(m)
+        yield from _timing_metrics(m)
+        yield from _dialog_metrics(m)
+        yield from _webhook_metrics(m)
+        yield from _flow_metrics(m)
+        yield from _store_metrics(m)
+
+
+def _call_metrics(m: Metrics) -> Iterator[Metric]:
+    """Calls in progress and ended."""
+    active = GaugeMetricFamily("ivr_active_calls", "Calls in progress")
+    active.add_metric([], m.active_calls())
+    yield active
+    calls = CounterMetricFamily("ivr_calls", "Calls ended, by outcome", labels=["outcome"])
+    for name, count in m.calls.items():
+        calls.add_metric([name], count)
+    yield calls
+
+
+def _timing_metrics(m: Metrics) -> Iterator[Metric]:
+    """Histograms: turn latency, recognition time, inbound lag."""
+    yield HistogramMetricFamily(
+        "ivr_turn_latency_seconds",
+        "From the caller's input being decided (end of speech, keys complete) to the"
+        " first frame of the bot's answer",
+        buckets=m.turn_latency.buckets(),
+        sum_value=m.turn_latency.total,
+    )
+    asr = HistogramMetricFamily(
+        "ivr_asr_seconds",
+        "Time to recognize one utterance (waiting for a worker included), by grammar or"
+        " free-speech mode",
+        labels=["mode"],
+    )
+    for mode, hist in m.asr.items():
+        asr.add_metric([mode], hist.buckets(), hist.total)
+    yield asr
+    yield HistogramMetricFamily(
+        "ivr_inbound_lag_seconds",
+        "How far behind real time the server handles callers' audio (sampled once a"
+        " second per call): the far end sends in real time, so a growing lag means the"
+        " server is not keeping up and ends of speech are heard late",
+        buckets=m.inbound_lag.buckets(),
+        sum_value=m.inbound_lag.total,
+    )
+
+
+def _dialog_metrics(m: Metrics) -> Iterator[Metric]:
+    """No-match and no-input counts by dialog node."""
+    for name, counts, text in (
+        ("ivr_no_match", m.no_match, "Speech or keys that matched nothing, by dialog node"),
+        ("ivr_no_input", m.no_input, "Prompts the caller did not answer, by dialog node"),
+    ):
+        family = CounterMetricFamily(name, text, labels=["node"])
+        for node, count in sorted(counts.items()):
+            family.add_metric([node], count)
+        yield family
+
+
+def _webhook_metrics(m: Metrics) -> Iterator[Metric]:
+    """Webhook delivery attempts and failures."""
+    yield CounterMetricFamily(
+        "ivr_webhook_deliveries",
+        "Webhook delivery attempts (an event sent to its URLs), failed or not",
+        value=m.webhook_deliveries,
+    )
+    yield CounterMetricFamily(
+        "ivr_webhook_delivery_failures",
+        "Webhook delivery attempts that failed (some URL did not accept the event)",
+        value=m.webhook_failures,
+    )
+
+
+def _flow_metrics(m: Metrics) -> Iterator[Metric]:
+    """Flow reloads and the served flows' versions."""
+    reloads = CounterMetricFamily(
+        "ivr_flow_reloads",
+        "Attempts to switch a served flow to a new version",
+        labels=["result"],
+    )
+    for result, count in m.flow_reloads.items():
+        reloads.add_metric([result], count)
+    yield reloads
+    info = GaugeMetricFamily(
+        "ivr_flow_info",
+        "The served version of each flow (always 1)",
+        labels=["name", "version"],
+    )
+    for name, version in m.flows():
+        info.add_metric([name, version], 1)
+    yield info
+
+
+def _store_metrics(m: Metrics) -> Iterator[Metric]:
+    """The database's health."""
+    yield GaugeMetricFamily(
+        "ivr_store_up",
+        "1 while the database takes writes (the node's heartbeat gets through), else 0",
+        value=int(m.store_up()),
+    )
+    yield CounterMetricFamily(
+        "ivr_store_errors",
+        "Database errors the store met (I/O, disk full, locks, lost connections...)",
+        value=m.store_errors(),
+    )
 
 
 async def serve_metrics(request: web.Request) -> web.Response:
