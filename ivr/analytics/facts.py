@@ -14,15 +14,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from ivr.dialog.flow import Flow
-from ivr.dialog.schema import (
-    AnswerNode,
-    BranchNode,
-    CallbackNode,
-    HangupNode,
-    MenuNode,
-    Node,
-    QuestionNode,
-)
+from ivr.dialog.nodes import successors
+from ivr.dialog.schema import HangupNode, MenuNode, Node
 
 
 @dataclass(frozen=True)
@@ -80,26 +73,9 @@ def _exit(node: Node) -> bool:
 
 
 def _edges(node: Node) -> Iterator[str | None]:
-    """The nodes `node` itself leads to (not the global intents, which lead anywhere)."""
-    yield node.escalation
-    if isinstance(node, MenuNode):
-        yield from (c.goto for c in node.choices.values() if not c.reason)
-        yield node.faq_next
-    elif isinstance(node, QuestionNode):
-        yield node.next
-        yield from node.branches.values()
-    elif isinstance(node, AnswerNode):
-        yield node.next
-        if node.fetch is not None:
-            yield node.fetch.missing
-            yield node.fetch.on_error
-    elif isinstance(node, BranchNode):
-        yield from node.cases.values()
-        yield node.present
-        yield node.default
-    elif isinstance(node, CallbackNode):
-        yield node.next
-        yield node.failed
+    """The nodes `node` itself leads to (not the global intents, which lead anywhere), but not
+    by a choice that hands the caller to a person: that one leads to a root."""
+    return (edge.to for edge in successors(node) if not edge.reason)
 
 
 def _reach(

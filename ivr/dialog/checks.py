@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import assert_never
 
+from ivr.dialog.nodes import successors
 from ivr.dialog.schema import (
     AnswerNode,
     BranchNode,
     CallbackNode,
     FlowSpec,
+    HandoffNode,
+    HangupNode,
     MenuNode,
     Node,
     Prompt,
@@ -89,91 +93,92 @@ def flow_problems(spec: FlowSpec) -> list[FlowProblem]:
 
 
 def _check_node(spec: FlowSpec, name: str, node: Node) -> Iterator[FlowProblem]:
-    def at(*loc: str | int) -> Loc:
-        return ("nodes", name, *loc)
-
-    def target(loc: Loc, goto: str | None) -> Iterator[FlowProblem]:
-        if goto is not None and goto not in spec.nodes:
-            yield FlowProblem(loc, f"unknown node {goto!r}")
-
-    yield from target(at("escalation"), node.escalation)
-    keys: dict[str, str] = {}
+    for edge in successors(node):
+        if edge.to is not None and edge.to not in spec.nodes:
+            yield FlowProblem(_at(name, *edge.loc), f"unknown node {edge.to!r}")
+    keys: dict[str, str] = {}  # the keys taken at the node → who has them, as messages say
     if node.globals:
         keys = {g.dtmf: f"globals.{gid}" for gid, g in spec.globals.items() if g.dtmf}
-    if isinstance(node, MenuNode):
-        if node.faq and not spec.faq:
-            yield FlowProblem(at("faq"), "the flow has no 'faq' intents")
-        yield from target(at("faq_next"), node.faq_next)
-        for cid, choice in node.choices.items():
-            yield from target(at("choices", cid, "goto"), choice.goto)
-            if node.globals and cid in spec.globals:
-                yield FlowProblem(at("choices", cid), "same id as a global intent")
-            if not choice.phrases and not choice.dtmf:
-                yield FlowProblem(at("choices", cid), "needs phrases or a dtmf key")
-            if choice.dtmf:
-                dtmf = at("choices", cid, "dtmf")
-                yield from _dtmf_clash(keys, choice.dtmf, dtmf, f"choices.{cid}.dtmf")
-    elif isinstance(node, QuestionNode):
-        yield from target(at("next"), node.next)
-        for value, goto in node.branches.items():
-            yield from target(at("branches", value), goto)
-        if node.type == "yesno":
-            for value in set(node.branches) - {"yes", "no"}:
-                yield FlowProblem(
-                    at("branches", value), "a yesno question only answers 'yes' or 'no'"
-                )
-            for key, value in YESNO_DTMF.items():
-                # The keys are implied by the type: the clash is reported at `type: yesno`.
-                named = f"dtmf for {value!r}"
-                yield from _dtmf_clash(keys, key, at("type"), named, f"node {name!r}: {named}")
-        if node.type == "rating":
-            for key in RATING_PHRASES:  # rating keys 1-5, like yesno's, come with the type
-                named = f"dtmf for rating {key}"
-                yield from _dtmf_clash(keys, key, at("type"), named, f"node {name!r}: {named}")
-        if node.survey and node.type != "rating":
-            yield FlowProblem(at("survey"), "only a rating question can be the survey")
-        if node.next is None and not (node.type == "yesno" and {"yes", "no"} <= set(node.branches)):
-            yield FlowProblem(
-                at("next"), "required (a yesno question may give branches for both yes and no)"
-            )
-        if node.min_digits > node.max_digits:
-            yield FlowProblem(
-                at("min_digits"), f"{node.min_digits} is more than max_digits {node.max_digits}"
-            )
-    elif isinstance(node, BranchNode):
-        for value, goto in node.cases.items():
-            yield from target(at("cases", value), goto)
-        yield from target(at("present"), node.present)
-        yield from target(at("default"), node.default)
-    elif isinstance(node, CallbackNode):
-        yield from target(at("next"), node.next)
-        yield from target(at("failed"), node.failed)
-        if node.failed is None and node.fallback is None:
-            yield FlowProblem(
-                at("failed"), "required (or a fallback prompt): what happens when booking fails"
-            )
-        known = _known_variables(spec)
-        for i, var in enumerate(node.number):
-            if var not in known:
-                loc = at("number", i)
-                yield FlowProblem(loc, f"unknown variable {var!r}", f"node {name!r}: number")
-        if node.when not in known:
-            yield FlowProblem(at("when"), f"unknown variable {node.when!r}")
-    elif isinstance(node, AnswerNode):
-        yield from target(at("next"), node.next)
-        if node.fetch is None:
-            if node.prompt is None:
-                yield FlowProblem(at("prompt"), "required (or 'fetch' with 'say')")
-            for field in ("say", "fallback"):
-                if getattr(node, field) is not None:
-                    yield FlowProblem(at(field), "only used with 'fetch'")
-        else:
-            if node.say is None:
-                yield FlowProblem(at("say"), "required with 'fetch'")
-            if node.fetch.source == "http" and not node.fetch.url:
-                yield FlowProblem(at("fetch", "url"), "required for source 'http'")
-            yield from target(at("fetch", "missing"), node.fetch.missing)
-            yield from target(at("fetch", "on_error"), node.fetch.on_error)
+    match node:
+        case MenuNode():
+            yield from _check_menu(spec, name, node, keys)
+        case QuestionNode():
+            yield from _check_question(name, node, keys)
+        case CallbackNode():
+            yield from _check_callback(spec, name, node)
+        case AnswerNode():
+            yield from _check_answer(name, node)
+        case BranchNode() | HandoffNode() | HangupNode():
+            pass  # nothing but where they lead
+        case _:
+            assert_never(node)
+
+
+def _at(name: str, *loc: str | int) -> Loc:
+    return ("nodes", name, *loc)
+
+
+def _check_menu(spec: FlowSpec, name: str, node: MenuNode, keys: dict[str, str]
+                ) -> Iterator[FlowProblem]:  # fmt: skip
+    if node.faq and not spec.faq:
+        yield FlowProblem(_at(name, "faq"), "the flow has no 'faq' intents")
+    for cid, choice in node.choices.items():
+        if node.globals and cid in spec.globals:
+            yield FlowProblem(_at(name, "choices", cid), "same id as a global intent")
+        if not choice.phrases and not choice.dtmf:
+            yield FlowProblem(_at(name, "choices", cid), "needs phrases or a dtmf key")
+        if choice.dtmf:
+            dtmf = _at(name, "choices", cid, "dtmf")
+            yield from _dtmf_clash(keys, choice.dtmf, dtmf, f"choices.{cid}.dtmf")
+
+
+def _check_question(name: str, node: QuestionNode, keys: dict[str, str]
+                    ) -> Iterator[FlowProblem]:  # fmt: skip
+    # The keys of yesno and rating questions come with the type: a clash is reported there.
+    typed = {"yesno": {k: f"dtmf for {v!r}" for k, v in YESNO_DTMF.items()},
+             "rating": {k: f"dtmf for rating {k}" for k in RATING_PHRASES}}  # fmt: skip
+    for key, named in typed.get(node.type, {}).items():
+        yield from _dtmf_clash(keys, key, _at(name, "type"), named, f"node {name!r}: {named}")
+    if node.type == "yesno":
+        for value in set(node.branches) - {"yes", "no"}:
+            loc = _at(name, "branches", value)
+            yield FlowProblem(loc, "a yesno question only answers 'yes' or 'no'")
+    if node.survey and node.type != "rating":
+        yield FlowProblem(_at(name, "survey"), "only a rating question can be the survey")
+    if node.next is None and not (node.type == "yesno" and {"yes", "no"} <= set(node.branches)):
+        yield FlowProblem(
+            _at(name, "next"), "required (a yesno question may give branches for both yes and no)"
+        )
+    if node.min_digits > node.max_digits:
+        message = f"{node.min_digits} is more than max_digits {node.max_digits}"
+        yield FlowProblem(_at(name, "min_digits"), message)
+
+
+def _check_callback(spec: FlowSpec, name: str, node: CallbackNode) -> Iterator[FlowProblem]:
+    if node.failed is None and node.fallback is None:
+        message = "required (or a fallback prompt): what happens when booking fails"
+        yield FlowProblem(_at(name, "failed"), message)
+    known = _known_variables(spec)
+    for i, var in enumerate(node.number):
+        if var not in known:
+            loc = _at(name, "number", i)
+            yield FlowProblem(loc, f"unknown variable {var!r}", f"node {name!r}: number")
+    if node.when not in known:
+        yield FlowProblem(_at(name, "when"), f"unknown variable {node.when!r}")
+
+
+def _check_answer(name: str, node: AnswerNode) -> Iterator[FlowProblem]:
+    if node.fetch is None:
+        if node.prompt is None:
+            yield FlowProblem(_at(name, "prompt"), "required (or 'fetch' with 'say')")
+        for field in ("say", "fallback"):
+            if getattr(node, field) is not None:
+                yield FlowProblem(_at(name, field), "only used with 'fetch'")
+        return
+    if node.say is None:
+        yield FlowProblem(_at(name, "say"), "required with 'fetch'")
+    if node.fetch.source == "http" and not node.fetch.url:
+        yield FlowProblem(_at(name, "fetch", "url"), "required for source 'http'")
 
 
 def _dtmf_clash(
@@ -188,13 +193,24 @@ def _dtmf_clash(
 def _known_variables(spec: FlowSpec) -> set[str]:
     known = set(ENGINE_VARIABLES) | {LOOKUP_ACCOUNT} | set(spec.variables)
     for node in spec.nodes.values():
-        if isinstance(node, QuestionNode):
-            known.add(node.var)
-            if node.type in ("digits", "phone", "when"):
-                known.add(f"{node.var}_spoken")
-        if isinstance(node, AnswerNode) and node.fetch is not None:
-            known.update(node.fetch.values or [node.fetch.item])
+        known.update(_provided(node))
     return known
+
+
+def _provided(node: Node) -> Iterator[str]:
+    """The variables `node` sets, for the prompts after it (the engine's own aside)."""
+    match node:
+        case QuestionNode():
+            yield node.var
+            if node.type in ("digits", "phone", "when"):  # read back as said
+                yield f"{node.var}_spoken"
+        case AnswerNode():
+            if node.fetch is not None:
+                yield from node.fetch.values or [node.fetch.item]
+        case MenuNode() | BranchNode() | CallbackNode() | HandoffNode() | HangupNode():
+            pass  # a callback's id is the engine's (ENGINE_VARIABLES)
+        case _:
+            assert_never(node)
 
 
 def _node_prompts(node: Node) -> Iterator[tuple[Loc, Prompt]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
@@ -192,7 +192,12 @@ Node = Annotated[
     MenuNode | QuestionNode | AnswerNode | BranchNode | CallbackNode | HandoffNode | HangupNode,
     Field(discriminator="kind"),
 ]
-NODE_KINDS = ("menu", "question", "answer", "branch", "callback", "handoff", "hangup")
+"""Every node kind. A new kind is a class added here; then mypy names each `match` over nodes
+that does not handle it yet (see `ivr.dialog.nodes`)."""
+NODE_KINDS: tuple[str, ...] = tuple(
+    get_args(cls.model_fields["kind"].annotation)[0] for cls in get_args(get_args(Node)[0])
+)
+"""The ``kind:`` of each, in the union's order: menu, question, answer, ..."""
 
 
 class Defaults(_WithPrompts):
