@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Literal
+from typing import Literal, assert_never
 
 from ivr.clock import Clock, system_clock, today_in
 from ivr.dialog.flow import Flow
 from ivr.dialog.interpret import Interpreter
+from ivr.dialog.nodes import hearing
 from ivr.dialog.schema import (
     AnswerNode,
     BranchNode,
@@ -149,41 +150,66 @@ class DialogEngine:
         for _ in range(MAX_HOPS):
             node = self.spec.nodes[name]
             state.node, state.no_input, state.no_match, state.pending = name, 0, 0, None
-            if isinstance(node, MenuNode | QuestionNode):
+            step = self._enter(state, node, out, reason)
+            if step is None:
+                return
+            name = step
+        self._end(state, out, Disconnect("flow_loop"))
+
+    def _enter(self, state: DialogState, node: Node, out: _Out, reason: str | None
+               ) -> str | None:  # fmt: skip
+        """The step into `node`: the node to go on to, or None when the call waits there (for
+        the caller, a lookup, a booking) or ends. `reason`: why the call was sent here (an
+        end node records it, else its own)."""
+        match node:
+            case MenuNode() | QuestionNode():
                 self._say(state, out, node.prompt)
                 self._listen(state, out)
-                return
-            if node.prompt is not None:
-                self._say(state, out, node.prompt)
-            if isinstance(node, BranchNode):
+                return None
+            case BranchNode():
+                self._announce(state, node, out)
                 value = state.variables.get(node.var, "")
-                name = node.cases.get(value) or (value and node.present) or node.default
-                continue
-            if isinstance(node, CallbackNode):
-                if self._book(state, node, out):
-                    return
-                name = node.failed or node.next
-                continue
-            if isinstance(node, AnswerNode):
-                if node.fetch is None:
-                    name = node.next
-                    continue
-                f, v = node.fetch, state.variables
-                params = (
-                    {k: x for k, x in v.items() if not is_internal(k)}
-                    if f.params is None
-                    else {k: v[k] for k in f.params if k in v}
-                )
-                out.actions.append(Fetch(f.source, f.item, f.url, params, f.timeout_ms))
-                state.waiting = "fetch"
-                return
-            end = Handoff if isinstance(node, HandoffNode) else Disconnect
-            reason = reason or node.reason
-            break
-        else:
-            end, reason = Disconnect, "flow_loop"
-        state.waiting, state.end_reason = "ended", reason
-        out.actions.append(end(reason))
+                return node.cases.get(value) or (value and node.present) or node.default
+            case CallbackNode():
+                self._announce(state, node, out)
+                return None if self._book(state, node, out) else node.failed or node.next
+            case AnswerNode():
+                self._announce(state, node, out)
+                return self._fetch(state, node, out)
+            case HandoffNode():
+                self._announce(state, node, out, final=True)
+                self._end(state, out, Handoff(reason or node.reason))
+                return None
+            case HangupNode():
+                self._announce(state, node, out, final=True)
+                self._end(state, out, Disconnect(reason or node.reason))
+                return None
+            case _:
+                assert_never(node)
+
+    def _announce(self, state: DialogState, node: Node, out: _Out, final: bool = False) -> None:
+        """Say the prompt of a node that does not listen, if it has one; `final`: the call's
+        last words, which the caller cannot interrupt."""
+        if node.prompt is not None:
+            self._say(state, out, node.prompt, final=final)
+
+    def _end(self, state: DialogState, out: _Out, end: Handoff | Disconnect) -> None:
+        state.waiting, state.end_reason = "ended", end.reason
+        out.actions.append(end)
+
+    def _fetch(self, state: DialogState, node: AnswerNode, out: _Out) -> str | None:
+        """Ask the pipeline for the node's lookup (None), or go on to `next` without one."""
+        if node.fetch is None:
+            return node.next
+        f, v = node.fetch, state.variables
+        params = (
+            {k: x for k, x in v.items() if not is_internal(k)}
+            if f.params is None
+            else {k: v[k] for k in f.params if k in v}
+        )
+        out.actions.append(Fetch(f.source, f.item, f.url, params, f.timeout_ms))
+        state.waiting = "fetch"
+        return None
 
     def _book(self, state: DialogState, node: CallbackNode, out: _Out) -> bool:
         """Ask the pipeline to book the callback (True), or say why not and go on (False)."""
@@ -203,42 +229,46 @@ class DialogEngine:
         return True
 
     def _say(self, state: DialogState, out: _Out, prompt: Prompt, repeatable: bool = True,
-             **extra: str) -> Say:  # fmt: skip
-        """Say `prompt` (placeholders from call variables and `extra`; missing ones → "")."""
+             final: bool = False, **extra: str) -> Say:  # fmt: skip
+        """Say `prompt` (placeholders from call variables and `extra`; missing ones → "");
+        the caller may barge in where the node allows it, unless these are `final` words."""
         text, _ = render(prompt, state.variables | extra)
-        node = self._node(state)
-        final = isinstance(node, HandoffNode | HangupNode)  # last words: let them finish
-        say = Say(text, prompt.key, node.barge_in and not final)
+        say = Say(text, prompt.key, self._node(state).barge_in and not final)
         out.actions += [say, Turn(state.node, "prompt", text)]
         if repeatable:
             out.said.append(say)
         return say
 
     def _listen(self, state: DialogState, out: _Out) -> None:
-        node = self._node(state)
-        assert isinstance(node, MenuNode | QuestionNode)
-        grammar = self.flow.grammars.get(state.node)
-        max_digits, terminator = 1, None
-        if state.pending is not None:
-            grammar = state.pending.grammar
-        elif isinstance(node, MenuNode):
-            grammar = None if node.faq else grammar
-            keys = [c.dtmf for c in node.choices.values() if c.dtmf]
-            keys += list(self.flow.global_dtmf) if node.globals else []
-            max_digits = max((len(k) for k in keys), default=1)
-        elif node.type == "text":
-            grammar = None
-        elif node.type not in ("yesno", "when", "rating"):  # these take single keys
-            digits = {"digits": node.max_digits, "date": 8, "time": 4, "phone": PHONE_DIGITS[1]}
-            max_digits, terminator = digits[node.type], node.terminator
-        no_input_ms = node.no_input_ms or self.spec.defaults.no_input_ms
+        node, d = self._node(state), self.spec.defaults
+        hears = hearing(node)
+        grammar = None if hears.free else self.flow.grammars.get(state.node)
+        max_digits, terminator = self._keypad(node)
+        if state.pending is not None:  # a yes/no or "which one": single keys
+            grammar, max_digits, terminator = state.pending.grammar, 1, None
+        no_input_ms = node.no_input_ms or d.no_input_ms
         hint = self.flow.hint(state.node) if grammar is None else None
-        end_silence = None
-        number = isinstance(node, QuestionNode) and node.type in ("digits", "phone")
-        if number and state.pending is None:
-            end_silence = self.spec.defaults.digits_end_silence_ms
+        number = hears.number and state.pending is None
+        end_silence = d.digits_end_silence_ms if number else None
         out.actions.append(Listen(grammar, max_digits, terminator, no_input_ms, hint, end_silence))
         out.listened, state.waiting = True, "input"
+
+    def _keypad(self, node: Node) -> tuple[int, str | None]:
+        """The most keys `node` takes as one entry, and the key that ends an entry early."""
+        match node:
+            case MenuNode():
+                keys = [c.dtmf for c in node.choices.values() if c.dtmf]
+                keys += list(self.flow.global_dtmf) if node.globals else []
+                return max((len(k) for k in keys), default=1), None
+            case QuestionNode():
+                if node.type in ("yesno", "when", "rating", "text"):  # single keys
+                    return 1, None
+                digits = {"digits": node.max_digits, "date": 8, "time": 4, "phone": PHONE_DIGITS[1]}
+                return digits[node.type], node.terminator
+            case AnswerNode() | BranchNode() | CallbackNode() | HandoffNode() | HangupNode():
+                raise AssertionError(f"a {node.kind} node does not listen")
+            case _:
+                assert_never(node)
 
     # --- input --------------------------------------------------------------------------
 
@@ -372,19 +402,30 @@ class DialogEngine:
     # --- fetch results ------------------------------------------------------------------
 
     def _fetch_done(self, state: DialogState, ev: FetchDone, out: _Out) -> None:
-        node, d = self._node(state), self.spec.defaults
-        ok = ev.values is not None and ev.error is None
-        if isinstance(node, CallbackNode):
-            if ok:
-                state.variables.update(ev.values or {})
-                self._say(state, out, node.say)
-                self._goto(state, node.next, out)
-                return
-            if node.fallback is not None:
-                self._say(state, out, node.fallback)
-            self._goto(state, node.failed or node.next, out)
+        node = self._node(state)
+        match node:
+            case CallbackNode():
+                self._booked(state, node, ev, out)
+            case AnswerNode():
+                self._looked_up(state, node, ev, out)
+            case MenuNode() | QuestionNode() | BranchNode() | HandoffNode() | HangupNode():
+                raise AssertionError(f"a {node.kind} node does not wait for a fetch")
+            case _:
+                assert_never(node)
+
+    def _booked(self, state: DialogState, node: CallbackNode, ev: FetchDone, out: _Out) -> None:
+        if ev.values is not None and ev.error is None:
+            state.variables.update(ev.values)
+            self._say(state, out, node.say)
+            self._goto(state, node.next, out)
             return
-        assert isinstance(node, AnswerNode) and node.fetch is not None
+        if node.fallback is not None:
+            self._say(state, out, node.fallback)
+        self._goto(state, node.failed or node.next, out)
+
+    def _looked_up(self, state: DialogState, node: AnswerNode, ev: FetchDone, out: _Out) -> None:
+        d = self.spec.defaults
+        assert node.fetch is not None  # only an answer with a fetch waits for one
         if ev.values is not None and ev.error is None:
             state.not_found = 0
             state.variables.update(self._fetched(state, node.fetch, ev.values))

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date, datetime
+from typing import assert_never
 
 from ivr.dialog.flow import Flow
-from ivr.dialog.schema import MenuNode, QuestionNode
+from ivr.dialog.nodes import hearing
+from ivr.dialog.schema import (
+    AnswerNode,
+    BranchNode,
+    CallbackNode,
+    HandoffNode,
+    HangupNode,
+    MenuNode,
+    QuestionNode,
+)
 from ivr.dialog.state import DialogState, Interp
 from ivr.dialog.values import YESNO_DTMF, keyed_value, question_value, readback
 from ivr.dialog.when import BusinessHours, Slot, resolve, resolve_keys
@@ -57,7 +67,7 @@ class Interpreter:
             elif m.intent is not None:
                 menu_reason = f"{m.intent!r} is not a valid answer here"
         faq = self.flow.faq_grammar
-        if isinstance(node, MenuNode) and node.faq and faq is not None:
+        if hearing(node).faq and faq is not None:
             f = faq.match(text, conf)
             faq_reason = f.reason
             if f.intent is not None:
@@ -101,23 +111,26 @@ class Interpreter:
             picks = dict(zip(("1", "2"), p.options, strict=False))
             intent = YESNO_DTMF.get(digits) if p.kind == "confirm" else picks.get(digits)
             return self.pending(state, intent or globals_.get(digits))
-        if isinstance(node, MenuNode):
-            cid = next((c for c, ch in node.choices.items() if ch.dtmf == digits), None)
-            return self.intent(state, cid or globals_.get(digits))
-        if isinstance(node, QuestionNode) and node.type == "when":
-            slot = resolve_keys(digits, self.clock(), self.hours)
-            return (
-                _slot(digits, slot)
-                if slot is not None
-                else self.intent(state, globals_.get(digits))
-            )
-        if isinstance(node, QuestionNode):
-            value = keyed_value(node, digits, self.today())
-            if value is not None:
-                return Interp("value", value, value, readback(node, value))
-            if node.type in ("yesno", "text", "rating"):  # digits/date/time: keys are answers
+        match node:
+            case MenuNode():
+                cid = next((c for c, ch in node.choices.items() if ch.dtmf == digits), None)
+                return self.intent(state, cid or globals_.get(digits))
+            case QuestionNode() if node.type == "when":
+                slot = resolve_keys(digits, self.clock(), self.hours)
+                if slot is not None:
+                    return _slot(digits, slot)
                 return self.intent(state, globals_.get(digits))
-        return None
+            case QuestionNode():
+                value = keyed_value(node, digits, self.today())
+                if value is not None:
+                    return Interp("value", value, value, readback(node, value))
+                if node.type in ("yesno", "text", "rating"):  # digits/date/time: keys answer
+                    return self.intent(state, globals_.get(digits))
+                return None
+            case AnswerNode() | BranchNode() | CallbackNode() | HandoffNode() | HangupNode():
+                return None  # these do not listen
+            case _:
+                assert_never(node)
 
     def intent(self, state: DialogState, intent: str | None) -> Interp | None:
         """A grammar intent (or key's intent) at the current node with nothing pending."""
@@ -126,15 +139,22 @@ class Interpreter:
             return None
         if node.globals and intent in self.spec.globals:
             return Interp("global", intent, title=self.flow.title(intent))
-        if isinstance(node, MenuNode) and intent in node.choices:
-            return Interp("choice", intent, title=self.flow.title(intent, node))
-        if isinstance(node, QuestionNode) and node.type == "when":
-            return _slot(intent, resolve(intent, self.clock(), self.hours))
-        if isinstance(node, QuestionNode):
-            value = question_value(node, intent, self.today())
-            if value is not None:
+        match node:
+            case MenuNode():
+                if intent not in node.choices:
+                    return None
+                return Interp("choice", intent, title=self.flow.title(intent, node))
+            case QuestionNode() if node.type == "when":
+                return _slot(intent, resolve(intent, self.clock(), self.hours))
+            case QuestionNode():
+                value = question_value(node, intent, self.today())
+                if value is None:
+                    return None
                 return Interp("value", intent, value, readback(node, value))
-        return None
+            case AnswerNode() | BranchNode() | CallbackNode() | HandoffNode() | HangupNode():
+                return None  # these do not listen
+            case _:
+                assert_never(node)
 
     def pending(self, state: DialogState, intent: str | None) -> Interp | None:
         """An answer to the pending confirmation or "did you mean A or B" question."""
