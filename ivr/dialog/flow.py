@@ -11,13 +11,25 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
 import yaml
 from pydantic import ValidationError
 
 from ivr.dialog.checks import FlowProblem, Loc, flow_problems
-from ivr.dialog.schema import NODE_KINDS, FlowSpec, MenuNode, Node, QuestionNode
+from ivr.dialog.nodes import hearing
+from ivr.dialog.schema import (
+    NODE_KINDS,
+    AnswerNode,
+    BranchNode,
+    CallbackNode,
+    FlowSpec,
+    HandoffNode,
+    HangupNode,
+    MenuNode,
+    Node,
+    QuestionNode,
+)
 from ivr.dialog.values import DATE_PHRASES, RATING_PHRASES, TIME_PHRASES
 from ivr.dialog.when import phrases as when_phrases
 from ivr.grammar import Grammar, GrammarError, load_grammar
@@ -71,8 +83,8 @@ class Flow:
 
     def _hint(self, node: str) -> Grammar | None:
         sources = [self.grammars[node]] if node in self.grammars else []
-        menu = self.spec.nodes.get(node)
-        if isinstance(menu, MenuNode) and menu.faq and self.faq_grammar is not None:
+        here = self.spec.nodes.get(node)
+        if here is not None and hearing(here).faq and self.faq_grammar is not None:
             sources.append(self.faq_grammar)
         intents: dict[str, list[str]] = {}
         seen: set[str] = set()
@@ -181,73 +193,94 @@ def _pydantic_problem(err: Any) -> FlowProblem:
 
 
 def _compile(spec: FlowSpec, source: str, version: str, grammar_dir: Path) -> Flow:
-    problems: list[FlowProblem] = []
     try:
         digits = load_grammar("digits", grammar_dir)
         yesno = load_grammar("yesno", grammar_dir)
     except GrammarError as exc:
         raise _flow_error(source, [FlowProblem((), str(exc), "")]) from exc
-    globals_ = {gid: list(g.phrases) for gid, g in spec.globals.items()}
-    negatives = tuple(spec.out_of_scope)
+    c = _Compiler(spec, source, digits, yesno)
+    grammars: dict[str, Grammar] = {}
+    for name, node in spec.nodes.items():
+        grammar = c.node_grammar(name, node)
+        if grammar is not None:
+            grammars[name] = grammar
+    confirm = {
+        True: c.build("confirmation", dict(yesno.intents) | c.globals, yesno, yes_no=True),
+        False: replace(yesno, yes_no=True),
+    }
+    faq = None
+    if spec.faq:
+        questions = {fid: list(f.questions) for fid, f in spec.faq.items()}
+        faq = c.build("faq", questions, negatives=c.negatives)
+    if c.problems:
+        raise _flow_error(source, c.problems)
+    dtmf = {g.dtmf: gid for gid, g in spec.globals.items() if g.dtmf}
+    return Flow(spec, source, version, grammars, confirm, faq, dtmf)
 
-    def build(
-        label: str, intents: dict[str, list[str]], base: Grammar | None = None, **kwargs: Any
-    ) -> Grammar:
+
+class _Compiler:
+    """Builds a flow's grammars, collecting the problems of the phrases they refuse."""
+
+    def __init__(self, spec: FlowSpec, source: str, digits: Grammar, yesno: Grammar) -> None:
+        self.spec, self.source, self.digits, self.yesno = spec, source, digits, yesno
+        self.globals = {gid: list(g.phrases) for gid, g in spec.globals.items()}
+        self.negatives = tuple(spec.out_of_scope)
+        self.problems: list[FlowProblem] = []
+
+    def node_grammar(self, name: str, node: Node) -> Grammar | None:
+        """What `node` listens for (with the global intents, where it takes them)."""
+        extra = self.globals if node.globals else {}
+        match node:
+            case MenuNode():
+                own = {cid: list(c.phrases) for cid, c in node.choices.items() if c.phrases}
+                return self.build(name, own | extra, negatives=self.negatives)
+            case QuestionNode():
+                return self._question(name, node, extra)
+            case AnswerNode() | BranchNode() | CallbackNode() | HandoffNode() | HangupNode():
+                return None  # they do not listen
+            case _:
+                assert_never(node)
+
+    def _question(self, name: str, node: QuestionNode, extra: dict[str, list[str]]
+                  ) -> Grammar | None:  # fmt: skip
+        yesno, digits = self.yesno, self.digits
+        if node.type == "yesno":
+            return self.build(name, dict(yesno.intents) | extra, yesno, yes_no=True)
+        if node.type == "when":
+            times = {p: [p] for p in when_phrases()}
+            return self.build(name, times | extra, match_by="spelling")
+        if node.type == "rating":
+            return self.build(name, dict(RATING_PHRASES) | extra)
+        if node.type in ("digits", "date", "time", "phone"):
+            words = {"date": DATE_PHRASES, "time": TIME_PHRASES}.get(node.type, {})
+            return self.build(name, dict(digits.intents) | words | extra, digits)
+        return self.build(name, extra) if extra else None  # free text: only the globals
+
+    def build(self, label: str, intents: dict[str, list[str]], base: Grammar | None = None,
+              **kwargs: Any) -> Grammar:  # fmt: skip
+        """A grammar named `label` (a node, "faq", "confirmation"), its decoding settings from
+        `base`; one whose phrases are refused is a problem (and yes/no stands in for it)."""
         if base is not None:
             kwargs |= {
                 "sequence": base.sequence,
                 "threshold": base.threshold,
                 "min_confidence": base.min_confidence,
             }
+        spec = self.spec
+        where = f"node {label!r}" if label in spec.nodes else label
         try:
             return Grammar(
                 name=f"{spec.name}.{label}",
                 intents=intents,
                 language=spec.language,
-                source=f"{source}: {where(label)}",
+                source=f"{self.source}: {where}",
                 **kwargs,
             )
         except GrammarError as exc:
-            prefix = f"{source}: "
             message = str(exc).replace(": intents.", ": phrases of intent ", 1)
             loc = _phrase_loc(spec, label, exc.loc)
-            problems.append(FlowProblem(loc, message.removeprefix(prefix), ""))
-            return yesno
-
-    def where(label: str) -> str:
-        return f"node {label!r}" if label in spec.nodes else label
-
-    grammars: dict[str, Grammar] = {}
-    for name, node in spec.nodes.items():
-        extra = globals_ if node.globals else {}
-        if isinstance(node, MenuNode):
-            own = {cid: list(c.phrases) for cid, c in node.choices.items() if c.phrases}
-            grammars[name] = build(name, own | extra, negatives=negatives)
-        elif isinstance(node, QuestionNode):
-            if node.type == "yesno":
-                grammars[name] = build(name, dict(yesno.intents) | extra, yesno, yes_no=True)
-            elif node.type == "when":
-                times = {p: [p] for p in when_phrases()}
-                grammars[name] = build(name, times | extra, match_by="spelling")
-            elif node.type == "rating":
-                grammars[name] = build(name, dict(RATING_PHRASES) | extra)
-            elif node.type in ("digits", "date", "time", "phone"):
-                words = {"date": DATE_PHRASES, "time": TIME_PHRASES}.get(node.type, {})
-                grammars[name] = build(name, dict(digits.intents) | words | extra, digits)
-            elif extra:
-                grammars[name] = build(name, extra)
-    confirm = {
-        True: build("confirmation", dict(yesno.intents) | globals_, yesno, yes_no=True),
-        False: replace(yesno, yes_no=True),
-    }
-    faq = None
-    if spec.faq:
-        questions = {fid: list(f.questions) for fid, f in spec.faq.items()}
-        faq = build("faq", questions, negatives=negatives)
-    if problems:
-        raise _flow_error(source, problems)
-    dtmf = {g.dtmf: gid for gid, g in spec.globals.items() if g.dtmf}
-    return Flow(spec, source, version, grammars, confirm, faq, dtmf)
+            self.problems.append(FlowProblem(loc, message.removeprefix(f"{self.source}: "), ""))
+            return self.yesno
 
 
 def _phrase_loc(spec: FlowSpec, label: str, loc: Loc) -> Loc:

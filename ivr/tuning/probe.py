@@ -15,7 +15,7 @@ import binascii
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
 import numpy as np
 import soundfile as sf
@@ -27,7 +27,17 @@ from ivr.audio.pcm import Audio
 from ivr.audio.vad import Endpointer, EndpointerConfig
 from ivr.dialog.engine import DialogEngine
 from ivr.dialog.flow import Flow, FlowError, flow_grammar_dir, parse_flow
-from ivr.dialog.schema import AnswerNode, BranchNode, Defaults, MenuNode, QuestionNode
+from ivr.dialog.nodes import hearing
+from ivr.dialog.schema import (
+    AnswerNode,
+    BranchNode,
+    CallbackNode,
+    Defaults,
+    HandoffNode,
+    HangupNode,
+    MenuNode,
+    QuestionNode,
+)
 from ivr.dialog.state import DialogState
 from ivr.events import SpeechEnded
 from ivr.grammar import Grammar, Match, parse_grammar
@@ -210,15 +220,12 @@ def node_target(flow: Flow, node: str | None) -> Target:
         listening = ", ".join(flow.grammars) or "none"
         what = "no such node" if spec is None else f"this {spec.kind} node has no grammar"
         raise TargetError(f"{flow.name}: {name!r}: {what} (nodes that listen: {listening})")
-    faq = None
-    free = isinstance(spec, QuestionNode) and spec.type == "text"
-    if isinstance(spec, MenuNode) and spec.faq:
-        faq, free = flow.faq_grammar, True
-    listen, hint = (None, flow.hint(name)) if free else (grammar, None)
+    hears = hearing(spec)  # as the dialog's Listen there
+    faq = flow.faq_grammar if hears.faq else None
+    listen, hint = (None, flow.hint(name)) if hears.free else (grammar, None)
     margin = flow.spec.defaults.faq_margin
     label = f"{flow.name}: node {name!r}"
-    number = isinstance(spec, QuestionNode) and spec.type in ("digits", "phone")
-    silence = flow.spec.defaults.digits_end_silence_ms if number else None
+    silence = flow.spec.defaults.digits_end_silence_ms if hears.number else None
     return Target(label, grammar, listen, hint, faq, margin, name, flow, silence)
 
 
@@ -231,12 +238,17 @@ def first_listening(flow: Flow) -> str:
             return name
         seen.add(name)
         node = flow.nodes[name]
-        if isinstance(node, AnswerNode):
-            name = node.next
-        elif isinstance(node, BranchNode):
-            name = node.default
-        else:
-            break
+        match node:
+            case AnswerNode():
+                name = node.next
+            case BranchNode():
+                name = node.default
+            case CallbackNode() | HandoffNode() | HangupNode():
+                break  # the path to a question stops at a booking or the end of the call
+            case MenuNode() | QuestionNode():
+                break  # listens, with no grammar (a free-text question without the globals)
+            case _:
+                assert_never(node)
     first = next(iter(flow.grammars), None)
     if first is None:
         raise FlowError([f"{flow.source}: no node listens for speech"])
