@@ -56,10 +56,9 @@ from ivr.fulfillment import Fulfillment
 from ivr.grammar import GrammarError, warm_meaning
 from ivr.metrics import Metrics, serve_metrics
 from ivr.retention import AudioRetention
-from ivr.server.audiosocket import AudioSocketServer
 from ivr.server.http import server_options
-from ivr.server.softphone import softphone
-from ivr.server.websocket import media_stream
+from ivr.server.stream import StreamServer
+from ivr.server.transports import AUDIOSOCKET, add_call_routes
 from ivr.store import Store, open_store
 from ivr.store.health import StoreProbe
 from ivr.tts import PromptCache, PromptRenderer, TtsEngine
@@ -138,7 +137,7 @@ async def _start_services(app: web.Application, stack: contextlib.AsyncExitStack
     app[API] = _api_context(settings, services, callbacks, watcher)
     _start_background(app, stack, callbacks, http, watcher)
     # Calls last, once everything they use runs; at shutdown they stop first.
-    audiosocket = AudioSocketServer(services)
+    audiosocket = StreamServer(services, AUDIOSOCKET)
     try:
         app[AUDIOSOCKET_PORT] = await audiosocket.start(settings.host, settings.audiosocket_port)
     except OSError as exc:
@@ -375,8 +374,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", serve_metrics)  # Prometheus; no token
-    app.router.add_get("/v1/media-stream", media_stream)
-    app.router.add_get("/v1/softphone", softphone)  # a call from the browser
+    add_call_routes(app)  # the calls' WebSockets: /v1/media-stream, /v1/softphone
     # REST API and the live feeds under /v1 (ivr/api)
     add_api_routes(app, ClientLimits.from_settings(settings))
     add_console_routes(app)  # the web console at /console

@@ -25,7 +25,12 @@ from speech import flite
 from ivr.audio.pcm import Audio, read_wav, write_wav
 from ivr.dial import Caller, CallReport, Turn
 from ivr.grammar import normalize
-from ivr.transports.audiosocket import AudioSocketParser, encode_audio, encode_hangup, encode_uuid
+from ivr.transports.audiosocket import (
+    AudioSocketSerializer,
+    encode_audio,
+    encode_hangup,
+    encode_uuid,
+)
 from ivr.transports.messages import CallerAudio
 from ivr.transports.twilio import TwilioClient
 
@@ -71,12 +76,12 @@ async def audiosocket_call(server: LiveServer, speech: Path) -> dict[str, Any]:
         feed = await http.ws_connect(server.events_url(call_id))
         reader, writer = await asyncio.open_connection("127.0.0.1", server.audiosocket_port)
         writer.write(encode_uuid(call_id))
-        parser = AudioSocketParser()  # reads the server's frames; it expects a UUID first
-        parser.feed(encode_uuid(call_id))
+        parser = AudioSocketSerializer()  # reads the server's frames; it expects a UUID first
+        parser.parse(encode_uuid(call_id))
 
         async def read_audio() -> None:
             while data := await reader.read(4096):
-                for msg in parser.feed(data):
+                for msg in parser.parse(data):
                     if isinstance(msg, CallerAudio):
                         got["bot_audio"] += len(msg.pcm)
                         last_audio[0] = loop.time()

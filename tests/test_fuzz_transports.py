@@ -27,7 +27,7 @@ from ivr.transports.audiosocket import (
     KIND_ERROR,
     KIND_HANGUP,
     KIND_UUID,
-    AudioSocketParser,
+    AudioSocketSerializer,
     encode_frame,
 )
 from ivr.transports.browser import BrowserClient, BrowserSerializer
@@ -331,13 +331,13 @@ def test_audiosocket_parser(
 ) -> None:
     """The frames as TCP delivers them: in chunks cut anywhere, then the end of the stream."""
     stream = (encode_frame(KIND_UUID, uuid.uuid4().bytes) if uuid_first else b"") + b"".join(frames)
-    for parser in (AudioSocketParser(), AudioSocketParser(max_payload)):
+    for parser in (AudioSocketSerializer(), AudioSocketSerializer(max_payload)):
         pos, i = 0, 0
         alive = True
         while alive and pos < len(stream):
             size = cuts[i % len(cuts)]
-            alive = survive(parser.feed, stream[pos : pos + size], INBOUND)
+            alive = survive(parser.parse, stream[pos : pos + size], INBOUND)
             pos, i = pos + size, i + 1
         if alive:
             assert len(parser._buf) <= HEADER.size + parser.max_payload  # bounded buffering
-            survive(AudioSocketParser.feed_eof, parser, INBOUND)
+            survive(AudioSocketSerializer.end, parser, INBOUND)

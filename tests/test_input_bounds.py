@@ -40,7 +40,7 @@ from ivr.dialog.flow import (
     load_yaml,
 )
 from ivr.grammar import GrammarError, load_grammar
-from ivr.transports.audiosocket import HEADER, KIND_AUDIO, AudioSocketParser, encode_uuid
+from ivr.transports.audiosocket import HEADER, KIND_AUDIO, AudioSocketSerializer, encode_uuid
 from ivr.transports.browser import BrowserClient, BrowserSerializer
 from ivr.callerid import WITHHELD, caller_number
 from ivr.transports.limits import (
@@ -134,14 +134,14 @@ def test_a_non_ascii_media_payload_is_a_protocol_error() -> None:
 def test_audiosocket_frames_are_bounded_by_their_length_field() -> None:
     """The 2-byte length caps a frame at 64 KiB; a parser with a lower cap refuses a frame
     from its header, before any of its payload has to be buffered."""
-    parser = AudioSocketParser()
-    parser.feed(encode_uuid(uuid.uuid4()))
-    assert parser.feed(HEADER.pack(KIND_AUDIO, 0xFFFF)) == []  # waits for the payload
+    parser = AudioSocketSerializer()
+    parser.parse(encode_uuid(uuid.uuid4()))
+    assert parser.parse(HEADER.pack(KIND_AUDIO, 0xFFFF)) == []  # waits for the payload
     assert len(parser._buf) == HEADER.size
-    strict = AudioSocketParser(max_payload=640)
-    strict.feed(encode_uuid(uuid.uuid4()))
+    strict = AudioSocketSerializer(max_payload=640)
+    strict.parse(encode_uuid(uuid.uuid4()))
     with pytest.raises(ProtocolError, match="frame length 641 exceeds maximum 640"):
-        strict.feed(HEADER.pack(KIND_AUDIO, 641))
+        strict.parse(HEADER.pack(KIND_AUDIO, 641))
 
 
 # --- caller IDs ------------------------------------------------------------------------------

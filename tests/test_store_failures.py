@@ -293,13 +293,13 @@ def test_port_in_use_at_start(tmp_path: Path, taken_port: int, which: str) -> No
 
 LATE_FAILURE = """
 import errno, sys, time
-from ivr.server import audiosocket
+from ivr.server import stream
 
 async def start(self, host, port):
     print(f"FAILING AT {time.time()}", file=sys.stderr, flush=True)
     raise OSError(errno.EADDRINUSE, "error while attempting to bind: address already in use")
 
-audiosocket.AudioSocketServer.start = start  # the port taken after the early check
+stream.StreamServer.start = start  # the AudioSocket port taken after the early check
 from ivr.cli import main
 sys.exit(main(sys.argv[1:]))
 """

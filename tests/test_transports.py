@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from ivr.audio.codecs import Encoding, alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from ivr.transports import (
-    AudioSocketParser,
+    AudioSocketSerializer,
     CallerAudio,
     CallerHangup,
     CallStart,
@@ -35,7 +35,6 @@ from ivr.transports import (
     encode_error,
     encode_hangup,
     encode_uuid,
-    render_audiosocket,
 )
 from ivr.transports.audiosocket import encode_frame
 
@@ -205,8 +204,20 @@ def test_twilio_render_then_client_parse_round_trip() -> None:
 
 
 def test_twilio_render_before_start() -> None:
+    server = TwilioSerializer()
+    assert not server.ready and server.call_id is None  # our server names the call
     with pytest.raises(RuntimeError, match="before the 'start'"):
-        TwilioSerializer().render(ClearAudio())
+        server.render(ClearAudio())
+    _, server = started()
+    start = CallStart(CALL, STREAM, None, {}, Encoding.ULAW, 8000)
+    assert server.ready and server.answer(start) == []
+
+
+def test_twilio_binary_message_is_a_protocol_error() -> None:
+    _, server = started()
+    with pytest.raises(ProtocolError, match="binary WebSocket message: media streams send JSON"):
+        server.parse(b'{"event": "connected"}')
+    assert server.end() == []  # a closed socket: the leg reports it
 
 
 @given(st.binary(max_size=2000).map(lambda b: b[: len(b) // 2 * 2]))
@@ -239,7 +250,7 @@ def start_msg(**over: Any) -> dict[str, Any]:
     ("text", "error"),
     [
         ("not json", "message is not valid JSON"),
-        (b"\xff\xfe", "message is not valid JSON"),
+        (b"\xff\xfe", "binary WebSocket message: media streams send JSON text"),
         ("[1, 2]", "message is not a JSON object but list"),
         ('{"foo": 1}', "message has no 'event'"),
         ('{"event": 5}', "event is not a string: 5"),
@@ -362,7 +373,7 @@ def expected_session(pcm: bytes) -> list[InboundMessage]:
 
 def test_audiosocket_session() -> None:
     pcm = tone(500)
-    assert AudioSocketParser().feed(session_bytes(pcm)) == expected_session(pcm)
+    assert AudioSocketSerializer().parse(session_bytes(pcm)) == expected_session(pcm)
 
 
 def test_audiosocket_frame_layout() -> None:
@@ -379,10 +390,10 @@ def test_audiosocket_split_at_every_byte() -> None:
     data = session_bytes(pcm)
     want = expected_session(pcm)
     for i in range(len(data) + 1):
-        p = AudioSocketParser()
-        assert p.feed(data[:i]) + p.feed(data[i:]) == want, i
-    p = AudioSocketParser()
-    assert [m for b in data for m in p.feed(bytes([b]))] == want
+        p = AudioSocketSerializer()
+        assert p.parse(data[:i]) + p.parse(data[i:]) == want, i
+    p = AudioSocketSerializer()
+    assert [m for b in data for m in p.parse(bytes([b]))] == want
 
 
 @given(st.data())
@@ -390,29 +401,42 @@ def test_audiosocket_arbitrary_chunking(data: st.DataObject) -> None:
     pcm = data.draw(st.binary(max_size=1500).map(lambda b: b[: len(b) // 2 * 2]))
     wire = session_bytes(pcm)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=12)))
-    parser = AudioSocketParser()
+    parser = AudioSocketSerializer()
     got = [
         m
         for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)
-        for m in parser.feed(wire[a:b])
+        for m in parser.parse(wire[a:b])
     ]
     assert pcm_of([m for m in got if isinstance(m, CallerAudio)]) == pcm
     assert got[0] == expected_session(pcm)[0] and got[-2:] == [Dtmf("#"), CallerHangup("hangup")]
 
 
 def test_audiosocket_render() -> None:
+    """A piece of the player's (any length) is one audio frame: not cut again."""
+    server = AudioSocketSerializer()
+    assert server.ready  # a hangup can go before the UUID frame
     pcm = tone(1000)
-    wire = render_audiosocket(PlayAudio(pcm))
-    p = AudioSocketParser()
-    p.feed(encode_uuid(UUID))
-    frames = p.feed(wire)
-    assert [len(f.pcm) for f in frames if isinstance(f, CallerAudio)] == [320] * 6 + [80]
+    wire = server.render(PlayAudio(pcm))
+    p = AudioSocketSerializer()
+    p.parse(encode_uuid(UUID))
+    frames = p.parse(b"".join(wire))
+    assert len(wire) == 1 and [len(f.pcm) for f in frames if isinstance(f, CallerAudio)] == [2000]
     assert pcm_of(frames) == pcm
-    assert render_audiosocket(EndCall("bye")) == encode_hangup()
-    assert render_audiosocket(ClearAudio()) == b""
-    assert render_audiosocket(SetMark("m")) == b""
-    assert render_audiosocket(PlayAudio(b"")) == b""  # Asterisk rejects empty frames
-    assert AudioSocketParser.render(EndCall("x")) == encode_hangup()
+    assert server.render(EndCall("bye")) == [encode_hangup()]
+    assert server.render(ClearAudio()) == []
+    assert server.render(SetMark("m")) == []
+    assert server.render(PlayAudio(b"")) == []  # Asterisk rejects empty frames
+
+
+def test_audiosocket_render_over_the_length_field() -> None:
+    """Only audio past the 16-bit length field (4 s) takes more than one frame."""
+    pcm = tone(40_000)  # 5 s
+    wire = AudioSocketSerializer().render(PlayAudio(pcm))
+    p = AudioSocketSerializer()
+    p.parse(encode_uuid(UUID))
+    frames = [m for w in wire for m in p.parse(w)]
+    assert [len(f.pcm) for f in frames if isinstance(f, CallerAudio)] == [65534, 14466]
+    assert pcm_of(frames) == pcm
 
 
 @pytest.mark.parametrize(
@@ -425,21 +449,21 @@ def test_audiosocket_render() -> None:
     ],
 )
 def test_audiosocket_error_frame(code: int | None, message: str) -> None:
-    assert AudioSocketParser().feed(encode_error(code)) == [TransportError(message)]
+    assert AudioSocketSerializer().parse(encode_error(code)) == [TransportError(message)]
 
 
 def test_audiosocket_eof() -> None:
-    p = AudioSocketParser()
-    p.feed(encode_uuid(UUID))
-    assert p.feed_eof() == [CallerHangup("closed")]
-    assert p.feed_eof() == []
-    p = AudioSocketParser()
-    p.feed(encode_hangup())
-    assert p.feed_eof() == []
-    p = AudioSocketParser()
-    p.feed(encode_uuid(UUID)[:5])
+    p = AudioSocketSerializer()
+    p.parse(encode_uuid(UUID))
+    assert p.end() == [CallerHangup("closed")]
+    assert p.end() == []
+    p = AudioSocketSerializer()
+    p.parse(encode_hangup())
+    assert p.end() == []
+    p = AudioSocketSerializer()
+    p.parse(encode_uuid(UUID)[:5])
     with pytest.raises(ProtocolError, match=r"connection closed inside a frame \(5 bytes left\)"):
-        p.feed_eof()
+        p.end()
 
 
 @pytest.mark.parametrize(
@@ -461,14 +485,14 @@ def test_audiosocket_eof() -> None:
 )
 def test_audiosocket_malformed(data: bytes, error: str) -> None:
     with pytest.raises(ProtocolError) as exc:
-        AudioSocketParser().feed(data)
+        AudioSocketSerializer().parse(data)
     assert error in str(exc.value)
 
 
 def test_audiosocket_max_payload_checked_on_header() -> None:
-    p = AudioSocketParser(max_payload=320)
+    p = AudioSocketSerializer(max_payload=320)
     with pytest.raises(ProtocolError, match="frame length 400 exceeds maximum 320"):
-        p.feed(encode_frame(0x10, b"\0" * 400)[:3])  # rejected before the payload arrives
+        p.parse(encode_frame(0x10, b"\0" * 400)[:3])  # rejected before the payload arrives
 
 
 def test_audiosocket_encoder_limits() -> None:

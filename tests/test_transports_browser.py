@@ -76,11 +76,13 @@ def test_started_message_shape() -> None:
     assert json.loads(server.started()) == {"type": "started", "call_id": CALL, "rate": 8000}
 
 
-def test_render_audio_in_20ms_binary_frames_and_control_as_json() -> None:
+def test_render_audio_as_one_binary_message_and_control_as_json() -> None:
+    """A piece of the player's is one binary message (not cut again); only more than the
+    protocol's second a message takes two."""
     client, server = started(16000)
-    frames = server.render(PlayAudio(tone(1000)))  # 640-byte frames: 3 full + 80 bytes
-    assert [len(f) for f in frames] == [640, 640, 640, 80]
-    assert all(isinstance(f, bytes) for f in frames)
+    assert server.render(PlayAudio(tone(1000))) == [tone(1000)]
+    frames = [f for f in server.render(PlayAudio(tone(20000))) if isinstance(f, bytes)]  # 1.25 s
+    assert [len(f) for f in frames] == [32000, 8000] and b"".join(frames) == tone(20000)
     assert server.render(SetMark("m1")) == ['{"type":"mark","name":"m1"}']
     assert server.render(ClearAudio()) == ['{"type":"clear"}']
     assert server.render(EndCall("goodbye")) == ['{"type":"end","reason":"goodbye"}']
@@ -92,8 +94,20 @@ def test_render_audio_in_20ms_binary_frames_and_control_as_json() -> None:
 
 
 def test_render_before_start() -> None:
+    server = BrowserSerializer(CALL)
+    assert not server.ready
     with pytest.raises(RuntimeError, match="before the 'start'"):
-        BrowserSerializer(CALL).render(ClearAudio())
+        server.render(ClearAudio())
+
+
+def test_the_server_names_the_call_and_answers_start_with_it() -> None:
+    server = BrowserSerializer()
+    assert server.call_id is not None and server.call_id.startswith("browser-")
+    assert BrowserSerializer().call_id != server.call_id
+    [start] = server.parse(BrowserClient(8000).start())
+    assert isinstance(start, CallStart) and server.ready
+    assert server.answer(start) == [server.started()]
+    assert server.end() == []  # a closed socket: the leg reports it
 
 
 @given(st.binary(max_size=4000).map(lambda b: b[: len(b) // 2 * 2]), st.sampled_from([8000, 16000]))

@@ -1,20 +1,25 @@
-"""WebSocket media streams (Twilio Media Streams format) at /v1/media-stream. (Each call's
+"""Call transports over a WebSocket: each connection at a transport's path is one call, its
+messages in the transport's wire format (`ivr.server.transports` lists them). (Each call's
 event feed is the API's: `ivr.api.live`.)"""
 
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
 
 from ivr.appkeys import SERVICES
 from ivr.call.session import CallSession
+from ivr.server.leg import SerializerLeg
+from ivr.transports.base import Serializer, Wire
 from ivr.transports.limits import WEBSOCKET_MAX_MSG_SIZE
-from ivr.transports.messages import EndCall, InboundMessage, OutboundMessage, ProtocolError
-from ivr.transports.twilio import TwilioSerializer
+from ivr.transports.messages import ProtocolError
 
 log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 30  # a ping this often: a far end gone without a close is noticed
 
 
 def raise_framing_error(msg: WSMessage) -> None:
@@ -28,42 +33,62 @@ def raise_framing_error(msg: WSMessage) -> None:
     raise ProtocolError(f"WebSocket frame refused ({msg.data.code}): {msg.data}")
 
 
-class WebSocketLeg:
-    name = "websocket"
+class WebSocketLeg(SerializerLeg):
+    """A call over one WebSocket: text messages are str, binary ones bytes, to the
+    serializer. The server ends the call by closing the socket."""
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(self, ws: web.WebSocketResponse, serializer: Serializer, name: str) -> None:
+        super().__init__(serializer, name)
         self._ws = ws
-        self._serializer = TwilioSerializer()
-        self._pending: deque[InboundMessage] = deque()
 
-    async def receive(self) -> InboundMessage | None:
-        while not self._pending:
-            msg = await self._ws.receive()
-            if msg.type == WSMsgType.TEXT:
-                self._pending.extend(self._serializer.parse(msg.data))
-            elif msg.type == WSMsgType.BINARY:
-                raise ProtocolError("binary WebSocket message: media streams send JSON text")
-            else:  # close, closing, closed, error
-                raise_framing_error(msg)
-                return None
-        return self._pending.popleft()
+    async def _read(self) -> Wire | None:
+        msg = await self._ws.receive()
+        if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+            data: Wire = msg.data
+            return data
+        raise_framing_error(msg)  # else a close, closing, closed or lost connection
+        return None
 
-    async def send(self, message: OutboundMessage) -> None:
-        if self._ws.closed or isinstance(message, EndCall):
-            return  # the server ends a media stream by closing the socket
-        if self._serializer.stream_sid is None:
-            return  # nothing can be addressed before the stream started
-        for text in self._serializer.render(message):
-            await self._ws.send_str(text)
+    async def _write(self, data: Sequence[Wire]) -> None:
+        for wire in data:
+            if isinstance(wire, bytes):
+                await self._ws.send_bytes(wire)
+            else:
+                await self._ws.send_str(wire)
+
+    def _closed(self) -> bool:
+        return self._ws.closed
 
     async def close(self) -> None:
         if not self._ws.closed:
             await self._ws.close()
 
 
-async def media_stream(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=WEBSOCKET_MAX_MSG_SIZE)
-    await ws.prepare(request)
-    session = CallSession(WebSocketLeg(ws), request.app[SERVICES])
-    await session.run()
-    return ws
+Admit = Callable[[web.Request, str | None], web.StreamResponse | None]
+"""Runs before the upgrade, given the call's id (when the serializer names it): None lets
+the call in; a response refuses it (a 401 the far end can read)."""
+
+
+@dataclass(frozen=True)
+class WebSocketTransport:
+    """Calls at `path`, each a new `serializer()`, named `name` in logs and records."""
+
+    path: str
+    name: str
+    serializer: Callable[[], Serializer]
+    admit: Admit | None = None
+    protocols: tuple[str, ...] = ()  # subprotocols offered (the softphone's token one)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        serializer = self.serializer()
+        if self.admit is not None:
+            refused = self.admit(request, serializer.call_id)
+            if refused is not None:
+                return refused
+        ws = web.WebSocketResponse(
+            heartbeat=HEARTBEAT_S, protocols=self.protocols, max_msg_size=WEBSOCKET_MAX_MSG_SIZE
+        )
+        await ws.prepare(request)
+        leg = WebSocketLeg(ws, serializer, self.name)
+        await CallSession(leg, request.app[SERVICES], serializer.call_id).run()
+        return ws

@@ -5,14 +5,15 @@ Each transport turns its wire messages into the typed inbound messages of
 """
 
 from ivr.transports.audiosocket import (
-    AudioSocketParser,
+    AudioSocketSerializer,
     encode_audio,
     encode_dtmf,
     encode_error,
     encode_hangup,
     encode_uuid,
 )
-from ivr.transports.audiosocket import render as render_audiosocket
+from ivr.transports.base import Serializer, Wire
+from ivr.transports.browser import BrowserClient, BrowserSerializer
 from ivr.transports.messages import (
     CallerAudio,
     CallerHangup,
@@ -31,7 +32,9 @@ from ivr.transports.messages import (
 from ivr.transports.twilio import TwilioClient, TwilioSerializer
 
 __all__ = [
-    "AudioSocketParser",
+    "AudioSocketSerializer",
+    "BrowserClient",
+    "BrowserSerializer",
     "CallStart",
     "CallerAudio",
     "CallerHangup",
@@ -43,14 +46,15 @@ __all__ = [
     "OutboundMessage",
     "PlayAudio",
     "ProtocolError",
+    "Serializer",
     "SetMark",
     "TransportError",
     "TwilioClient",
     "TwilioSerializer",
+    "Wire",
     "encode_audio",
     "encode_dtmf",
     "encode_error",
     "encode_hangup",
     "encode_uuid",
-    "render_audiosocket",
 ]

@@ -9,7 +9,13 @@ Each frame is a 1-byte kind, a 2-byte big-endian payload length and the payload:
 Asterisk sends the UUID frame first. The protocol has no marks and no "clear": the server
 knows what it has sent, and stops playback simply by not sending more audio, so `SetMark`
 and `ClearAudio` render to nothing. Asterisk rejects empty payloads, so none are rendered.
-Newer Asterisk also defines audio kinds for higher slin rates; this parser accepts only 0x10.
+Asterisk plays an audio frame of any length (its samples are the payload's length / 2), so a
+`PlayAudio` goes as one frame: a piece of the leg's ptime (20 ms) is far below the 64 KiB the
+length field allows. Newer Asterisk also defines audio kinds for higher slin rates; this
+serializer accepts only 0x10.
+
+`AudioSocketSerializer` is the server side; the `encode_*` functions write frames as Asterisk
+does, for simulators and tests (its audio in 20 ms frames, `encode_audio`).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import assert_never
 
 from ivr.audio.codecs import Encoding
 from ivr.audio.pcm import frame_bytes
+from ivr.transports.base import Wire
 from ivr.transports.messages import (
     DTMF_DIGITS,
     FRAME_MS,
@@ -47,7 +54,8 @@ KIND_ERROR = 0xFF
 RATE = 8000
 HEADER = struct.Struct(">BH")
 MAX_PAYLOAD = 0xFFFF
-AUDIO_FRAME = frame_bytes(RATE, FRAME_MS)  # 320 bytes
+MAX_AUDIO_PAYLOAD = MAX_PAYLOAD - 1  # whole samples: 4 s at 8 kHz
+AUDIO_FRAME = frame_bytes(RATE, FRAME_MS)  # 320 bytes: what Asterisk sends
 ERROR_CODES = {
     0x01: "hangup of calling party",
     0x02: "frame forwarding error",
@@ -71,7 +79,7 @@ def encode_uuid(call_id: uuid.UUID | str) -> bytes:
 
 
 def encode_audio(pcm: bytes) -> bytes:
-    """16-bit PCM at 8 kHz as 20 ms audio frames (the last may be shorter)."""
+    """16-bit PCM at 8 kHz as Asterisk sends it: 20 ms audio frames (the last may be shorter)."""
     if len(pcm) % 2:
         raise ValueError(f"PCM must have an even number of bytes, got {len(pcm)}")
     return b"".join(encode_frame(KIND_AUDIO, f) for f in split_frames(pcm, AUDIO_FRAME))
@@ -91,19 +99,6 @@ def encode_error(code: int | None = None) -> bytes:
     return encode_frame(KIND_ERROR, b"" if code is None else bytes([code]))
 
 
-def render(msg: OutboundMessage) -> bytes:
-    """Bytes to write for `msg`; b"" for SetMark and ClearAudio (no such frames exist)."""
-    match msg:
-        case PlayAudio(pcm):
-            return encode_audio(pcm)
-        case EndCall():
-            return encode_hangup()
-        case SetMark() | ClearAudio():
-            return b""
-        case _:
-            assert_never(msg)
-
-
 def describe_error(payload: bytes) -> str:
     if not payload:
         return "AudioSocket error (no code)"
@@ -112,19 +107,28 @@ def describe_error(payload: bytes) -> str:
     return f"AudioSocket error 0x{code:02x}: {', '.join(names)}"
 
 
-# --- decoding ----------------------------------------------------------------------------
+# --- server side ---------------------------------------------------------------------------
 
 
-class AudioSocketParser:
-    """Incremental parser of the frames Asterisk sends; partial frames wait for more bytes."""
+class AudioSocketSerializer:
+    """One AudioSocket connection, seen from the server: the frames Asterisk sends, parsed
+    incrementally (partial frames wait for more bytes), and the frames we send back.
+
+    A `Serializer` (`ivr.transports.base`): the call is named by our server (the UUID is its
+    provider id), and it can be sent a hangup before its UUID came."""
+
+    call_id: str | None = None
+    ready = True
 
     def __init__(self, max_payload: int = MAX_PAYLOAD) -> None:
         self.max_payload = max_payload
-        self.call_id: str | None = None
+        self.uuid: str | None = None  # the far end's id of the call, from the UUID frame
         self.hung_up = False
         self._buf = bytearray()
 
-    def feed(self, data: bytes) -> list[InboundMessage]:
+    def parse(self, data: Wire) -> list[InboundMessage]:
+        if isinstance(data, str):
+            raise ProtocolError("text message: AudioSocket sends binary frames")
         self._buf += data
         out: list[InboundMessage] = []
         while len(self._buf) >= HEADER.size:
@@ -138,12 +142,7 @@ class AudioSocketParser:
             out.extend(self._frame(kind, payload))
         return out
 
-    @staticmethod
-    def render(msg: OutboundMessage) -> bytes:
-        """Same as the module's `render`: AudioSocket replies need no connection state."""
-        return render(msg)
-
-    def feed_eof(self) -> list[InboundMessage]:
+    def end(self) -> list[InboundMessage]:
         """The connection closed: a hangup (unless already seen); a partial frame is an error."""
         if self._buf:
             raise ProtocolError(f"connection closed inside a frame ({len(self._buf)} bytes left)")
@@ -165,7 +164,7 @@ class AudioSocketParser:
         if kind not in (KIND_AUDIO, KIND_DTMF):
             raise ProtocolError(f"AudioSocket frame kind 0x{kind:02x} unknown")
         name = "audio" if kind == KIND_AUDIO else "DTMF"
-        if self.call_id is None:
+        if self.uuid is None:
             raise ProtocolError(f"{name} frame before the UUID frame")
         if kind == KIND_AUDIO:
             if len(payload) % 2:
@@ -177,9 +176,26 @@ class AudioSocketParser:
         return [Dtmf(digit)]
 
     def _start(self, payload: bytes) -> CallStart:
-        if self.call_id is not None:
+        if self.uuid is not None:
             raise ProtocolError("second UUID frame on one connection")
         if len(payload) != 16:
             raise ProtocolError(f"UUID frame has {len(payload)} bytes, expected 16")
-        self.call_id = str(uuid.UUID(bytes=payload))
-        return CallStart(self.call_id, self.call_id, None, {}, Encoding.PCM16, RATE)
+        self.uuid = str(uuid.UUID(bytes=payload))
+        return CallStart(self.uuid, self.uuid, None, {}, Encoding.PCM16, RATE)
+
+    def answer(self, start: CallStart) -> list[bytes]:
+        return []
+
+    def render(self, msg: OutboundMessage) -> list[bytes]:
+        """Frames for `msg`: audio in one frame (more only past the length field's bound);
+        nothing for SetMark and ClearAudio (no such frames exist)."""
+        match msg:
+            case PlayAudio(pcm):
+                pieces = split_frames(pcm, MAX_AUDIO_PAYLOAD)  # the format's bound, not ptime
+                return [encode_frame(KIND_AUDIO, p) for p in pieces]
+            case EndCall():
+                return [encode_hangup()]
+            case SetMark() | ClearAudio():
+                return []
+            case _:
+                assert_never(msg)

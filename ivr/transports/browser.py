@@ -10,7 +10,7 @@ Browser → server:
 
 Server → browser:
   {"type": "started", "call_id": "…", "rate": 16000}           the call is up (its id)
-  binary: bot audio, PCM as above, in 20 ms frames
+  binary: bot audio, PCM as above, in pieces of 20 ms (one message each)
   {"type": "clear"}                         drop queued playback now (barge-in)
   {"type": "mark", "name": "prompt-12"}     a point in the bot audio
   {"type": "end", "reason": "goodbye"}      the call is over; the server closes the socket
@@ -22,13 +22,14 @@ plays the page for tests and simulators. Both are pure: frames in, messages out,
 
 from __future__ import annotations
 
-import json
-from typing import Any, assert_never
+import uuid
+from typing import assert_never
 
 from ivr.audio.codecs import Encoding
 from ivr.audio.pcm import frame_bytes
 from ivr.callerid import caller_number
-from ivr.transports.limits import load_json
+from ivr.transports.base import Wire
+from ivr.transports.jsonwire import Json, JsonWire, dumps
 from ivr.transports.messages import (
     DTMF_DIGITS,
     FRAME_MS,
@@ -50,37 +51,7 @@ from ivr.transports.messages import (
 RATES = (8000, 16000)
 MAX_AUDIO_S = 1  # one binary message; pages send 20-100 ms
 MAX_CALLER = 64
-
-Json = dict[str, Any]
-Frame = str | bytes
-"""A WebSocket message: text (str) or binary (bytes)."""
-_TYPE_NAMES = {str: "a string", int: "an integer"}
-
-
-def _load(text: str) -> tuple[str, Json]:
-    """(type, message) of one text message."""
-    msg = load_json(text)
-    if not isinstance(msg, dict):
-        raise ProtocolError(f"message is not a JSON object but {type(msg).__name__}")
-    kind = msg.get("type")
-    if kind is None:
-        raise ProtocolError("message has no 'type'")
-    if not isinstance(kind, str):
-        raise ProtocolError(f"type is not a string: {kind!r}")
-    return kind, msg
-
-
-def _get(msg: Json, key: str, kind: type[Any]) -> Any:
-    if key not in msg:
-        raise ProtocolError(f"'{msg['type']}' message is missing {key}")
-    value = msg[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ProtocolError(f"{key} is not {_TYPE_NAMES[kind]}: {value!r}")
-    return value
-
-
-def _dumps(msg: Json) -> str:
-    return json.dumps(msg, separators=(",", ":"))
+_JSON = JsonWire("type")
 
 
 def _check_audio(data: bytes, rate: int) -> None:
@@ -95,17 +66,22 @@ def _check_audio(data: bytes, rate: int) -> None:
 
 
 class BrowserSerializer:
-    """One softphone connection, seen from the server. The server names the call."""
+    """One softphone connection, seen from the server. The server names the call (a new
+    `browser-…` id unless given one) and tells the page in its `answer`, `started`."""
 
-    def __init__(self, call_id: str) -> None:
-        self.call_id = call_id
+    def __init__(self, call_id: str | None = None) -> None:
+        self.call_id = call_id or f"browser-{uuid.uuid4().hex}"
         self.rate: int | None = None
         self.stopped = False
 
-    def parse(self, data: Frame) -> list[InboundMessage]:
+    @property
+    def ready(self) -> bool:
+        return self.rate is not None  # nothing to play to before the page named its rate
+
+    def parse(self, data: Wire) -> list[InboundMessage]:
         if isinstance(data, bytes):
             return self._audio(data)
-        kind, msg = _load(data)
+        kind, msg = _JSON.load(data)
         if kind == "stop":
             if self.stopped:
                 return []  # a repeated stop is not a second hangup
@@ -120,11 +96,11 @@ class BrowserSerializer:
         if self.rate is None:
             raise ProtocolError(f"'{kind}' message before 'start'")
         if kind == "dtmf":
-            digit: str = _get(msg, "digit", str).upper()
+            digit = _JSON.get(msg, "digit", str).upper()
             if digit not in DTMF_DIGITS:
                 raise ProtocolError(f"digit {digit!r} is not one of 0-9 * # A-D")
             return [Dtmf(digit)]
-        return [Mark(_get(msg, "name", str))]
+        return [Mark(_JSON.get(msg, "name", str))]
 
     def _audio(self, data: bytes) -> list[InboundMessage]:
         if self.stopped:
@@ -137,7 +113,7 @@ class BrowserSerializer:
     def _start(self, msg: Json) -> CallStart:
         if self.rate is not None:
             raise ProtocolError("second 'start' message")
-        rate: int = _get(msg, "rate", int)
+        rate = _JSON.get(msg, "rate", int)
         if rate not in RATES:
             raise ProtocolError(f"rate {rate} is not supported (8000 or 16000)")
         caller = msg.get("caller")
@@ -151,23 +127,30 @@ class BrowserSerializer:
         params = {"caller": number} if number else {}
         return CallStart(self.call_id, self.call_id, number, params, Encoding.PCM16, rate)
 
+    def end(self) -> list[InboundMessage]:
+        return []  # a closed socket is the leg's to report: it says no more than that
+
     def started(self) -> str:
         """The answer to `start`: the call's id, so the page can follow its transcript."""
-        return _dumps({"type": "started", "call_id": self.call_id, "rate": self.rate})
+        return dumps({"type": "started", "call_id": self.call_id, "rate": self.rate})
 
-    def render(self, msg: OutboundMessage) -> list[Frame]:
-        """Wire messages for `msg`: audio as binary 20 ms frames, the rest as JSON text."""
+    def answer(self, start: CallStart) -> list[str]:
+        return [self.started()]
+
+    def render(self, msg: OutboundMessage) -> list[Wire]:
+        """Wire messages for `msg`: audio as one binary message (more only past the
+        protocol's second a message), the rest as JSON text."""
         if self.rate is None:
             raise RuntimeError("cannot render before the 'start' message")
         match msg:
             case PlayAudio(pcm):
-                return list(split_frames(pcm, frame_bytes(self.rate, FRAME_MS)))
+                return list(split_frames(pcm, self.rate * 2 * MAX_AUDIO_S))
             case SetMark(name):
-                return [_dumps({"type": "mark", "name": name})]
+                return [dumps({"type": "mark", "name": name})]
             case ClearAudio():
-                return [_dumps({"type": "clear"})]
+                return [dumps({"type": "clear"})]
             case EndCall(reason):
-                return [_dumps({"type": "end", "reason": reason})]
+                return [dumps({"type": "end", "reason": reason})]
             case _:
                 assert_never(msg)
 
@@ -185,38 +168,38 @@ class BrowserClient:
         self.call_id: str | None = None  # from the server's "started"
 
     def start(self, caller: str | None = None) -> str:
-        return _dumps({"type": "start", "caller": caller, "rate": self.rate})
+        return dumps({"type": "start", "caller": caller, "rate": self.rate})
 
     def audio(self, pcm: bytes) -> list[bytes]:
         """Caller audio as binary messages of 20 ms (the last may be shorter)."""
         return split_frames(pcm, frame_bytes(self.rate, FRAME_MS))
 
     def dtmf(self, digit: str) -> str:
-        return _dumps({"type": "dtmf", "digit": digit})
+        return dumps({"type": "dtmf", "digit": digit})
 
     def mark(self, name: str) -> str:
-        return _dumps({"type": "mark", "name": name})
+        return dumps({"type": "mark", "name": name})
 
     def stop(self) -> str:
-        return _dumps({"type": "stop"})
+        return dumps({"type": "stop"})
 
-    def parse_server(self, data: Frame) -> list[OutboundMessage]:
+    def parse_server(self, data: Wire) -> list[OutboundMessage]:
         """What the server sent: audio → PlayAudio, mark → SetMark, clear, end → EndCall;
         "started" sets `call_id` and yields nothing."""
         if isinstance(data, bytes):
             _check_audio(data, self.rate)
             return [PlayAudio(data)]
-        kind, msg = _load(data)
+        kind, msg = _JSON.load(data)
         if kind == "started":
-            self.call_id = _get(msg, "call_id", str)
-            rate = _get(msg, "rate", int)
+            self.call_id = _JSON.get(msg, "call_id", str)
+            rate = _JSON.get(msg, "rate", int)
             if rate != self.rate:
                 raise ProtocolError(f"started at rate {rate}, not the {self.rate} asked for")
             return []
         if kind == "mark":
-            return [SetMark(_get(msg, "name", str))]
+            return [SetMark(_JSON.get(msg, "name", str))]
         if kind == "clear":
             return [ClearAudio()]
         if kind == "end":
-            return [EndCall(_get(msg, "reason", str))]
+            return [EndCall(_JSON.get(msg, "reason", str))]
         raise ProtocolError(f"unknown type {kind!r}")

@@ -1,9 +1,9 @@
 """Transport-neutral messages between a telephony leg and the call logic.
 
-Serializers (`twilio`, `audiosocket`) turn wire messages into the inbound types below and
-outbound types into wire messages; nothing outside `ivr.transports` sees a wire format.
-Audio is always 16-bit little-endian linear PCM at the leg's rate (`CallStart.rate`):
-serializers decode and encode the wire codec.
+Every serializer (`ivr.transports.base.Serializer`) turns its wire messages into the inbound
+types below and the outbound ones into wire messages; nothing outside `ivr.transports` sees
+a wire format. Audio is always 16-bit little-endian linear PCM at the leg's rate
+(`CallStart.rate`): serializers decode and encode the wire codec.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from ivr.audio.codecs import Encoding
 
 FRAME_MS = 20
-"""The unit of audio on the wire: inbound frames, and outbound audio is whole frames."""
+"""The unit of audio on a phone line: far ends send frames of it, and the player sends whole
+frames (pieces of the leg's ptime, a multiple). Defined here only."""
 
 
 class ProtocolError(ValueError):
@@ -126,5 +127,8 @@ DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 
 def split_frames(data: bytes, size: int) -> list[bytes]:
-    """`data` cut into `size`-byte pieces; the last may be shorter (never padded)."""
+    """`data` cut into `size`-byte pieces; the last may be shorter (never padded).
+
+    Outbound audio is cut once, by the player; serializers use this only where a format
+    bounds one message, and simulated far ends to send 20 ms frames as phones do."""
     return [data[i : i + size] for i in range(0, len(data), size)]

@@ -11,7 +11,6 @@ tests. Both are pure: text in, messages out, no I/O.
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any, assert_never
 
 import numpy as np
@@ -19,7 +18,8 @@ import numpy as np
 from ivr.audio.codecs import Encoding, decode, encode
 from ivr.audio.pcm import frame_bytes
 from ivr.callerid import caller_number
-from ivr.transports.limits import load_json
+from ivr.transports.base import Wire
+from ivr.transports.jsonwire import Json, JsonWire, dumps
 from ivr.transports.messages import (
     DTMF_DIGITS,
     FRAME_MS,
@@ -43,45 +43,15 @@ MIME_TYPES = {"audio/x-mulaw": Encoding.ULAW, "audio/x-alaw": Encoding.ALAW}
 CALLER_KEYS = ("from", "From", "caller")
 _PCM_FRAME = frame_bytes(RATE, FRAME_MS)  # 320 bytes of PCM = 160 G.711 bytes
 PTIME_MS = 100  # outbound audio per media message: Twilio buffers what it is sent
-
-Json = dict[str, Any]
-_TYPE_NAMES = {str: "a string", int: "an integer", dict: "an object"}
+_JSON = JsonWire("event")
 
 
 # --- helpers shared by both sides --------------------------------------------------------
 
 
-def _load(text: str | bytes) -> tuple[str, Json]:
-    """(event, message) of one WebSocket text message."""
-    msg = load_json(text)
-    if not isinstance(msg, dict):
-        raise ProtocolError(f"message is not a JSON object but {type(msg).__name__}")
-    event = msg.get("event")
-    if event is None:
-        raise ProtocolError("message has no 'event'")
-    if not isinstance(event, str):
-        raise ProtocolError(f"event is not a string: {event!r}")
-    return event, msg
-
-
-def _get(msg: Json, path: str, kind: type[Any]) -> Any:
-    """The value at dotted `path`, which must exist and be a `kind`."""
-    cur: Any = msg
-    parts = path.split(".")
-    for i, part in enumerate(parts):
-        if not isinstance(cur, dict):
-            raise ProtocolError(f"{'.'.join(parts[:i])} is not an object: {cur!r}")
-        if part not in cur:
-            raise ProtocolError(f"'{msg['event']}' message is missing {path}")
-        cur = cur[part]
-    if not isinstance(cur, kind) or (kind is int and isinstance(cur, bool)):
-        raise ProtocolError(f"{path} is not {_TYPE_NAMES[kind]}: {cur!r}")
-    return cur
-
-
 def _payload(msg: Json, encoding: Encoding) -> bytes:
     """`media.payload` decoded to 16-bit little-endian PCM."""
-    payload: str = _get(msg, "media.payload", str)
+    payload = _JSON.get(msg, "media.payload", str)
     try:
         wire = base64.b64decode(payload, validate=True)
     except ValueError:  # binascii.Error, or a non-ASCII character (a plain ValueError)
@@ -96,15 +66,6 @@ def _media_payload(pcm: bytes, encoding: Encoding) -> str:
     return base64.b64encode(encode(np.frombuffer(pcm, dtype="<i2"), encoding)).decode("ascii")
 
 
-def _media_payloads(pcm: bytes, encoding: Encoding) -> list[str]:
-    """PCM cut into 20 ms frames, each encoded and base64'd (the last may be shorter)."""
-    return [_media_payload(f, encoding) for f in split_frames(pcm, _PCM_FRAME)]
-
-
-def _dumps(msg: Json) -> str:
-    return json.dumps(msg, separators=(",", ":"))
-
-
 # --- server side -------------------------------------------------------------------------
 
 
@@ -112,16 +73,26 @@ class TwilioSerializer:
     """One Media Streams connection, seen from our server.
 
     Media on the `outbound` track (only sent for `track="both_tracks"` streams) is the
-    call's own playback and is ignored; we only listen to the caller.
+    call's own playback and is ignored; we only listen to the caller. A `Serializer`
+    (`ivr.transports.base`): the call is named by our server, Twilio's callSid is its
+    provider id; nothing can be sent before `start` names the stream.
     """
+
+    call_id: str | None = None
 
     def __init__(self) -> None:
         self.stream_sid: str | None = None
         self.encoding = Encoding.ULAW
         self.stopped = False
 
-    def parse(self, text: str | bytes) -> list[InboundMessage]:
-        event, msg = _load(text)
+    @property
+    def ready(self) -> bool:
+        return self.stream_sid is not None
+
+    def parse(self, data: Wire) -> list[InboundMessage]:
+        if isinstance(data, bytes):
+            raise ProtocolError("binary WebSocket message: media streams send JSON text")
+        event, msg = _JSON.load(data)
         if event == "connected":
             return []
         if event == "stop":
@@ -145,20 +116,20 @@ class TwilioSerializer:
                 return []
             return [CallerAudio(pcm)] if pcm else []
         if event == "dtmf":
-            digit = _get(msg, "dtmf.digit", str).upper()
+            digit = _JSON.get(msg, "dtmf.digit", str).upper()
             if digit not in DTMF_DIGITS:
                 raise ProtocolError(f"dtmf.digit {digit!r} is not one of 0-9 * # A-D")
             return [Dtmf(digit)]
-        return [Mark(_get(msg, "mark.name", str))]
+        return [Mark(_JSON.get(msg, "mark.name", str))]
 
     def _start(self, msg: Json) -> CallStart:
         if self.stream_sid is not None:
             raise ProtocolError("second 'start' message on one stream")
         sid = msg["streamSid"] if isinstance(msg.get("streamSid"), str) else None
-        stream_sid: str = sid or _get(msg, "start.streamSid", str)
-        call_sid: str = _get(msg, "start.callSid", str)
-        mime: str = _get(msg, "start.mediaFormat.encoding", str)
-        rate: int = _get(msg, "start.mediaFormat.sampleRate", int)
+        stream_sid = sid or _JSON.get(msg, "start.streamSid", str)
+        call_sid = _JSON.get(msg, "start.callSid", str)
+        mime = _JSON.get(msg, "start.mediaFormat.encoding", str)
+        rate = _JSON.get(msg, "start.mediaFormat.sampleRate", int)
         channels = msg["start"]["mediaFormat"].get("channels", 1)
         if mime not in MIME_TYPES:
             raise ProtocolError(f"start.mediaFormat.encoding {mime!r} is not supported")
@@ -183,6 +154,12 @@ class TwilioSerializer:
         if sid is not None and self.stream_sid is not None and sid != self.stream_sid:
             raise ProtocolError(f"'{event}' message for stream {sid!r}, not {self.stream_sid!r}")
 
+    def end(self) -> list[InboundMessage]:
+        return []  # a closed socket is the leg's to report: it says no more than that
+
+    def answer(self, start: CallStart) -> list[str]:
+        return []
+
     def render(self, msg: OutboundMessage) -> list[str]:
         """Wire messages for `msg`. EndCall renders to nothing: the server closes the socket.
 
@@ -192,15 +169,15 @@ class TwilioSerializer:
             raise RuntimeError("cannot render before the 'start' message")
         sid = self.stream_sid
         match msg:
-            case PlayAudio(pcm):  # one message, whatever its length (the player cuts it)
+            case PlayAudio(pcm):  # one message, whatever its length: Twilio sets no maximum
                 if not pcm:
                     return []
                 payload = _media_payload(pcm, self.encoding)
-                return [_dumps({"event": "media", "streamSid": sid, "media": {"payload": payload}})]
+                return [dumps({"event": "media", "streamSid": sid, "media": {"payload": payload}})]
             case SetMark(name):
-                return [_dumps({"event": "mark", "streamSid": sid, "mark": {"name": name}})]
+                return [dumps({"event": "mark", "streamSid": sid, "mark": {"name": name}})]
             case ClearAudio():
-                return [_dumps({"event": "clear", "streamSid": sid})]
+                return [dumps({"event": "clear", "streamSid": sid})]
             case EndCall():
                 return []
             case _:
@@ -229,10 +206,10 @@ class TwilioClient:
     def _msg(self, event: str, **fields: Any) -> str:
         self._seq += 1
         body = {"event": event, "sequenceNumber": str(self._seq), **fields}
-        return _dumps({**body, "streamSid": self.stream_sid})
+        return dumps({**body, "streamSid": self.stream_sid})
 
     def connected(self) -> str:
-        return _dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        return dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
 
     def start(self, call_sid: str, stream_sid: str, params: dict[str, str] | None = None) -> str:
         self.call_sid, self.stream_sid = call_sid, stream_sid
@@ -252,7 +229,8 @@ class TwilioClient:
     def media(self, pcm: bytes) -> list[str]:
         """Caller audio (16-bit PCM, 8 kHz) as 20 ms `media` messages."""
         out = []
-        for payload in _media_payloads(pcm, self.encoding):
+        for frame in split_frames(pcm, _PCM_FRAME):  # as Twilio sends the caller: 20 ms
+            payload = _media_payload(frame, self.encoding)
             self._chunk += 1
             media = {
                 "track": "inbound",
@@ -276,14 +254,14 @@ class TwilioClient:
 
     def parse_server(self, text: str | bytes) -> list[OutboundMessage]:
         """What the server sent: media → PlayAudio (decoded), mark → SetMark, clear."""
-        event, msg = _load(text)
-        sid = _get(msg, "streamSid", str)
+        event, msg = _JSON.load(text)
+        sid = _JSON.get(msg, "streamSid", str)
         if sid != self.stream_sid:
             raise ProtocolError(f"'{event}' message for stream {sid!r}, not {self.stream_sid!r}")
         if event == "media":
             return [PlayAudio(_payload(msg, self.encoding))]
         if event == "mark":
-            return [SetMark(_get(msg, "mark.name", str))]
+            return [SetMark(_JSON.get(msg, "mark.name", str))]
         if event == "clear":
             return [ClearAudio()]
         raise ProtocolError(f"unknown event {event!r}")
