@@ -28,13 +28,13 @@ import numpy as np
 import numpy.typing as npt
 
 from ivr.audio.pcm import Audio as PcmAudio
-from ivr.audio.pcm import read_wav, write_wav
+from ivr.audio.pcm import frame_bytes, read_wav, write_wav
 from ivr.auth import BEARER_PREFIX, PROTOCOL
-from ivr.transports.messages import ClearAudio, PlayAudio, SetMark
+from ivr.transports.messages import FRAME_MS, ClearAudio, PlayAudio, SetMark
 from ivr.transports.twilio import TwilioClient
 
 RATE = 8000
-FRAME = RATE * 20 // 1000 * 2  # 20 ms of 16-bit PCM
+FRAME = frame_bytes(RATE, FRAME_MS)  # one frame of 16-bit PCM
 PRINTED = {"prompt", "recognized", "dtmf", "no_input", "no_match", "barge_in", "hangup"}
 
 
@@ -196,7 +196,7 @@ class Caller:
             for text in self._client.media(frame):
                 await media.send_str(text)
             n += 1
-            await asyncio.sleep(max(0.0, start + n * 0.02 - loop.time()))
+            await asyncio.sleep(max(0.0, start + n * FRAME_MS / 1000 - loop.time()))
 
     def _bot_quiet(self) -> bool:
         return time.perf_counter() - self._last_bot_audio > 0.3
