@@ -218,7 +218,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="YAML configuration file")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    _add_dial(sub)
+    _add_recognize(sub)
+    _add_say(sub)
+    _add_models(sub)
+    _add_token(sub)
+    add_grammar_parser(sub)  # ivr grammar check | test | eval
+    return parser
 
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the service")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
@@ -226,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path)
     p.set_defaults(func=cmd_serve)
 
+
+def _add_dial(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("dial", help="simulate a caller over the WebSocket media stream")
     p.add_argument("url", nargs="?", default="ws://127.0.0.1:8080/v1/media-stream")
     p.add_argument("--wav", action=_TurnAction, dest="turns", help="speak this WAV (a turn)")
@@ -250,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_dial)
 
+
+def _add_recognize(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("recognize", help="recognize a WAV file; prints one JSON object")
     p.add_argument("audio", type=Path)
     g = p.add_mutually_exclusive_group()
@@ -260,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nbest", type=int, default=3, help="alternatives to report")
     p.set_defaults(func=cmd_recognize)
 
+
+def _add_say(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("say", help="synthesize speech to a WAV file")
     p.add_argument("text")
     p.add_argument("-o", "--output", type=Path, required=True)
@@ -268,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=int, help="words per minute")
     p.set_defaults(func=cmd_say)
 
+
+def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("models", help="official Vosk models and faster-whisper models")
     msub = p.add_subparsers(dest="action", required=True)
     pi = msub.add_parser("install", help="download, verify and unpack a model")
@@ -277,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     msub.add_parser("list", help="list the official models")
     p.set_defaults(func=cmd_models)
 
+
+def _add_token(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("token", help="API bearer tokens")
     tsub = p.add_subparsers(dest="action", required=True)
     pt = tsub.add_parser("new", help="make a token; prints it once and its IVR_API_TOKENS entry")
@@ -287,9 +307,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated: calls.read, callbacks.read, callbacks.write, or *",
     )
     p.set_defaults(func=cmd_token)
-
-    add_grammar_parser(sub)  # ivr grammar check | test | eval
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
