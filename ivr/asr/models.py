@@ -304,13 +304,7 @@ def install_model(
             raise ModelInstallError(f"{e}; use force to re-install it") from e
         return target
 
-    index = _index_url(index_url)
-    entry = _find_entry(name, index, timeout)
-    url = urllib.parse.urljoin(index, str(entry.get("url") or ""))
-    expected_md5 = str(entry.get("md5") or "").strip().lower()
-    if not url.endswith(".zip") or not expected_md5:
-        raise ModelInstallError(f"index entry for {name!r} lacks a .zip url or an md5: {entry}")
-
+    entry, url, expected_md5 = _archive_entry(name, index_url, timeout)
     data_dir.mkdir(parents=True, exist_ok=True)
     fd, part_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".zip.part", dir=data_dir)
     part = Path(part_name)
@@ -325,21 +319,40 @@ def install_model(
             raise ModelInstallError(
                 f"checksum mismatch for {url}: expected md5 {expected_md5}, got {actual_md5}"
             )
-        _safe_unzip(part, tmp_dir, url)
-        part.unlink()
-        root = _model_root(tmp_dir)
-        try:
-            check_vosk_model_dir(root)
-        except ModelError as e:
-            raise ModelInstallError(f"archive {url} does not contain a Vosk model: {e}") from e
-        try:
-            _replace_dir(root, target)
-        except OSError as e:
-            raise ModelInstallError(f"cannot move the unpacked model to {target}: {e}") from e
+        _unpack_vosk_model(part, tmp_dir, url, target)
     finally:
         part.unlink(missing_ok=True)
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return target
+
+
+def _archive_entry(
+    name: str, index_url: str | None, timeout: float
+) -> tuple[dict[str, Any], str, str]:
+    """The index's entry for model `name`, its archive's URL and expected md5."""
+    index = _index_url(index_url)
+    entry = _find_entry(name, index, timeout)
+    url = urllib.parse.urljoin(index, str(entry.get("url") or ""))
+    expected_md5 = str(entry.get("md5") or "").strip().lower()
+    if not url.endswith(".zip") or not expected_md5:
+        raise ModelInstallError(f"index entry for {name!r} lacks a .zip url or an md5: {entry}")
+    return entry, url, expected_md5
+
+
+def _unpack_vosk_model(part: Path, tmp_dir: Path, url: str, target: Path) -> None:
+    """Unzip the downloaded archive `part` into `tmp_dir`, check the Vosk model in it and
+    move that to `target` (replacing what is there)."""
+    _safe_unzip(part, tmp_dir, url)
+    part.unlink()
+    root = _model_root(tmp_dir)
+    try:
+        check_vosk_model_dir(root)
+    except ModelError as e:
+        raise ModelInstallError(f"archive {url} does not contain a Vosk model: {e}") from e
+    try:
+        _replace_dir(root, target)
+    except OSError as e:
+        raise ModelInstallError(f"cannot move the unpacked model to {target}: {e}") from e
 
 
 def _index_url(index_url: str | None) -> str:
