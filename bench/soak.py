@@ -846,9 +846,24 @@ def counts(items: Iterable[str]) -> str:
 
 
 def report(soak: Soak, outage: Outage, t0: float, log: LogSummary, final: dict[str, Any]) -> bool:
-    args = soak.args
-    legit, mis = soak.legit, soak.mis
     print()
+    report_placed(soak, t0)
+    report_outage(outage, t0)
+    served = report_legit(soak.legit)
+    report_records(soak.legit)
+    report_misbehaving(soak.mis, soak.legit)
+    report_latency(soak, final)
+    change = report_rss(soak)
+    report_log(log)
+    criteria = pass_criteria(soak.legit, served, change, final)
+    print()
+    for name, ok, why in criteria:
+        print(f"{'PASS' if ok else 'FAIL'}  {name}: {why}")
+    return all(ok for _, ok, _ in criteria)
+
+
+def report_placed(soak: Soak, t0: float) -> None:
+    args, legit, mis = soak.args, soak.legit, soak.mis
     wall = max([r.ended for r in legit] + [m.ended for m in mis] + [t0]) - t0
     print(
         f"calls placed {soak.placed} in {args.minutes:g} min at {args.rate:g}/s "
@@ -856,7 +871,8 @@ def report(soak: Soak, outage: Outage, t0: float, log: LogSummary, final: dict[s
         f"after the start"
     )
 
-    # The outage.
+
+def report_outage(outage: Outage, t0: float) -> None:
     if outage.started is not None:
         end = outage.ended or time.monotonic()
         print(
@@ -866,7 +882,9 @@ def report(soak: Soak, outage: Outage, t0: float, log: LogSummary, final: dict[s
     else:
         print(f"store outage: NOT HELD ({outage.error or 'the run ended first'})")
 
-    # Legitimate calls.
+
+def report_legit(legit: list[LegitResult]) -> list[LegitResult]:
+    """The legitimate calls, by script; returns those served with their expected end."""
     served = [r for r in legit if r.expected]
     print(
         f"legitimate calls: {len(served)}/{len(legit)} served with their expected end; "
@@ -891,8 +909,11 @@ def report(soak: Soak, outage: Outage, t0: float, log: LogSummary, final: dict[s
     misheard = [m for r in legit for m in r.misheard]
     if misheard:
         print(f"   misheard turns: {counts(misheard)}")
+    return served
 
-    # The store's records of the legitimate calls.
+
+def report_records(legit: list[LegitResult]) -> None:
+    """The store's records of the legitimate calls."""
     admitted = [r for r in legit if r.admitted]
     no_record = [r for r in admitted if not r.record]
     open_rec = [r for r in admitted if r.record and r.record.get("ended_at") is None]
@@ -910,7 +931,8 @@ def report(soak: Soak, outage: Outage, t0: float, log: LogSummary, final: dict[s
             near = sum(r.near_outage for r in group)
             print(f"   {label}: {len(group)} ({near} near the outage, {len(group) - near} not)")
 
-    # Misbehaving calls.
+
+def report_misbehaving(mis: list[MisResult], legit: list[LegitResult]) -> None:
     print(f"misbehaving calls: {len(mis)}")
     for kind in MISBEHAVIOURS:
         of_kind = [m for m in mis if m.kind == kind]
@@ -918,44 +940,49 @@ def report(soak: Soak, outage: Outage, t0: float, log: LogSummary, final: dict[s
             continue
         print(f"   {kind:<10} ×{len(of_kind)}")
         for m in of_kind:
-            ends = [
-                f"{x.get('end_reason') or 'OPEN'}" for x in m.records if x.get("id") is not None
-            ]
-            what = f" [{m.detail}]" if m.detail else ""
+            report_misbehaving_call(m, legit)
+
+
+def report_misbehaving_call(m: MisResult, legit: list[LegitResult]) -> None:
+    ends = [f"{x.get('end_reason') or 'OPEN'}" for x in m.records if x.get("id") is not None]
+    what = f" [{m.detail}]" if m.detail else ""
+    print(
+        f"      #{m.index}{what}: saw {m.error or m.seen}; store: "
+        f"{', '.join(ends) if ends else 'no record'}"
+    )
+    if m.kind == "duplicate" and m.victim is not None:
+        victim = next((r for r in legit if r.index == m.victim), None)
+        if victim is not None:
             print(
-                f"      #{m.index}{what}: saw {m.error or m.seen}; store: "
-                f"{', '.join(ends) if ends else 'no record'}"
+                f"         victim #{victim.index} {victim.script.name}: hangup "
+                f"{victim.hangup}, {'served' if victim.expected else 'NOT served'}"
             )
-            if m.kind == "duplicate" and m.victim is not None:
-                victim = next((r for r in legit if r.index == m.victim), None)
-                if victim is not None:
-                    print(
-                        f"         victim #{victim.index} {victim.script.name}: hangup "
-                        f"{victim.hangup}, {'served' if victim.expected else 'NOT served'}"
-                    )
-            if m.kind == "bad_caller":
-                stored = {x.get("caller") for x in m.records}
-                print(f"         stored caller: {sorted(map(str, stored))}")
+    if m.kind == "bad_caller":
+        stored = {x.get("caller") for x in m.records}
+        print(f"         stored caller: {sorted(map(str, stored))}")
 
-    # Latency, underruns, RSS.
-    def lat(values: list[float]) -> str:
-        if not values:
-            return "-"
-        return (
-            f"p50 {pct(values, 50) * 1000:.0f} ms p95 {pct(values, 95) * 1000:.0f} ms "
-            f"(n={len(values)})"
-        )
 
+def latency(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return (
+        f"p50 {pct(values, 50) * 1000:.0f} ms p95 {pct(values, 95) * 1000:.0f} ms (n={len(values)})"
+    )
+
+
+def report_latency(soak: Soak, final: dict[str, Any]) -> None:
+    """Turn latencies as the callers measured them, and the server's own figures."""
+    legit = soak.legit
     far = [r for r in legit if not r.near_outage]
     print(
-        f"speech turn latency (minus {args.end_silence_ms} ms end silence): "
-        f"{lat([x for r in legit for x in r.speech_lat])}; calls not near the outage "
-        f"{lat([x for r in far for x in r.speech_lat])}"
+        f"speech turn latency (minus {soak.args.end_silence_ms} ms end silence): "
+        f"{latency([x for r in legit for x in r.speech_lat])}; calls not near the outage "
+        f"{latency([x for r in far for x in r.speech_lat])}"
     )
     print(
         f"DTMF turn latency (a booking waits for the store): "
-        f"{lat([x for r in legit for x in r.dtmf_lat])}; calls not near the outage "
-        f"{lat([x for r in far for x in r.dtmf_lat])}"
+        f"{latency([x for r in legit for x in r.dtmf_lat])}; calls not near the outage "
+        f"{latency([x for r in far for x in r.dtmf_lat])}"
     )
     h = final.get("healthz") or {}
     print(
@@ -963,7 +990,12 @@ def report(soak: Soak, outage: Outage, t0: float, log: LogSummary, final: dict[s
         f"{h.get('calls_total')} rejected {h.get('calls_rejected')}; turn latency p50 "
         f"{h.get('turn_latency_p50_ms')} ms p95 {h.get('turn_latency_p95_ms')} ms (its own)"
     )
-    rss = [m["rss"] for m in soak.minutes if m["rss"] is not None][: int(args.minutes)]
+
+
+def report_rss(soak: Soak) -> float | None:
+    """The server tree's memory per minute; returns its change from the first minute to the
+    last, in percent (None with fewer than two minutes)."""
+    rss = [m["rss"] for m in soak.minutes if m["rss"] is not None][: int(soak.args.minutes)]
     print("server tree RSS MB per minute (mean): " + " ".join(f"{x:.1f}" for x in rss))
     change = (rss[-1] - rss[0]) / rss[0] * 100 if len(rss) >= 2 else None
     if change is not None:
@@ -971,8 +1003,10 @@ def report(soak: Soak, outage: Outage, t0: float, log: LogSummary, final: dict[s
     if soak.rss is not None and soak.rss.samples:
         mbs = [mb for _, mb in soak.rss.samples]
         print(f"   samples every {soak.rss.interval:g} s: min {min(mbs):.1f} max {max(mbs):.1f} MB")
+    return change
 
-    # The log.
+
+def report_log(log: LogSummary) -> None:
     print(
         f"server log: {counts(f'{k}' for k, v in log.levels.items() for _ in range(v))}"
         + (
@@ -987,10 +1021,17 @@ def report(soak: Soak, outage: Outage, t0: float, log: LogSummary, final: dict[s
             for k, v in counter.most_common(20):
                 print(f"      ×{v} {k}")
 
-    # The criteria.
+
+def pass_criteria(
+    legit: list[LegitResult],
+    served: list[LegitResult],
+    change: float | None,
+    final: dict[str, Any],
+) -> list[tuple[str, bool, str]]:
+    """The soak's criteria: (name, met, why)."""
     open_near = final["open_ids_near"]
     open_far = final["open_ids_far"]
-    criteria = [
+    return [
         (
             "0 leaked slots",
             final["active"] == 0 and final.get("live") in (0, None),
@@ -1014,10 +1055,6 @@ def report(soak: Soak, outage: Outage, t0: float, log: LogSummary, final: dict[s
             f"{change:+.1f} %" if change is not None else "not enough minutes",
         ),
     ]
-    print()
-    for name, ok, why in criteria:
-        print(f"{'PASS' if ok else 'FAIL'}  {name}: {why}")
-    return all(ok for _, ok, _ in criteria)
 
 
 def open_records(db: Path) -> list[tuple[str, str | None]]:
@@ -1028,7 +1065,7 @@ def open_records(db: Path) -> list[tuple[str, str | None]]:
     return [(str(a), b) for a, b in rows]
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=10.0, help="of call arrivals")
     p.add_argument(
@@ -1045,7 +1082,11 @@ def main() -> None:
     p.add_argument("--max-call-seconds", type=float, default=180.0)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--keep", action="store_true", help="keep the temp dir (server log, db)")
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
     outage_at = args.minutes * 30 if args.outage_at is None else args.outage_at
 
     tmp = Path(tempfile.mkdtemp(prefix="ivr-bench-soak-"))
@@ -1057,72 +1098,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, on_term)
     ok = False
     try:
-        wavs = synthesize(tmp)
-        print("command: " + " ".join([Path(sys.executable).name, *sys.argv]))
-        print(
-            f"soak: {args.minutes:g} min of calls at {args.rate:g}/s, {args.misbehave:.0%} "
-            f"misbehaving, store outage of {args.outage_seconds:g} s at {outage_at:g} s; "
-            f"IVR_MAX_CALLS={args.max_calls}; {os.cpu_count()} CPUs; server log {server.log_path}",
-            flush=True,
-        )
-        server.start()
-        assert server.proc is not None
-        soak = Soak(args, server, wavs)
-        asyncio.run(soak.warm_up())
-        plan = make_plan(args, random.Random(args.seed))
-        bad = counts(x.kind for x in plan if x.kind in MISBEHAVIOURS)
-        print(f"plan: {len(plan)} calls, misbehaving {bad}", flush=True)
-        time.sleep(2)  # the warm-up's teardowns
-        h0 = healthz(server.base)
-        soak.rss = RssSampler(server.proc.pid)
-        soak.rss.start()
-        t0 = time.monotonic()
-        outage = Outage(server.db, outage_at, args.outage_seconds)
-        halt = threading.Event()
-        outage_thread = threading.Thread(target=outage.run, args=(t0, halt), daemon=True)
-        if args.outage_seconds > 0:
-            outage_thread.start()
-        try:
-            asyncio.run(soak.run(t0, plan, outage, server.log_path))
-        finally:
-            halt.set()
-            if outage_thread.is_alive():
-                outage_thread.join(10)
-            soak.rss.stop()
-
-        # After the last call: slots, the store, the records.
-        active, waited = wait_idle(server.base)
-        final: dict[str, Any] = {
-            "active": active,
-            "waited": waited,
-            "live": live_calls(server.base),
-        }
-        with contextlib.suppress(Exception):
-            final["healthz"] = h1 = healthz(server.base)
-            final["underruns"] = h1["underruns"] - h0["underruns"]
-        for r in soak.legit:
-            r.near_outage = outage.near(r.started, r.ended)
-        sids = [r.call_sid for r in soak.legit] + [m.call_sid for m in soak.mis]
-        records = asyncio.run(lookup_records(server.base, sids))
-        for r in soak.legit:
-            mine = [x for x in records.get(r.call_sid, []) if x.get("id") == r.call_id]
-            r.record = mine[0] if mine else None
-        for m in soak.mis:
-            m.records = records.get(m.call_sid, [])
-            if m.kind == "duplicate" and m.victim is not None:
-                # the victim's own record has this callSid too: not the duplicate's
-                victim = next((r for r in soak.legit if r.index == m.victim), None)
-                m.records = [
-                    x for x in m.records if victim is None or x.get("id") != victim.call_id
-                ]
-        opened = open_records(server.db)
-        final["open"] = len(opened)
-        near = {r.call_sid: r.near_outage for r in soak.legit}
-        near.update({m.call_sid: outage.near(m.started, m.ended) for m in soak.mis})
-        final["open_ids_near"] = [i for i, sid in opened if sid is not None and near.get(sid)]
-        final["open_ids_far"] = [i for i, sid in opened if not (sid is not None and near.get(sid))]
-        server.stop()
-        ok = report(soak, outage, t0, read_log(server.log_path), final)
+        ok = soak_run(args, tmp, server, outage_at)
         print(f"\n{'PASS' if ok else 'FAIL'}: soak of {args.minutes:g} min")
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -1133,6 +1109,92 @@ def main() -> None:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     sys.exit(0 if ok else 1)
+
+
+def soak_run(args: argparse.Namespace, tmp: Path, server: SoakServer, outage_at: float) -> bool:
+    """Start the server, warm it up, place the planned calls with the outage, then report:
+    whether the criteria held."""
+    wavs = synthesize(tmp)
+    print("command: " + " ".join([Path(sys.executable).name, *sys.argv]))
+    print(
+        f"soak: {args.minutes:g} min of calls at {args.rate:g}/s, {args.misbehave:.0%} "
+        f"misbehaving, store outage of {args.outage_seconds:g} s at {outage_at:g} s; "
+        f"IVR_MAX_CALLS={args.max_calls}; {os.cpu_count()} CPUs; server log {server.log_path}",
+        flush=True,
+    )
+    server.start()
+    assert server.proc is not None
+    soak = Soak(args, server, wavs)
+    asyncio.run(soak.warm_up())
+    plan = make_plan(args, random.Random(args.seed))
+    bad = counts(x.kind for x in plan if x.kind in MISBEHAVIOURS)
+    print(f"plan: {len(plan)} calls, misbehaving {bad}", flush=True)
+    time.sleep(2)  # the warm-up's teardowns
+    h0 = healthz(server.base)
+    soak.rss = RssSampler(server.proc.pid)
+    soak.rss.start()
+    t0 = time.monotonic()
+    outage = Outage(server.db, outage_at, args.outage_seconds)
+    run_with_outage(soak, plan, outage, t0)
+    final = final_state(soak, outage, h0)
+    server.stop()
+    return report(soak, outage, t0, read_log(server.log_path), final)
+
+
+def run_with_outage(soak: Soak, plan: list[Plan], outage: Outage, t0: float) -> None:
+    """Place the calls while the outage (a thread) holds the store's write lock on time."""
+    assert soak.rss is not None
+    halt = threading.Event()
+    outage_thread = threading.Thread(target=outage.run, args=(t0, halt), daemon=True)
+    if soak.args.outage_seconds > 0:
+        outage_thread.start()
+    try:
+        asyncio.run(soak.run(t0, plan, outage, soak.server.log_path))
+    finally:
+        halt.set()
+        if outage_thread.is_alive():
+            outage_thread.join(10)
+        soak.rss.stop()
+
+
+def final_state(soak: Soak, outage: Outage, h0: dict[str, Any]) -> dict[str, Any]:
+    """After the last call: slots, the server's counters, the store's records (attached to
+    the calls) and the calls it left open, by nearness to the outage."""
+    server = soak.server
+    active, waited = wait_idle(server.base)
+    final: dict[str, Any] = {
+        "active": active,
+        "waited": waited,
+        "live": live_calls(server.base),
+    }
+    with contextlib.suppress(Exception):
+        final["healthz"] = h1 = healthz(server.base)
+        final["underruns"] = h1["underruns"] - h0["underruns"]
+    for r in soak.legit:
+        r.near_outage = outage.near(r.started, r.ended)
+    attach_records(soak)
+    opened = open_records(server.db)
+    final["open"] = len(opened)
+    near = {r.call_sid: r.near_outage for r in soak.legit}
+    near.update({m.call_sid: outage.near(m.started, m.ended) for m in soak.mis})
+    final["open_ids_near"] = [i for i, sid in opened if sid is not None and near.get(sid)]
+    final["open_ids_far"] = [i for i, sid in opened if not (sid is not None and near.get(sid))]
+    return final
+
+
+def attach_records(soak: Soak) -> None:
+    """Each call's records in the store, looked up by callSid."""
+    sids = [r.call_sid for r in soak.legit] + [m.call_sid for m in soak.mis]
+    records = asyncio.run(lookup_records(soak.server.base, sids))
+    for r in soak.legit:
+        mine = [x for x in records.get(r.call_sid, []) if x.get("id") == r.call_id]
+        r.record = mine[0] if mine else None
+    for m in soak.mis:
+        m.records = records.get(m.call_sid, [])
+        if m.kind == "duplicate" and m.victim is not None:
+            # the victim's own record has this callSid too: not the duplicate's
+            victim = next((r for r in soak.legit if r.index == m.victim), None)
+            m.records = [x for x in m.records if victim is None or x.get("id") != victim.call_id]
 
 
 if __name__ == "__main__":
