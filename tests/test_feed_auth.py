@@ -156,6 +156,24 @@ async def test_a_big_message_on_a_feed_closes_that_feed_only() -> None:
             assert json.loads((await one.receive(timeout=5)).data) == TRANSCRIPT[0]
 
 
+async def test_a_small_message_on_a_feed_is_ignored() -> None:
+    """A client's text (a keep-alive, a stray "hello") is not a goodbye: the feed goes on
+    and still sends the events that follow; only the client's close ends it."""
+    async with served(ClientLimits()) as (host, registry):
+        async with aiohttp.ClientSession() as http:
+            auth = (PROTOCOL, f"bearer.{FEED}")
+            feed = await http.ws_connect(f"ws://{host}/v1/live", protocols=auth)
+            await feed.send_str("hello")
+            await feed.send_bytes(b"ping")
+            await asyncio.sleep(0.2)  # the server has read both by now
+            registry.publish("live-1", TRANSCRIPT[0])
+            msg = await feed.receive(timeout=5)
+            assert msg.type == aiohttp.WSMsgType.TEXT, (msg, feed.close_code)
+            assert json.loads(msg.data)["call_id"] == "live-1"
+            await feed.close()
+            assert feed.close_code == aiohttp.WSCloseCode.OK
+
+
 @dataclass
 class Conn:
     status: int

@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import WSCloseCode, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
@@ -159,7 +159,7 @@ async def _feed(
                     await events.aclose()
 
         task = asyncio.create_task(forward())
-        closer = asyncio.create_task(ws.receive())  # the client closing ends the subscription
+        closer = asyncio.create_task(_until_closed(ws))  # the client closing ends it
         await asyncio.wait({task, closer}, return_when=asyncio.FIRST_COMPLETED)
         for t in (task, closer):
             t.cancel()
@@ -172,6 +172,16 @@ async def _feed(
         return ws
     finally:
         slots.give_back()
+
+
+async def _until_closed(ws: web.WebSocketResponse) -> None:
+    """Until the client closes the socket (or breaks it): whatever else it sends, a
+    keep-alive or a stray text, is read and dropped; a message over FEED_MAX_MSG_SIZE has
+    aiohttp close the socket with 1009, which ends this too."""
+    while True:
+        msg = await ws.receive()
+        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            return
 
 
 async def live_feed(request: web.Request) -> web.StreamResponse:
