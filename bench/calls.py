@@ -362,6 +362,42 @@ async def _loop_lag(samples: list[float], stop: asyncio.Event) -> None:
         samples.append(loop.time() - t - 0.02)
 
 
+def failed_call(index: int, error: str, started: float) -> dict[str, Any]:
+    """The result of a call that did not run to its end (what `run_callers` returns for it)."""
+    return {
+        "index": index,
+        "error": error,
+        "started": started,
+        "ended": time.time(),
+        "latencies": [],
+        "events": [],
+        "hangup": None,
+        "stages": [],
+    }
+
+
+async def one_call(url: str, spec: CallSpec, t0: float, max_seconds: float) -> dict[str, Any]:
+    """Place one call at its offset after `t0`; its result."""
+    await asyncio.sleep(max(0.0, t0 + spec.offset - time.time()))
+    caller = TimedCaller(
+        url, call_turns(spec), spec.number, out=None, max_seconds=max_seconds, token=API_TOKEN
+    )
+    started = time.time()
+    try:
+        rep = await caller.run()
+    except Exception as exc:  # connect failure etc.: a failed call, not a crash
+        return failed_call(spec.index, repr(exc), started)
+    return {
+        "index": spec.index,
+        "started": started,
+        "ended": time.time(),
+        "latencies": rep.latencies,
+        "events": rep.events,
+        "hangup": rep.hangup,
+        "stages": caller.stages,
+    }
+
+
 async def run_callers_async(
     url: str, specs: list[CallSpec], t0: float, max_seconds: float, hard_timeout: float
 ) -> dict[str, Any]:
@@ -369,37 +405,7 @@ async def run_callers_async(
     lag: list[float] = []
     stop = asyncio.Event()
     lag_task = asyncio.create_task(_loop_lag(lag, stop))
-
-    async def one(spec: CallSpec) -> dict[str, Any]:
-        await asyncio.sleep(max(0.0, t0 + spec.offset - time.time()))
-        caller = TimedCaller(
-            url, call_turns(spec), spec.number, out=None, max_seconds=max_seconds, token=API_TOKEN
-        )
-        started = time.time()
-        try:
-            rep = await caller.run()
-        except Exception as exc:  # connect failure etc.: a failed call, not a crash
-            return {
-                "index": spec.index,
-                "error": repr(exc),
-                "started": started,
-                "ended": time.time(),
-                "latencies": [],
-                "events": [],
-                "hangup": None,
-                "stages": [],
-            }
-        return {
-            "index": spec.index,
-            "started": started,
-            "ended": time.time(),
-            "latencies": rep.latencies,
-            "events": rep.events,
-            "hangup": rep.hangup,
-            "stages": caller.stages,
-        }
-
-    tasks = [asyncio.create_task(one(s)) for s in specs]
+    tasks = [asyncio.create_task(one_call(url, s, t0, max_seconds)) for s in specs]
     done, pending = await asyncio.wait(tasks, timeout=hard_timeout)
     for task in pending:
         task.cancel()
@@ -408,18 +414,7 @@ async def run_callers_async(
         if task in done and task.exception() is None:
             results.append(task.result())
         else:
-            results.append(
-                {
-                    "index": spec.index,
-                    "error": "bench hard timeout",
-                    "started": t0,
-                    "ended": time.time(),
-                    "latencies": [],
-                    "events": [],
-                    "hangup": None,
-                    "stages": [],
-                }
-            )
+            results.append(failed_call(spec.index, "bench hard timeout", t0))
     await asyncio.gather(*pending, return_exceptions=True)
     stop.set()
     await lag_task
@@ -515,19 +510,7 @@ def dispatch(
             try:
                 out = fut.result(timeout=max(1.0, t0 - time.time()) + hard_timeout + 30)
             except (FutureTimeout, Exception) as exc:
-                results += [
-                    {
-                        "index": s.index,
-                        "error": f"worker: {exc!r}",
-                        "started": t0,
-                        "ended": time.time(),
-                        "latencies": [],
-                        "events": [],
-                        "hangup": None,
-                        "stages": [],
-                    }
-                    for s in share
-                ]
+                results += [failed_call(s.index, f"worker: {exc!r}", t0) for s in share]
                 continue
             results += out["results"]
             cpu += out["cpu"]
@@ -540,6 +523,30 @@ def dispatch(
             p.join(5)
             if p.is_alive():
                 p.kill()
+
+
+@dataclass
+class ServerMark:
+    """The server's counters before a run."""
+
+    healthz: dict[str, Any]
+    hists: dict[str, dict[float, float]]
+    cpu: float = 0.0  # of the process tree
+    main_cpu: float = 0.0  # of the server process alone
+    rss: float | None = None
+
+
+def server_mark(base: str, server_pid: int | None) -> ServerMark:
+    hist0: dict[str, dict[float, float]] = {}
+    h0 = healthz(base)
+    with contextlib.suppress(Exception):  # a server without /metrics: no such lines
+        hist0 = server_histograms(base)
+    mark = ServerMark(h0, hist0)
+    if server_pid is not None:
+        time.sleep(1.0)  # let the warm-up's garbage settle
+        mark.cpu, mark.rss, _ = tree_usage(server_pid)
+        mark.main_cpu, _, _ = tree_usage(server_pid, [server_pid])
+    return mark
 
 
 def measure(
@@ -555,14 +562,8 @@ def measure(
     specs = make_specs(n, wavs, args.stagger)
     silence = args.end_silence_ms / 1000
 
-    h0 = healthz(base)
-    hist0: dict[str, dict[float, float]] = {}
-    with contextlib.suppress(Exception):  # a server without /metrics: no such lines
-        hist0 = server_histograms(base)
-    if server_pid is not None:
-        time.sleep(1.0)  # let the warm-up's garbage settle
-        cpu0, res.rss_idle, _ = tree_usage(server_pid)
-        main0, _, _ = tree_usage(server_pid, [server_pid])
+    mark = server_mark(base, server_pid)
+    res.rss_idle = mark.rss
     sampler = Sampler(server_pid, base)
     sampler.start()
     t = time.monotonic()
@@ -577,55 +578,72 @@ def measure(
     res.wall = time.monotonic() - t
     if args.dump_dir is not None:
         (args.dump_dir / f"calls-n{n}.json").write_text(json.dumps(results, indent=1))
+    server_delta(res, mark, base, server_pid, sampler, lag)
+    for r in results:
+        tally_call(res, r, silence)
+    starts = [r["started"] for r in results]
+    ends = [r["ended"] for r in results]
+    res.overlap_s = min(ends) - max(starts)
+    return res
+
+
+def server_delta(
+    res: RunResult,
+    mark: ServerMark,
+    base: str,
+    server_pid: int | None,
+    sampler: Sampler,
+    lag: list[float],
+) -> None:
+    """The server's side of a run: its counters since `mark`, what the sampler saw, and the
+    callers' loop lag."""
     if server_pid is not None:
         cpu1, _, _ = tree_usage(server_pid)
-        res.srv_cpu = cpu1 - cpu0
-        res.srv_main_cpu = tree_usage(server_pid, [server_pid])[0] - main0
+        res.srv_cpu = cpu1 - mark.cpu
+        res.srv_main_cpu = tree_usage(server_pid, [server_pid])[0] - mark.main_cpu
         res.rss_peak = sampler.peak_rss
     h1 = healthz(base)
     with contextlib.suppress(Exception):
         for name, cum in server_histograms(base).items():
-            before = hist0.get(name, {})
+            before = mark.hists.get(name, {})
             res.hists[name] = {le: n - before.get(le, 0.0) for le, n in cum.items()}
-    res.underruns = h1["underruns"] - h0["underruns"]
-    res.frames = h1["frames_sent"] - h0["frames_sent"]
+    res.underruns = h1["underruns"] - mark.healthz["underruns"]
+    res.frames = h1["frames_sent"] - mark.healthz["frames_sent"]
     res.peak_active = sampler.peak_active
     res.healthz_ms = sampler.rtt_ms
     if lag:
         res.lag_p99_ms = pct(lag, 99) * 1000
         res.lag_max_ms = max(lag) * 1000
 
-    for r in results:
-        reason = r.get("error") or r["hangup"] or "no hangup"
-        res.reasons[reason] = res.reasons.get(reason, 0) + 1
-        if r["hangup"] == "callback_booked" and not r.get("error"):
-            res.ok += 1
+
+def tally_call(res: RunResult, r: dict[str, Any], silence: float) -> None:
+    """Add one call's result (from `run_callers`) to the run's."""
+    reason = r.get("error") or r["hangup"] or "no hangup"
+    res.reasons[reason] = res.reasons.get(reason, 0) + 1
+    if r["hangup"] == "callback_booked" and not r.get("error"):
+        res.ok += 1
+    else:
+        res.failed += 1
+    res.call_min += (r["ended"] - r["started"]) / 60
+    lats = r["latencies"]
+    res.speech_lat += [x - silence for x in lats[: len(PHRASES)]]
+    res.dtmf_lat += lats[len(PHRASES) :]
+    res.early += sum(1 for x in lats[: len(PHRASES)] if x < silence)
+    for st in r["stages"][: len(PHRASES)]:
+        if "rec" in st:
+            res.to_rec.append(st["rec"] - st["end"] - silence)
+            if "reply" in st:
+                res.rec_to_audio.append(st["reply"] - st["rec"])
+    res.barge_ins += sum(1 for e in r["events"] if e.get("event") == "barge_in")
+    recognized = [e for e in r["events"] if e.get("event") == "recognized"]
+    for k, e in enumerate(recognized):
+        expected = PHRASES[k][1] if k < len(PHRASES) else None
+        res.rec_total += 1
+        if e.get("intent") == expected:
+            res.rec_ok += 1
         else:
-            res.failed += 1
-        res.call_min += (r["ended"] - r["started"]) / 60
-        lats = r["latencies"]
-        res.speech_lat += [x - silence for x in lats[: len(PHRASES)]]
-        res.dtmf_lat += lats[len(PHRASES) :]
-        res.early += sum(1 for x in lats[: len(PHRASES)] if x < silence)
-        for st in r["stages"][: len(PHRASES)]:
-            if "rec" in st:
-                res.to_rec.append(st["rec"] - st["end"] - silence)
-                if "reply" in st:
-                    res.rec_to_audio.append(st["reply"] - st["rec"])
-        res.barge_ins += sum(1 for e in r["events"] if e.get("event") == "barge_in")
-        recognized = [e for e in r["events"] if e.get("event") == "recognized"]
-        for k, e in enumerate(recognized):
-            expected = PHRASES[k][1] if k < len(PHRASES) else None
-            res.rec_total += 1
-            if e.get("intent") == expected:
-                res.rec_ok += 1
-            else:
-                key = f"{expected}→{e.get('intent')} ({e.get('text')!r})"
-                res.misrec[key] = res.misrec.get(key, 0) + 1
-    starts = [r["started"] for r in results]
-    ends = [r["ended"] for r in results]
-    res.overlap_s = min(ends) - max(starts)
-    return res
+            key = f"{expected}→{e.get('intent')} ({e.get('text')!r})"
+            res.misrec[key] = res.misrec.get(key, 0) + 1
 
 
 # --- output ------------------------------------------------------------------------------
@@ -660,6 +678,16 @@ HEADER = (
 
 
 def details(r: RunResult, silence_ms: int) -> list[str]:
+    return [
+        *latency_details(r, silence_ms),
+        *load_details(r),
+        *server_details(r),
+        *outcome_details(r),
+    ]
+
+
+def latency_details(r: RunResult, silence_ms: int) -> list[str]:
+    """Turn latencies against the target, split by stage; early turns; DTMF."""
     out = []
     if r.speech_lat:
         p95 = pct(r.speech_lat, 95) * 1000
@@ -692,11 +720,16 @@ def details(r: RunResult, silence_ms: int) -> list[str]:
             f"{pct(r.dtmf_lat, 50) * 1000:.0f} ms p95 {pct(r.dtmf_lat, 95) * 1000:.0f} ms"
             " (< 20 ms means the reply started within the 120 ms)"
         )
-    out.append(
+    return out
+
+
+def load_details(r: RunResult) -> list[str]:
+    """How much was running, and what it cost the server: memory and CPU."""
+    out = [
         f"   {r.call_min:.1f} call-min in {r.wall:.0f} s wall; all {r.n} calls overlapped for "
         f"{r.overlap_s:.0f} s (peak active_calls seen {r.peak_active}); frames sent "
         f"{r.frames}; caller loop lag p99 {r.lag_p99_ms:.1f} ms max {r.lag_max_ms:.0f} ms"
-    )
+    ]
     if r.rss_peak is not None:
         out.append(f"   server tree RSS idle {r.rss_idle:.0f} MB → peak {r.rss_peak:.0f} MB")
     if r.srv_cpu and r.srv_main_cpu is not None:
@@ -706,6 +739,12 @@ def details(r: RunResult, silence_ms: int) -> list[str]:
             f"({r.srv_main_cpu / r.wall:.2f} cores), ASR/TTS worker processes "
             f"{r.srv_cpu - r.srv_main_cpu:.1f} s; callers {r.caller_cpu:.1f} s"
         )
+    return out
+
+
+def server_details(r: RunResult) -> list[str]:
+    """The server's own figures: recognition time, inbound lag, /healthz response time."""
+    out = []
     asr = r.hists.get("ivr_asr_seconds", {})
     if utterances := asr.get(math.inf, 0.0):
         a50, a95 = bucket_pct(asr, 50), bucket_pct(asr, 95)
@@ -731,7 +770,12 @@ def details(r: RunResult, silence_ms: int) -> list[str]:
             f"   /healthz response time during the run (server loop lag probe): p50 "
             f"{pct(r.healthz_ms, 50):.0f} ms max {max(r.healthz_ms):.0f} ms"
         )
-    out.append("   endings: " + ", ".join(f"{k} ×{v}" for k, v in sorted(r.reasons.items())))
+    return out
+
+
+def outcome_details(r: RunResult) -> list[str]:
+    """How the calls ended, the API traffic beside them, and what was misrecognized."""
+    out = ["   endings: " + ", ".join(f"{k} ×{v}" for k, v in sorted(r.reasons.items()))]
     if r.api is not None:
         a = r.api
         lat = (
@@ -814,7 +858,7 @@ def warm_up(url: str, wavs: dict[tuple[str, str], Path]) -> None:
     run_callers(url, specs, time.time(), 120.0, 150.0)
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, nargs="+", default=[10, 50, 100])
     p.add_argument("--url", help="target a running server's media-stream URL (ws://…)")
@@ -854,10 +898,14 @@ def main() -> None:
     p.add_argument(
         "--keep", action="store_true", help="keep the temp dir (server logs, per-call JSON)"
     )
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="ivr-bench-calls-"))
-    server: Server | None = None
+    running: list[Server] = []  # the server of the run in progress, stopped on the way out
 
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -868,54 +916,12 @@ def main() -> None:
     try:
         args.dump_dir = tmp if args.keep else None
         wavs = synthesize(tmp)
-        print(
-            "calls bench: flow hotline, turns balance → data usage → opening hours → keys "
-            "0 1 1 1 (callback booked); "
-            f"starts staggered over {args.stagger:g} s; IVR_END_SILENCE_MS={args.end_silence_ms}"
-        )
-        print(
-            f"latency = caller end of speech → first bot audio MINUS the {args.end_silence_ms} ms "
-            "end-of-speech silence the endpointer waits (speech turns only)"
-        )
-        print(f"machine: {os.cpu_count()} CPUs; callers run in this script's process(es)\n")
-        print(HEADER)
+        print_intro(args)
         for n in args.n:
             for rps in [r for _ in range(args.repeat) for r in args.api_rps]:
-                hook_port = free_port()
-                if args.url:
-                    url = args.url
-                    base = "http://" + url.split("://", 1)[1].split("/", 1)[0]
-                    pid = None
-                else:
-                    server = Server(
-                        tmp / "data",
-                        args.end_silence_ms,
-                        max(args.n) + 50,
-                        args.asr_workers,
-                        tmp / f"server-n{n}-api{rps:g}.log",
-                        args.server_verbose,
-                        hook_port,
-                    )
-                    server.start()
-                    url = f"ws://127.0.0.1:{server.port}/v1/media-stream"
-                    base = server.base
-                    pid = server.proc.pid if server.proc else None
-                load = ApiLoad(base, API_TOKEN, rps, hook_port)
-                load.start()  # its webhook receiver too: before the warm-up's calls
-                if not args.no_warmup:
-                    warm_up(url, wavs)
-                try:
-                    r = measure(n, url, base, pid, wavs, args)
-                finally:
-                    stats = load.stop()
-                r.api_rps, r.api = rps, stats
+                r, more = run_one(n, rps, args, tmp, wavs, running)
                 rows.append(r)
-                print(row(r), flush=True)
-                notes += details(r, args.end_silence_ms)
-                if server is not None:
-                    server.stop()
-                    notes += [f"N={n} api {rps:g}/s " + ln for ln in log_problems(server.log_path)]
-                    server = None
+                notes += more
         if len(args.api_rps) > 1:
             for n in args.n:
                 notes += compare_rates([r for r in rows if r.n == n and r.speech_lat], n)
@@ -925,12 +931,75 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
     finally:
-        if server is not None:
+        for server in running:
             server.stop()
         if args.keep:
             print(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def print_intro(args: argparse.Namespace) -> None:
+    print(
+        "calls bench: flow hotline, turns balance → data usage → opening hours → keys "
+        "0 1 1 1 (callback booked); "
+        f"starts staggered over {args.stagger:g} s; IVR_END_SILENCE_MS={args.end_silence_ms}"
+    )
+    print(
+        f"latency = caller end of speech → first bot audio MINUS the {args.end_silence_ms} ms "
+        "end-of-speech silence the endpointer waits (speech turns only)"
+    )
+    print(f"machine: {os.cpu_count()} CPUs; callers run in this script's process(es)\n")
+    print(HEADER)
+
+
+def run_one(
+    n: int,
+    rps: float,
+    args: argparse.Namespace,
+    tmp: Path,
+    wavs: dict[tuple[str, str], Path],
+    running: list[Server],
+) -> tuple[RunResult, list[str]]:
+    """One measured run of `n` calls with `rps` API requests a second beside them, on a
+    fresh server unless --url: its row (printed) and its notes."""
+    hook_port = free_port()
+    server: Server | None = None
+    if args.url:
+        url = args.url
+        base = "http://" + url.split("://", 1)[1].split("/", 1)[0]
+        pid = None
+    else:
+        server = Server(
+            tmp / "data",
+            args.end_silence_ms,
+            max(args.n) + 50,
+            args.asr_workers,
+            tmp / f"server-n{n}-api{rps:g}.log",
+            args.server_verbose,
+            hook_port,
+        )
+        running.append(server)
+        server.start()
+        url = f"ws://127.0.0.1:{server.port}/v1/media-stream"
+        base = server.base
+        pid = server.proc.pid if server.proc else None
+    load = ApiLoad(base, API_TOKEN, rps, hook_port)
+    load.start()  # its webhook receiver too: before the warm-up's calls
+    if not args.no_warmup:
+        warm_up(url, wavs)
+    try:
+        r = measure(n, url, base, pid, wavs, args)
+    finally:
+        stats = load.stop()
+    r.api_rps, r.api = rps, stats
+    print(row(r), flush=True)
+    notes = details(r, args.end_silence_ms)
+    if server is not None:
+        server.stop()
+        notes += [f"N={n} api {rps:g}/s " + ln for ln in log_problems(server.log_path)]
+        running.remove(server)
+    return r, notes
 
 
 if __name__ == "__main__":
