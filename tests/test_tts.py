@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import signal
@@ -115,9 +116,8 @@ async def test_cache_hit_is_identical_fast_and_skips_engine(
 
 
 def test_pcm16_cache_entries_are_wav_files(engine: TtsEngine, tmp_path: Path) -> None:
-    wire = PromptRenderer(engine, PromptCache(tmp_path)).render_blocking(
-        "Main menu.", rate=16000, encoding=Encoding.PCM16
-    )
+    renderer = PromptRenderer(engine, PromptCache(tmp_path))
+    wire = asyncio.run(renderer.render("Main menu.", rate=16000, encoding=Encoding.PCM16))
     (wav,) = tmp_path.rglob("*.wav")
     stored = read_wav(wav)
     assert stored.rate == 16000
@@ -135,7 +135,6 @@ async def test_recorded_prompt_overrides_tts(
 
     wire = await renderer.render("Welcome to Acme.", key="welcome")
     assert wire == encode(tone.to_rate(8000).samples, Encoding.ULAW)
-    assert renderer.render_blocking("Welcome to Acme.", key="welcome") == wire
     assert calls.count == 0
 
     await renderer.render("Welcome to Acme.", key="not-recorded")  # falls back to TTS

@@ -51,26 +51,6 @@ class PromptRenderer:
         audio = await self.engine.synthesize(text, voice, speed)
         return self._store(ckey, _convert(audio, rate, encoding), rate, encoding)
 
-    def render_blocking(
-        self,
-        text: str,
-        *,
-        key: str | None = None,
-        rate: int = 8000,
-        encoding: Encoding = Encoding.ULAW,
-        voice: str | None = None,
-        speed: int | None = None,
-    ) -> bytes:
-        """Synchronous `render`, for the CLI (`ivr say`)."""
-        recorded = self.recording(key)
-        if recorded is not None:
-            return _convert_file(recorded, rate, encoding)
-        ckey = self._key(text, voice, speed, rate, encoding)
-        if self.cache is not None and (hit := self.cache.get(ckey)) is not None:
-            return hit
-        audio = self.engine.synthesize_blocking(text, voice, speed)
-        return self._store(ckey, _convert(audio, rate, encoding), rate, encoding)
-
     def recording(self, key: str | None) -> Path | None:
         """Path of the recorded prompt for `key`, if there is one."""
         if key is None or self.prompts_dir is None:
