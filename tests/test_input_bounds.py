@@ -27,6 +27,7 @@ from live_server import FEED_TOKEN, ROOT, LiveServer, live_server
 from ivr.api import token_entry
 from ivr.api.flows import FlowUpload
 from ivr.auth import BEARER_PREFIX, PROTOCOL
+from ivr.callerid import WITHHELD, caller_number
 from ivr.config import ConfigError, load_settings
 from ivr.dial import Caller, Turn
 from ivr.dialog.flow import (
@@ -42,7 +43,6 @@ from ivr.dialog.flow import (
 from ivr.grammar import GrammarError, load_grammar
 from ivr.transports.audiosocket import HEADER, KIND_AUDIO, AudioSocketSerializer, encode_uuid
 from ivr.transports.browser import BrowserClient, BrowserSerializer
-from ivr.callerid import WITHHELD, caller_number
 from ivr.transports.limits import (
     MAX_JSON_DEPTH,
     MAX_MESSAGE_BYTES,

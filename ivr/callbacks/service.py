@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from ivr.callerid import caller_number
 from ivr.config import Settings
 from ivr.store import Attempt, Call, Callback, Store, TurnRecord
-from ivr.callerid import caller_number
 
 RETRY_OUTCOMES = frozenset({"no_answer", "busy", "voicemail", "failed"})
 """Outcomes of an attempt that did not reach the caller: retried while attempts are left."""
