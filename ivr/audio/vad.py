@@ -151,10 +151,6 @@ class Endpointer:
         self._set_window()
         self._arm(self._bytes_in // 2)
 
-    def start_no_input_timer(self) -> None:
-        """(Re)start the no-input timer from now, e.g. for a dialog state that plays no prompt."""
-        self._arm(self._bytes_in // 2)
-
     def set_no_input_ms(self, ms: int) -> None:
         """Change the no-input timeout (each dialog state may set its own); applies from the
         next time the timer is armed."""
@@ -171,7 +167,7 @@ class Endpointer:
         self._end_n = self.config.frames(ms)
 
     def cancel_no_input_timer(self) -> None:
-        """Stop the no-input timer until the next prompt end, utterance end or restart."""
+        """Stop the no-input timer until the next prompt end, utterance end or `reset()`."""
         self._timer_on = False
 
     @property
