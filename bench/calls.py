@@ -67,7 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from api_load import ApiLoad, LoadStats
 from common import pct
 
-from ivr.dial import Caller, Turn
+from ivr.dial import Caller, CallerTurn
 
 ROOT = Path(__file__).resolve().parent.parent
 NUMBERS = ["+15551230001", "+15551230002", "+15551230003"]
@@ -350,8 +350,11 @@ class CallSpec:
     wavs: list[str]
 
 
-def call_turns(spec: CallSpec) -> list[Turn]:
-    return [*(Turn(wav=Path(w)) for w in spec.wavs), *(Turn(dtmf=k) for k in BOOKING_KEYS)]
+def call_turns(spec: CallSpec) -> list[CallerTurn]:
+    return [
+        *(CallerTurn(wav=Path(w)) for w in spec.wavs),
+        *(CallerTurn(dtmf=k) for k in BOOKING_KEYS),
+    ]
 
 
 async def _loop_lag(samples: list[float], stop: asyncio.Event) -> None:

@@ -94,7 +94,7 @@ from calls import free_port, healthz, spawn_server, stop_server, tree_pids, tree
 from common import pct
 
 from ivr.api import token_entry
-from ivr.dial import Caller, Turn
+from ivr.dial import Caller, CallerTurn
 from ivr.transports.messages import PlayAudio, SetMark
 from ivr.transports.twilio import TwilioClient
 
@@ -124,11 +124,11 @@ class Script:
     ends: frozenset[str]  # the expected end reasons
     outage_ends: frozenset[str] = frozenset()  # also expected for a call near the outage
 
-    def turns(self, wavs: dict[tuple[str, str], Path], voice: str) -> list[Turn]:
+    def turns(self, wavs: dict[tuple[str, str], Path], voice: str) -> list[CallerTurn]:
         out = []
         for step in self.steps:
             kind, _, arg = step.partition(":")
-            out.append(Turn(wav=wavs[voice, arg]) if kind == "say" else Turn(dtmf=arg))
+            out.append(CallerTurn(wav=wavs[voice, arg]) if kind == "say" else CallerTurn(dtmf=arg))
         return out
 
 
@@ -510,7 +510,7 @@ async def misbehave(
             if res.kind == "bad_caller":
                 caller = Caller(
                     url,
-                    [Turn(dtmf="1")],
+                    [CallerTurn(dtmf="1")],
                     BAD_CALLER,
                     out=None,
                     max_seconds=max_seconds,

@@ -31,7 +31,7 @@ from common import pct
 
 from ivr.asr.runner import AsrRunner
 from ivr.config import load_settings
-from ivr.dial import Caller, Turn
+from ivr.dial import Caller, CallerTurn
 from ivr.dialog.flow import load_flow
 from ivr.tuning.commands import engine_for
 from ivr.tuning.evaluate import Row, read_set, run
@@ -60,7 +60,7 @@ async def live(url: str, rows: list[Row], calls: int) -> list[dict[str, Any]]:
     async def one(row: Row) -> dict[str, Any]:
         async with slots:
             assert row.audio is not None
-            turns = [Turn(wav=row.audio)]
+            turns = [CallerTurn(wav=row.audio)]
             caller = Caller(url, turns, KNOWN, out=None, max_seconds=90, token=API_TOKEN)
             report = await caller.run()
         heard = next((e for e in report.events if e.get("event") == "recognized"), None)

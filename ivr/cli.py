@@ -162,16 +162,16 @@ class _TurnAction(argparse.Action):
         values: object,
         option_string: str | None = None,
     ) -> None:
-        from ivr.dial import Turn
+        from ivr.dial import CallerTurn
 
         turns = list(getattr(namespace, "turns", None) or [])
         if option_string == "--wav":
-            turns.append(Turn(wav=Path(str(values))))
+            turns.append(CallerTurn(wav=Path(str(values))))
         else:
             keys = str(values)
             if keys != "-" and not all(k in "0123456789*#ABCD" for k in keys):
                 parser.error(f"--dtmf {keys!r}: keys are 0-9 * # A-D, or - for no input")
-            turns.append(Turn(dtmf=keys))
+            turns.append(CallerTurn(dtmf=keys))
         namespace.turns = turns
 
 

@@ -39,7 +39,7 @@ PRINTED = {"prompt", "recognized", "dtmf", "no_input", "no_match", "barge_in", "
 
 
 @dataclass(frozen=True)
-class Turn:
+class CallerTurn:
     """What the caller does when the bot next listens: speak a WAV, key digits, or nothing."""
 
     wav: Path | None = None
@@ -68,7 +68,7 @@ class Caller:
     def __init__(
         self,
         url: str,
-        turns: list[Turn],
+        turns: list[CallerTurn],
         caller: str | None = None,
         *,
         out: TextIO | None = sys.stdout,

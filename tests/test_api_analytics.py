@@ -26,7 +26,7 @@ from speech import flite
 from ivr.api import hash_token
 from ivr.api.analytics import IntentReport, NodeReport, Summary, UnrecognizedReport
 from ivr.audio.pcm import read_wav, write_wav
-from ivr.dial import Caller, CallReport, Turn
+from ivr.dial import Caller, CallerTurn, CallReport
 from ivr.dialog import load_flow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,7 +83,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     write_wav(no_thanks, flite("no thanks", no_thanks, voice="rms"))
     with live_server(tmp, IVR_API_TOKENS=TOKENS, IVR_FLOW=str(flow)) as server:
 
-        def caller(turns: list[Turn]) -> Caller:
+        def caller(turns: list[CallerTurn]) -> Caller:
             return Caller(
                 server.media_url, turns, KNOWN, out=None, max_seconds=150, token=FEED_TOKEN
             )
@@ -91,8 +91,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         async def both() -> list[CallReport]:
             return list(
                 await asyncio.gather(
-                    caller([Turn(wav=PASSWORD), Turn(dtmf="1"), Turn(dtmf="0")]).run(),
-                    caller([Turn(dtmf="1"), Turn(wav=no_thanks), Turn(dtmf="4")]).run(),
+                    caller(
+                        [CallerTurn(wav=PASSWORD), CallerTurn(dtmf="1"), CallerTurn(dtmf="0")]
+                    ).run(),
+                    caller(
+                        [CallerTurn(dtmf="1"), CallerTurn(wav=no_thanks), CallerTurn(dtmf="4")]
+                    ).run(),
                 )
             )
 

@@ -41,7 +41,7 @@ from ivr.api import hash_token
 from ivr.audio.pcm import Audio, write_wav
 from ivr.auth import PROTOCOL
 from ivr.callbacks import CallbackPolicy, Callbacks
-from ivr.dial import Caller, Turn
+from ivr.dial import Caller, CallerTurn
 from ivr.store import open_store
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -235,7 +235,9 @@ async def test_live_call_shows_its_transcript_then_its_recording(
     async with console_page(browser, base(server), TOKEN) as (page, errors):
         await page.wait_for_selector('#main[data-ready="live"]')
         await page.wait_for_selector("#feed-state.open")
-        caller = Caller(server.media_url, [Turn(wav=speech)], KNOWN, out=None, token=FEED_TOKEN)
+        caller = Caller(
+            server.media_url, [CallerTurn(wav=speech)], KNOWN, out=None, token=FEED_TOKEN
+        )
         call = asyncio.create_task(caller.run())
         for _ in range(400):  # until the server names the call (its call_started event)
             if caller.report.call_id != caller.call_sid:
@@ -399,7 +401,7 @@ async def test_analytics_page(browser: Browser, server: LiveServer) -> None:
     adopt = await documented(server, "POST", "/v1/analytics/unrecognized/adopt")
     if served["unrecognized"]:
         # A caller the menu does not understand ("password"): an unrecognized utterance.
-        turns = [Turn(wav=recording("vm-password"))]
+        turns = [CallerTurn(wav=recording("vm-password"))]
         report = await Caller(server.media_url, turns, KNOWN, out=None, token=FEED_TOKEN).run()
         assert "no_match" in [e["event"] for e in report.events], report.events
     async with console_page(browser, base(server), TOKEN) as (page, errors):

@@ -23,7 +23,7 @@ from live_server import FEED_TOKEN, LiveServer, live_server
 from speech import flite
 
 from ivr.audio.pcm import Audio, read_wav, write_wav
-from ivr.dial import Caller, CallReport, Turn
+from ivr.dial import Caller, CallerTurn, CallReport
 from ivr.grammar import normalize
 from ivr.transports.audiosocket import (
     AudioSocketSerializer,
@@ -152,7 +152,7 @@ def calls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     parts = [read_wav(asterisk(f"digits/{d}")).samples for d in "9 oh 2 1 oh".split()]
     write_wav(account, Audio(np.concatenate(parts), 8000))
 
-    def caller(server: LiveServer, turns: list[Turn], who: str = KNOWN, **kw: Any) -> Caller:
+    def caller(server: LiveServer, turns: list[CallerTurn], who: str = KNOWN, **kw: Any) -> Caller:
         return Caller(
             server.media_url, turns, who, out=None, max_seconds=150, token=FEED_TOKEN, **kw
         )
@@ -160,45 +160,75 @@ def calls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     with live_server(tmp) as server:
         scenarios: dict[str, Caller] = {
             "speech": caller(
-                server, [Turn(wav=balance), Turn(wav=data), Turn(wav=bill), Turn(wav=agent)]
+                server,
+                [
+                    CallerTurn(wav=balance),
+                    CallerTurn(wav=data),
+                    CallerTurn(wav=bill),
+                    CallerTurn(wav=agent),
+                ],
             ),
             "speech_fault_faq": caller(
-                server, [Turn(wav=fault), Turn(wav=yes), Turn(wav=hours), Turn(dtmf="0")]
+                server,
+                [
+                    CallerTurn(wav=fault),
+                    CallerTurn(wav=yes),
+                    CallerTurn(wav=hours),
+                    CallerTurn(dtmf="0"),
+                ],
             ),
             "asterisk": caller(
                 server,
                 [
-                    Turn(wav=asterisk("digits/1")),
-                    Turn(wav=asterisk("digits/2")),
-                    Turn(wav=asterisk("digits/3")),
-                    Turn(wav=asterisk("goodbye")),
+                    CallerTurn(wav=asterisk("digits/1")),
+                    CallerTurn(wav=asterisk("digits/2")),
+                    CallerTurn(wav=asterisk("digits/3")),
+                    CallerTurn(wav=asterisk("goodbye")),
                 ],
             ),
-            "asterisk_fault": caller(server, [Turn(wav=asterisk("digits/4")), Turn(dtmf="0")]),
+            "asterisk_fault": caller(
+                server, [CallerTurn(wav=asterisk("digits/4")), CallerTurn(dtmf="0")]
+            ),
             "keypad": caller(
                 server,
                 [
-                    Turn(dtmf="1"),
-                    Turn(dtmf="2"),
-                    Turn(dtmf="3"),
-                    Turn(dtmf="4"),
-                    Turn(dtmf="1"),
-                    Turn(dtmf="0"),
+                    CallerTurn(dtmf="1"),
+                    CallerTurn(dtmf="2"),
+                    CallerTurn(dtmf="3"),
+                    CallerTurn(dtmf="4"),
+                    CallerTurn(dtmf="1"),
+                    CallerTurn(dtmf="0"),
                 ],
             ),
             "no_input": caller(
-                server, [Turn(dtmf="-"), Turn(dtmf="-"), Turn(dtmf="1"), Turn(dtmf="0")]
+                server,
+                [
+                    CallerTurn(dtmf="-"),
+                    CallerTurn(dtmf="-"),
+                    CallerTurn(dtmf="1"),
+                    CallerTurn(dtmf="0"),
+                ],
             ),
-            "no_match": caller(server, [Turn(wav=other), Turn(dtmf="1"), Turn(dtmf="0")]),
-            "barge_in": caller(server, [Turn(wav=balance), Turn(dtmf="0")], barge_in_after=1.5),
+            "no_match": caller(
+                server, [CallerTurn(wav=other), CallerTurn(dtmf="1"), CallerTurn(dtmf="0")]
+            ),
+            "barge_in": caller(
+                server, [CallerTurn(wav=balance), CallerTurn(dtmf="0")], barge_in_after=1.5
+            ),
             "unknown_dtmf": caller(
-                server, [Turn(dtmf="1"), Turn(dtmf="5678#"), Turn(dtmf="0")], UNKNOWN
+                server,
+                [CallerTurn(dtmf="1"), CallerTurn(dtmf="5678#"), CallerTurn(dtmf="0")],
+                UNKNOWN,
             ),
             "unknown_speech": caller(
-                server, [Turn(wav=data), Turn(dtmf="90210#"), Turn(dtmf="0")], UNKNOWN
+                server,
+                [CallerTurn(wav=data), CallerTurn(dtmf="90210#"), CallerTurn(dtmf="0")],
+                UNKNOWN,
             ),
             "spoken_account": caller(
-                server, [Turn(wav=data), Turn(wav=account), Turn(dtmf="0")], UNKNOWN
+                server,
+                [CallerTurn(wav=data), CallerTurn(wav=account), CallerTurn(dtmf="0")],
+                UNKNOWN,
             ),
         }
 
@@ -363,12 +393,16 @@ def test_turn_latency_recorded(calls: dict[str, Any]) -> None:
 def test_busy_when_over_the_call_limit(tmp_path: Path) -> None:
     async def two_calls(server: LiveServer) -> list[CallReport]:
         first = Caller(
-            server.media_url, [Turn(dtmf="-"), Turn(dtmf="0")], KNOWN, out=None, token=FEED_TOKEN
+            server.media_url,
+            [CallerTurn(dtmf="-"), CallerTurn(dtmf="0")],
+            KNOWN,
+            out=None,
+            token=FEED_TOKEN,
         )
         task = asyncio.create_task(first.run())
         await asyncio.sleep(1.0)
         second = await Caller(
-            server.media_url, [Turn(dtmf="1")], KNOWN, out=None, token=FEED_TOKEN
+            server.media_url, [CallerTurn(dtmf="1")], KNOWN, out=None, token=FEED_TOKEN
         ).run()
         return [await task, second]
 
@@ -401,7 +435,7 @@ def test_idle_and_maximum_duration_limits(tmp_path: Path) -> None:
     async def both(server: LiveServer) -> tuple[str, CallReport]:
         idle = await silent_provider(server)
         never_answers = Caller(
-            server.media_url, [Turn(dtmf="-")] * 10, KNOWN, out=None, token=FEED_TOKEN
+            server.media_url, [CallerTurn(dtmf="-")] * 10, KNOWN, out=None, token=FEED_TOKEN
         )
         return idle, await never_answers.run()
 

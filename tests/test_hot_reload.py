@@ -20,7 +20,7 @@ from live_server import FEED_TOKEN, LiveServer, live_server
 from ivr.api import hash_token
 from ivr.app import check_flow_grammars
 from ivr.asr.pocketsphinx_engine import PocketsphinxEngine
-from ivr.dial import Caller, CallReport, Turn
+from ivr.dial import Caller, CallerTurn, CallReport
 from ivr.dialog import FlowError, FlowStore, load_flow
 from ivr.flows_watch import FlowWatcher
 
@@ -219,7 +219,7 @@ def prompts(report: CallReport) -> str:
     return " | ".join(e["text"] for e in report.events if e.get("event") == "prompt")
 
 
-def caller(server: LiveServer, turns: list[Turn], **kwargs: Any) -> Caller:
+def caller(server: LiveServer, turns: list[CallerTurn], **kwargs: Any) -> Caller:
     return Caller(
         server.media_url, turns, KNOWN, out=None, max_seconds=60, token=FEED_TOKEN, **kwargs
     )
@@ -228,7 +228,7 @@ def caller(server: LiveServer, turns: list[Turn], **kwargs: Any) -> Caller:
 def quick(server: LiveServer) -> Caller:
     """Keys 1 half a second into the menu prompt (cutting it short), hangs up the same way
     during the balance answer: a few seconds."""
-    return caller(server, [Turn(dtmf="1")], barge_in_after=0.5)
+    return caller(server, [CallerTurn(dtmf="1")], barge_in_after=0.5)
 
 
 def test_served_flow_reloads_while_calls_are_in_progress(tmp_path: Path) -> None:
@@ -252,7 +252,7 @@ def test_served_flow_reloads_while_calls_are_in_progress(tmp_path: Path) -> None
             api = Api(http, server)
             v1 = await api.flow()
             # A: listens to the whole menu before keying 1, so it keys after the reload.
-            a = caller(server, [Turn(dtmf="1")])
+            a = caller(server, [CallerTurn(dtmf="1")])
             a_task = asyncio.create_task(a.run())
             await until(lambda: any(e["event"] == "prompt" for e in a.report.events))
             path.write_text(v2_text)

@@ -29,7 +29,7 @@ from ivr.api.flows import FlowUpload
 from ivr.auth import BEARER_PREFIX, PROTOCOL
 from ivr.callerid import WITHHELD, caller_number
 from ivr.config import ConfigError, load_settings
-from ivr.dial import Caller, Turn
+from ivr.dial import Caller, CallerTurn
 from ivr.dialog.flow import (
     MAX_YAML_CHARS,
     MAX_YAML_DEPTH,
@@ -522,7 +522,7 @@ def test_a_caller_id_that_is_no_number_is_never_read_back_or_booked(server: Live
     the flow asks for a number to call instead of offering that one."""
     caller = Caller(
         server.media_url,
-        [Turn(dtmf="0")],  # the agent: a callback, to a number the caller must key in
+        [CallerTurn(dtmf="0")],  # the agent: a callback, to a number the caller must key in
         SCRIPT,
         out=None,
         max_seconds=120,
@@ -554,7 +554,7 @@ class ForgingClient(TwilioClient):
 def dial(server: LiveServer, keys: str, caller: str | None = KNOWN,
          forged: dict[str, str] | None = None) -> tuple[Caller, str]:  # fmt: skip
     """A call that keys `keys`, one turn each: (the caller, what the bot said)."""
-    call = Caller(server.media_url, [Turn(dtmf=k) for k in keys.split()], caller, out=None,
+    call = Caller(server.media_url, [CallerTurn(dtmf=k) for k in keys.split()], caller, out=None,
                   max_seconds=120, token=FEED_TOKEN, barge_in_after=0.5)  # fmt: skip
     if forged is not None:
         call._client = ForgingClient(forged)

@@ -18,7 +18,7 @@ from speech import flite
 
 from ivr.api import hash_token
 from ivr.audio.pcm import write_wav
-from ivr.dial import Caller, CallReport, Turn
+from ivr.dial import Caller, CallerTurn, CallReport
 from ivr.metrics import OUTCOMES, Metrics, outcome
 
 KNOWN = "+15551230001"
@@ -113,14 +113,14 @@ async def calls(server: LiveServer, tmp: Path) -> dict[str, Any]:
     wav = tmp / "balance.wav"
     write_wav(wav, flite("balance", wav, voice="rms"))
 
-    def caller(turns: list[Turn]) -> Caller:
+    def caller(turns: list[CallerTurn]) -> Caller:
         return Caller(server.media_url, turns, KNOWN, out=None, max_seconds=60, token=FEED_TOKEN)
 
     scenarios = {
-        "keyed": caller([Turn(dtmf="1")]),
-        "speech": caller([Turn(wav=wav)]),
-        "out_of_grammar": caller([Turn(wav=recording("vm-password"))]),  # "password"
-        "silent": caller([Turn(dtmf="-")]),  # one no-input, then hangs up at the reprompt
+        "keyed": caller([CallerTurn(dtmf="1")]),
+        "speech": caller([CallerTurn(wav=wav)]),
+        "out_of_grammar": caller([CallerTurn(wav=recording("vm-password"))]),  # "password"
+        "silent": caller([CallerTurn(dtmf="-")]),  # one no-input, then hangs up at the reprompt
     }
     tasks = {name: asyncio.create_task(c.run()) for name, c in scenarios.items()}
     keyed = scenarios["keyed"]

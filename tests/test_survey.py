@@ -15,7 +15,7 @@ from live_server import FEED_TOKEN, live_server
 from speech import flite
 
 from ivr.audio.pcm import write_wav
-from ivr.dial import Caller, Turn
+from ivr.dial import Caller, CallerTurn
 from ivr.dialog import (
     Action,
     DemoProvider,
@@ -154,7 +154,7 @@ def test_flow_checks() -> None:
 def test_a_real_call_keeps_the_survey_score(tmp_path: Path) -> None:
     no_thanks = tmp_path / "no-thanks.wav"
     write_wav(no_thanks, flite("no thanks", no_thanks, voice="rms"))
-    turns = [Turn(dtmf="1"), Turn(wav=no_thanks), Turn(dtmf="4")]
+    turns = [CallerTurn(dtmf="1"), CallerTurn(wav=no_thanks), CallerTurn(dtmf="4")]
 
     async def records(db: Path, call_id: str) -> tuple[Any, list[Any]]:
         store = await open_store(str(db))
