@@ -88,9 +88,7 @@ def test_no_module_of_the_package_is_over_500_lines() -> None:
 
 def test_no_function_outside_the_tests_is_over_60_lines() -> None:
     files = [p for d in ("ivr", "bench", "eval", "scripts") for p in (ROOT / d).rglob("*.py")]
-    long = {
-        where: n for p in sorted(files) for where, n in _functions(p) if n > MAX_FUNCTION_LINES
-    }
+    long = {where: n for p in sorted(files) for where, n in _functions(p) if n > MAX_FUNCTION_LINES}
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
 
 

@@ -205,4 +205,3 @@ def test_reload_keeps_previous_good_version(tmp_path: Path) -> None:
 def test_first_load_must_succeed(tmp_path: Path) -> None:
     with pytest.raises(FlowError, match="cannot read"):
         FlowStore(tmp_path / "missing.yaml", GRAMMARS)
-
