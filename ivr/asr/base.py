@@ -33,8 +33,8 @@ class RecognitionResult:
 class Recognizer(ABC):
     """Streaming recognition of one utterance at a time. Not thread-safe: one caller at a time.
 
-    Feed 16-bit PCM at `rate`; `partial()` gives the hypothesis so far; `final()` ends the
-    utterance and resets the recognizer for the next one.
+    Feed 16-bit PCM at `rate`; `final()` ends the utterance and resets the recognizer for
+    the next one.
     """
 
     engine: str
@@ -42,9 +42,6 @@ class Recognizer(ABC):
 
     @abstractmethod
     def feed(self, pcm: bytes) -> None: ...
-
-    @abstractmethod
-    def partial(self) -> str: ...
 
     @abstractmethod
     def final(self) -> RecognitionResult: ...
@@ -55,8 +52,8 @@ class Recognizer(ABC):
 
 
 class BufferedRecognizer(Recognizer):
-    """Buffers an utterance; `_decode` runs on the whole of it at `final` (or on demand for
-    `partial`). For engines that decode in one batch."""
+    """Buffers an utterance; `_decode` runs on the whole of it at `final`. For engines that
+    decode in one batch."""
 
     def __init__(self, rate: int, nbest: int) -> None:
         self.rate = rate
@@ -64,7 +61,7 @@ class BufferedRecognizer(Recognizer):
         self._chunks: list[bytes] = []
 
     @abstractmethod
-    def _decode(self, pcm: bytes, nbest: int, final: bool) -> RecognitionResult: ...
+    def _decode(self, pcm: bytes, nbest: int) -> RecognitionResult: ...
 
     def feed(self, pcm: bytes) -> None:
         self._chunks.append(pcm)
@@ -72,15 +69,10 @@ class BufferedRecognizer(Recognizer):
     def reset(self) -> None:
         self._chunks.clear()
 
-    def partial(self) -> str:
-        if not self._chunks:
-            return ""
-        return self._decode(b"".join(self._chunks), 1, final=False).text
-
     def final(self) -> RecognitionResult:
         pcm = b"".join(self._chunks)
         self.reset()
-        return self._decode(pcm, self._nbest, final=True)
+        return self._decode(pcm, self._nbest)
 
 
 class Engine(Protocol):

@@ -214,11 +214,9 @@ def _ready() -> bool:
     return True
 
 
-def decode(
-    grammar: Grammar | None, pcm: bytes, rate: int, nbest: int, final: bool
-) -> RecognitionResult:
+def decode(grammar: Grammar | None, pcm: bytes, rate: int, nbest: int) -> RecognitionResult:
     """Decode one utterance in this process (the body of a worker-process job)."""
-    return _Utterance(_decoding(), grammar, nbest).decode(pcm, rate, final)
+    return _Utterance(_decoding(), grammar, nbest).decode(pcm, rate)
 
 
 class PocketsphinxEngine:
@@ -268,11 +266,11 @@ class PocketsphinxEngine:
         return PocketsphinxRecognizer(self, grammar, rate, nbest)
 
     def decode(
-        self, grammar: Grammar | None, pcm: bytes, rate: int, nbest: int, final: bool
+        self, grammar: Grammar | None, pcm: bytes, rate: int, nbest: int
     ) -> RecognitionResult:
         if self.processes <= 0:
-            return decode(grammar, pcm, rate, nbest, final)
-        return self._workers().submit(decode, grammar, pcm, rate, nbest, final).result()
+            return decode(grammar, pcm, rate, nbest)
+        return self._workers().submit(decode, grammar, pcm, rate, nbest).result()
 
     def close(self) -> None:
         if self._pool is not None:
@@ -280,7 +278,7 @@ class PocketsphinxEngine:
 
 
 class PocketsphinxRecognizer(BufferedRecognizer):
-    """Buffers an utterance; the engine decodes it at `final` (or on demand for `partial`)."""
+    """Buffers an utterance; the engine decodes it at `final`."""
 
     engine = "pocketsphinx"
 
@@ -289,8 +287,8 @@ class PocketsphinxRecognizer(BufferedRecognizer):
         self._owner = owner
         self._grammar = grammar
 
-    def _decode(self, pcm: bytes, nbest: int, final: bool) -> RecognitionResult:
-        return self._owner.decode(self._grammar, pcm, self.rate, nbest, final=final)
+    def _decode(self, pcm: bytes, nbest: int) -> RecognitionResult:
+        return self._owner.decode(self._grammar, pcm, self.rate, nbest)
 
 
 class _Utterance:
@@ -311,7 +309,7 @@ class _Utterance:
         up += rng.standard_normal(len(up)).astype(np.float32) * NOISE_STD
         return np.clip(up, -32768, 32767).astype("<i2").tobytes()
 
-    def decode(self, pcm: bytes, rate: int, final: bool) -> RecognitionResult:
+    def decode(self, pcm: bytes, rate: int) -> RecognitionResult:
         if not pcm:
             return RecognitionResult("", 0.0, self.engine, [])
         audio = self._model_audio(pcm, rate)
@@ -319,7 +317,7 @@ class _Utterance:
         with self._owner.pool.decoder(free) as dec:
             result = self._run(dec, audio, sequence=False)
             in_grammar = result.text and "[unk]" not in result.text
-            if final and in_grammar and self._grammar is not None and self._grammar.sequence:
+            if in_grammar and self._grammar is not None and self._grammar.sequence:
                 seq = self._run(dec, audio, sequence=True)
                 # The wideband model splits single telephone-band words into two grammar words
                 # when any sequence is allowed, so a sequence wins only when clearly longer.

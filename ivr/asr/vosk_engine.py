@@ -99,9 +99,6 @@ class VoskRecognizer(Recognizer):
         if self._alts is not None:
             self._alts.AcceptWaveform(pcm)
 
-    def partial(self) -> str:
-        return str(json.loads(self._main.PartialResult()).get("partial", ""))
-
     def reset(self) -> None:
         self._main.Reset()
         if self._alts is not None:

@@ -276,7 +276,7 @@ class WhisperEngine:
 
 
 class WhisperRecognizer(BufferedRecognizer):
-    """Buffers an utterance; the engine decodes it at `final` (or on demand for `partial`)."""
+    """Buffers an utterance; the engine decodes it at `final`."""
 
     engine = "whisper"
 
@@ -295,6 +295,6 @@ class WhisperRecognizer(BufferedRecognizer):
         self._context = context
         self._words = words
 
-    def _decode(self, pcm: bytes, nbest: int, final: bool) -> RecognitionResult:
+    def _decode(self, pcm: bytes, nbest: int) -> RecognitionResult:
         owner, words = self._owner, self._words
         return owner.decode(pcm, self.rate, self._language, nbest, self._context, words)
