@@ -6,9 +6,9 @@ All are frozen dataclasses so a call's history can be logged, compared and repla
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 from ivr.grammar import Grammar
+from ivr.transcript import TurnKind
 
 # --- input events ---------------------------------------------------------------------------
 
@@ -120,9 +120,6 @@ class Survey:
     """The caller answered the flow's post-call survey: keep `score` (1-5) with the call."""
 
     score: int
-
-
-TurnKind = Literal["prompt", "recognized", "dtmf", "no_input", "no_match"]
 
 
 @dataclass(frozen=True)

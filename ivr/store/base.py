@@ -23,6 +23,7 @@ from ivr.store.protocols import (
     OutboxStore,
     Store,
 )
+from ivr.transcript import TURN_KINDS, TurnKind
 
 __all__ = [
     "CALLBACK_STATUSES",
@@ -53,10 +54,8 @@ __all__ = [
     "TurnRecord",
 ]
 
-TurnKind = Literal["prompt", "recognized", "dtmf", "no_input", "no_match"]
 CallbackStatus = Literal["scheduled", "claimed", "completed", "cancelled", "expired"]
 
-TURN_KINDS: tuple[TurnKind, ...] = ("prompt", "recognized", "dtmf", "no_input", "no_match")
 CALLBACK_STATUSES: tuple[CallbackStatus, ...] = (
     "scheduled",
     "claimed",
