@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from ivr.call.player import LEAD_MS, Player
-from ivr.transports.messages import ClearAudio, OutboundMessage, PlayAudio
+from ivr.call.player import HOLD_AFTER_MS, LEAD_MS, Player
+from ivr.transports.messages import ClearAudio, OutboundMessage, PlayAudio, SetMark
 
 RATE = 8000
 FRAME = 320  # 20 ms at 8 kHz, 16-bit
@@ -99,3 +99,51 @@ async def test_stop_clears_and_a_failed_send_drains() -> None:
 def test_ptime_must_be_whole_frames() -> None:
     with pytest.raises(ValueError, match="whole number of 20 ms frames"):
         Player(Far().send, RATE, 30)
+
+
+async def test_a_mark_is_sent_after_the_audio_queued_before_it() -> None:
+    far = Far()
+    player = Player(far.send, RATE, 100)
+    player.start()
+    player.enqueue(b"\x00" * FRAME * 12)  # two pieces (100 ms + 40 ms)
+    player.mark("a")
+    player.enqueue(b"\x00" * FRAME * 5)
+    player.mark("b")
+    await asyncio.wait_for(player.drained(), 5)
+    await asyncio.sleep(0.05)
+    await player.close()
+    kinds = [
+        m.name if isinstance(m, SetMark) else len(m.pcm) // FRAME
+        for _, m in far.got
+        if isinstance(m, SetMark | PlayAudio)
+    ]
+    assert kinds == [5, 5, 2, "a", 5, "b"] and len(kinds) == len(far.got)
+
+
+async def test_audio_that_must_be_heard_holds_barge_in_until_sent_and_a_little_more() -> None:
+    far = Far()
+    player = Player(far.send, RATE)  # 20 ms pieces
+    released: list[int] = []
+    free = asyncio.Event()
+
+    def interruptible() -> None:
+        released.append(player.frames_sent)
+        free.set()
+
+    player.on_interruptible = interruptible
+    player.start()
+    player.enqueue(b"\x00" * FRAME * 10, barge_in=False)
+    player.enqueue(b"\x00" * FRAME * 40)  # interruptible, after it
+    assert not player.interruptible and player.playing
+    await asyncio.wait_for(free.wait(), 5)
+    hold = (LEAD_MS + HOLD_AFTER_MS + 20) // 20  # frames sent after the held audio
+    assert released == [10 + hold] and player.playing  # the rest may be cut now
+    await player.stop()
+    assert player.position == player.frames_queued == 50  # sent and dropped: all queued
+    assert player.frames_dropped == 50 - player.frames_sent
+    # A hold ends at the latest when the queue runs dry.
+    player.enqueue(b"\x00" * FRAME * 3, barge_in=False)
+    assert not player.interruptible
+    await asyncio.wait_for(player.drained(), 5)
+    assert player.interruptible and len(released) == 2
+    await player.close()
