@@ -15,27 +15,24 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from ivr.asr.base import RecognitionResult
-from ivr.asr.runner import AsrRunner
 from ivr.audio.codecs import Encoding
 from ivr.audio.vad import Endpointer, EndpointerConfig
 from ivr.call.lag import InboundLag
 from ivr.call.leg import Leg
 from ivr.call.player import Player
-from ivr.call.recorder import CallRecorder, StoreWriter
+from ivr.call.recorder import CallRecorder
 from ivr.call.recording import CallAudio, recording_path
-from ivr.call.registry import Admission, CallRegistry
-from ivr.callbacks import Callbacks, InvalidNumber
-from ivr.clock import Clock, system_clock, today_in
-from ivr.dialog.engine import ALWAYS_OPEN, DialogEngine
-from ivr.dialog.flow import Flow
+from ivr.call.registry import Admission
+from ivr.call.services import CallLimits, CallServices
+from ivr.callbacks import InvalidNumber
+from ivr.clock import today_in
+from ivr.dialog.engine import DialogEngine
 from ivr.dialog.state import DialogState
-from ivr.dialog.store import FlowStore
 from ivr.dialog.types import (
     Action,
     BookCallback,
@@ -52,12 +49,8 @@ from ivr.dialog.types import (
     Survey,
     Turn,
 )
-from ivr.dialog.when import BusinessHours
 from ivr.events import NoSpeech, SpeechEnded, SpeechStarted
-from ivr.fulfillment import Fulfillment
-from ivr.metrics import Metrics
 from ivr.nlu.classifier import prepare as prepare_meaning
-from ivr.store import Store
 from ivr.transports.messages import (
     CallerAudio,
     CallerHangup,
@@ -71,7 +64,8 @@ from ivr.transports.messages import (
     SetMark,
     TransportError,
 )
-from ivr.tts import PromptRenderer
+
+__all__ = ["CallLimits", "CallServices", "CallSession", "end_reason", "new_call_id"]
 
 log = logging.getLogger(__name__)
 
@@ -83,45 +77,6 @@ PROMPT_LIMIT_S = 10.0  # for the "call too long" prompt
 
 _TEARDOWNS: set[asyncio.Task[None]] = set()
 """Teardowns still running after their call's task was cancelled (see CallSession.run)."""
-
-
-@dataclass(frozen=True)
-class CallLimits:
-    max_call_s: float = 1800.0
-    idle_s: float = 10.0  # no message at all from the far end for this long ends the call
-    start_s: float = 5.0  # the far end must say who is calling within this
-    interdigit_ms: int = 3000
-    end_silence_ms: int = 600
-    busy_prompt: str = "All our lines are busy. Please call again later. Goodbye."
-    too_long_prompt: str = "We have to end the call now. Goodbye."
-
-
-@dataclass
-class CallServices:
-    """What every call shares; built once by the app."""
-
-    asr: AsrRunner
-    prompts: PromptRenderer
-    fulfillment: Fulfillment
-    registry: CallRegistry
-    flow_store: FlowStore  # the served flow; hot-reloaded (see ivr.flows_watch)
-    limits: CallLimits = field(default_factory=CallLimits)
-    store: Store | None = None  # call records; None keeps no records
-    records: StoreWriter | None = None  # writes every call's records (batched) to `store`
-    callbacks: Callbacks | None = None  # agent callbacks; None: booking fails politely
-    hours: BusinessHours = ALWAYS_OPEN  # when agents work (callback times, after-hours)
-    clock: Clock = system_clock  # the calendar: business hours, callback times, dates
-    recordings: Path | None = None  # whole-call WAVs go here; None records none
-    data_dir: Path | None = None  # unrecognized utterances' WAVs go to its audio/; None: none
-    metrics: Metrics = field(default_factory=Metrics)  # for GET /metrics
-    node_id: str = ""  # this server process (IVR_NODE_ID), written on each call record
-    shutting_down: bool = False  # set when the server stops: calls cut then say so
-
-    @property
-    def flow(self) -> Flow:
-        """The version served now. A call reads it once, at its start, and keeps that Flow
-        to its end, so a reload never changes a call in progress."""
-        return self.flow_store.flow
 
 
 @dataclass
