@@ -14,10 +14,9 @@ import contextlib
 import functools
 import gc
 import logging
-import re
 import socket
 from collections.abc import AsyncIterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -28,6 +27,7 @@ from ivr.api.limits import ClientLimits
 from ivr.appkeys import (
     API,
     AUDIOSOCKET_PORT,
+    CALL_LISTENERS,
     DISPATCHER,
     METRICS,
     SERVICES,
@@ -54,6 +54,7 @@ from ivr.dialog.when import BusinessHours
 from ivr.flows_watch import FlowWatcher
 from ivr.fulfillment import Fulfillment
 from ivr.grammar import GrammarError, warm_meaning
+from ivr.health import add_health_routes, drain_on_sigterm, mark_shutting_down
 from ivr.metrics import Metrics, serve_metrics
 from ivr.retention import AudioRetention
 from ivr.server.http import server_options
@@ -79,6 +80,8 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
             log.debug("start-up failed", exc_info=exc)  # the traceback, with -v
             raise StartupError(_one_line(exc)) from exc
         yield
+        log.info("shutdown: stopping the services (the outbox keeps undelivered events)")
+    log.info("shutdown: done")
 
 
 def _one_line(exc: Exception) -> str:
@@ -143,6 +146,7 @@ async def _start_services(app: web.Application, stack: contextlib.AsyncExitStack
     except OSError as exc:
         raise _port_error("AudioSocket", settings.audiosocket_port, exc) from exc
     stack.push_async_callback(audiosocket.close)
+    app[CALL_LISTENERS] = [audiosocket]
     # Everything loaded so far lives as long as the server: keep it out of the garbage
     # collector's scans, which otherwise pause every call's event loop as calls add objects.
     gc.collect()
@@ -294,12 +298,6 @@ def word_checker(engine: Engine) -> Engine:
     return engine
 
 
-async def _shutting_down(app: web.Application) -> None:
-    """Calls cut from now on end as `server_shutdown`, not as a lost connection."""
-    if SERVICES in app:
-        app[SERVICES].shutting_down = True
-
-
 def check_flow_grammars(flow: Flow, engine: Engine) -> None:
     """Every grammar the flow listens with must compile for this engine (e.g. all words in
     its vocabulary): fail at start-up, not in the middle of a call."""
@@ -315,70 +313,23 @@ def check_flow_grammars(flow: Flow, engine: Engine) -> None:
     warm_meaning([*flow.listen_grammars(), *filter(None, [flow.faq_grammar])])
 
 
-_PATH = re.compile(r"(?<![\w.])/[^\s,()]*")
-
-
-def _without_paths(text: str) -> str:
-    """A description for anyone who asks: each file path cut to its last part (the model's
-    name stays, the server's directory layout does not)."""
-    return _PATH.sub(lambda m: PurePosixPath(m[0]).name or "/", text)
-
-
-async def healthz(request: web.Request) -> web.Response:
-    """Liveness: 200 while the server runs (cleanup_ctx runs before the server listens),
-    whatever the database does: restarting a node mends no database, and would cut its
-    calls. `ready` is what /readyz answers."""
-    services = request.app[SERVICES]
-    dispatcher = request.app[DISPATCHER].stats()
-    if dispatcher.get("last_error"):
-        dispatcher["last_error"] = _without_paths(str(dispatcher["last_error"]))
-    return web.json_response(
-        {
-            "status": "ok",
-            "ready": _ready(request.app),
-            "asr": _without_paths(services.asr.engine.describe()),
-            "flow": services.flow.name,
-            "flow_version": services.flow.version,
-            **services.registry.stats(),
-            "audiosocket_port": request.app[AUDIOSOCKET_PORT],
-            "webhooks": request.app[WEBHOOKS].stats(),
-            "dispatcher": dispatcher,
-        }
-    )
-
-
-def _ready(app: web.Application) -> bool:
-    return app[STORE_PROBE].ready and not app[SERVICES].shutting_down
-
-
-async def readyz(request: web.Request) -> web.Response:
-    """Readiness: 200 while this node should get calls, 503 while its store does not take
-    writes (its heartbeat fails or hangs; ready again with the first that gets through, no
-    restart) or it is shutting down. The store's state comes along, without error messages
-    (they may name files or hosts)."""
-    ready = _ready(request.app)
-    body = {
-        "status": "ready" if ready else "unavailable",
-        "store": request.app[STORE_PROBE].status(),
-        "shutting_down": request.app[SERVICES].shutting_down,
-    }
-    return web.json_response(body, status=200 if ready else 503)
-
-
 def create_app(settings: Settings) -> web.Application:
     app = web.Application()
     app[SETTINGS] = settings
     app[METRICS] = Metrics()  # one registry per app: tests run several apps in a process
     app.cleanup_ctx.append(_services_ctx)
-    app.on_shutdown.append(_shutting_down)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
+    app.on_shutdown.append(mark_shutting_down)
+    add_health_routes(app)  # /livez, /healthz, /readyz
     app.router.add_get("/metrics", serve_metrics)  # Prometheus; no token
     add_call_routes(app)  # the calls' WebSockets: /v1/media-stream, /v1/softphone
     # REST API and the live feeds under /v1 (ivr/api)
     add_api_routes(app, ClientLimits.from_settings(settings))
     add_console_routes(app)  # the web console at /console
     return app
+
+
+async def _drain_on_sigterm(app: web.Application) -> None:
+    drain_on_sigterm(app)
 
 
 def listen(host: str, port: int) -> list[socket.socket]:
@@ -425,8 +376,10 @@ def run(settings: Settings) -> None:
     except OSError as exc:
         raise StartupError(f"HTTP port {settings.port}: {exc.strerror or exc}") from exc
     try:
+        app = create_app(settings)
+        app.on_startup.append(_drain_on_sigterm)  # after the services started (cleanup_ctx)
         web.run_app(
-            create_app(settings),
+            app,
             sock=socks,
             print=None,
             loop=new_event_loop(settings.event_loop),

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ivr.config import Settings
     from ivr.flows_watch import FlowWatcher
     from ivr.metrics import Metrics
+    from ivr.server.stream import StreamServer
     from ivr.store.health import StoreProbe
     from ivr.webhooks import WebhookDeliverer
 
@@ -30,6 +31,8 @@ SERVICES: web.AppKey[CallServices] = web.AppKey("call_services")
 """What every call uses; only the call endpoints (`ivr.server`) and health read it."""
 SERVED_FLOWS: web.AppKey[dict[str, FlowWatcher]] = web.AppKey("served_flows")
 AUDIOSOCKET_PORT: web.AppKey[int] = web.AppKey("audiosocket_port")
+CALL_LISTENERS: web.AppKey[list[StreamServer]] = web.AppKey("call_listeners")
+"""The call listeners besides HTTP (AudioSocket's): a shutdown stops them taking calls."""
 WEBHOOKS: web.AppKey[WebhookDeliverer] = web.AppKey("webhooks")
 DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("dispatcher")
 STORE_PROBE: web.AppKey[StoreProbe] = web.AppKey("store_probe")

@@ -117,6 +117,8 @@ class Settings(BaseSettings):
     # Call limits.
     max_calls: int = Field(200, ge=1)
     max_call_seconds: float = Field(1800, gt=0)
+    # On SIGTERM, how long calls in progress may go on before they are cut.
+    drain_seconds: float = Field(30, ge=0)
     idle_timeout_seconds: float = Field(10, gt=0)
     end_silence_ms: int = Field(600, ge=100, le=5000)
     interdigit_ms: int = Field(3000, ge=500)

@@ -66,6 +66,8 @@ def live_server(tmp: Path, **env: str) -> Iterator[LiveServer]:
         # IVR_CLOCK_START) itself, so no test depends on when the suite runs.
         "IVR_TIMEZONE": "UTC",
         "IVR_BUSINESS_HOURS": "24/7",
+        # A test's server stops at its end: calls a test leaves up are cut soon, not drained.
+        "IVR_DRAIN_SECONDS": "2",
         **env,
     }
     full_env["IVR_API_TOKENS"] = ",".join(

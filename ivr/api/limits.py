@@ -30,7 +30,9 @@ from ivr.config import Settings
 
 log = logging.getLogger(__name__)
 
-UNCOUNTED = frozenset({"/v1/media-stream", "/v1/softphone", "/metrics", "/healthz", "/readyz"})
+UNCOUNTED = frozenset(
+    {"/v1/media-stream", "/v1/softphone", "/metrics", "/livez", "/healthz", "/readyz"}
+)
 RETRY_AFTER_S = 10
 _DEFAULTS = Settings.model_fields
 

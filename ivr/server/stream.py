@@ -90,6 +90,11 @@ class StreamServer:
         finally:
             self._calls.discard(task)
 
+    def stop_listening(self) -> None:
+        """Take no new connections; the calls in progress go on (a drain)."""
+        if self._server is not None:
+            self._server.close()
+
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()

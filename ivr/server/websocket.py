@@ -12,6 +12,7 @@ from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
 
 from ivr.appkeys import SERVICES
 from ivr.call.session import CallSession
+from ivr.http_error import ApiError
 from ivr.server.leg import SerializerLeg
 from ivr.transports.base import Serializer, Wire
 from ivr.transports.limits import WEBSOCKET_MAX_MSG_SIZE
@@ -80,6 +81,10 @@ class WebSocketTransport:
     protocols: tuple[str, ...] = ()  # subprotocols offered (the softphone's token one)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        if request.app[SERVICES].shutting_down:  # draining: the caller tries another node
+            return ApiError(
+                503, "this node is shutting down", headers={"Retry-After": "5"}
+            ).response()
         serializer = self.serializer()
         if self.admit is not None:
             refused = self.admit(request, serializer.call_id)
