@@ -11,7 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from ivr.store import MIGRATIONS, Callback, Conflict, NotFound, Store, open_store, sqlite_path
+from ivr.store import (
+    MIGRATIONS,
+    Callback,
+    CallbackCounts,
+    Conflict,
+    NotFound,
+    OutboxCounts,
+    Store,
+    open_store,
+    sqlite_path,
+)
 
 T0 = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
 LEASE = timedelta(minutes=5)
@@ -384,6 +394,41 @@ async def test_outbox_add_claim_deliver_fail(store: Store) -> None:
         with pytest.raises(NotFound):
             await action
     assert (await store.get_event(e2.id)).attempts == 3
+
+
+async def test_outbox_counts_due_pending_and_parked(store: Store) -> None:
+    parked_from = datetime(9999, 1, 1, tzinfo=UTC)  # ivr.webhooks.deliverer.PARKED_UNTIL
+    assert await store.outbox_counts(T0, parked_from) == OutboxCounts(0, 0, 0)
+    ids = [(await store.add_event("call.ended", {"i": i}, now=T0)).id for i in range(5)]
+    now = T0 + timedelta(seconds=1)
+    assert await store.outbox_counts(now, parked_from) == OutboxCounts(due=5, pending=0, parked=0)
+    await store.claim_due_events(3, now, LEASE)  # 3 in flight (leased), 2 still due
+    assert await store.outbox_counts(now, parked_from) == OutboxCounts(due=2, pending=3, parked=0)
+    assert len(await store.claim_due_events(10, now, LEASE)) == 2  # all 5 leased
+    delivered, retried, parked = ids[0], ids[1], ids[2]
+    await store.mark_delivered(delivered, now=now)
+    await store.mark_failed(retried, "HTTP 503", retry_at=now + timedelta(minutes=1))
+    await store.mark_failed(parked, "HTTP 503", retry_at=parked_from)
+    # delivered: gone; parked: its own count, due neither now nor when the leases lapse
+    assert await store.outbox_counts(now, parked_from) == OutboxCounts(due=0, pending=3, parked=1)
+    later = now + LEASE
+    assert await store.outbox_counts(later, parked_from) == OutboxCounts(due=3, pending=0, parked=1)
+
+
+async def test_callback_counts_open_by_status_and_overdue(store: Store) -> None:
+    assert await store.callback_counts(T0) == CallbackCounts(0, 0, 0)
+    late, _ = await store.upsert_open_callback("+15550501", T0 - timedelta(hours=1))
+    await store.upsert_open_callback("+15550502", T0 - timedelta(minutes=1))  # within grace
+    await store.upsert_open_callback("+15550503", T0 + timedelta(hours=1))  # not due
+    held, _ = await store.upsert_open_callback("+15550504", T0 - timedelta(hours=2))
+    await store.claim(held.id, "agent-1", now=T0)  # claimed: not overdue, however old
+    done, _ = await store.upsert_open_callback("+15550505", T0 - timedelta(hours=3))
+    await store.cancel(done.id, now=T0)  # closed ones are not counted at all
+    grace = T0 - timedelta(minutes=5)
+    assert await store.callback_counts(grace) == CallbackCounts(scheduled=3, claimed=1, overdue=1)
+    (dispatched,) = await store.claim_due_callbacks(1, T0, LEASE)  # the most overdue
+    assert dispatched.id == late.id
+    assert await store.callback_counts(grace) == CallbackCounts(scheduled=2, claimed=2, overdue=0)
 
 
 async def test_transaction_commits_or_rolls_back_together(store: Store) -> None:

@@ -35,6 +35,7 @@ __all__ = [
     "CallStore",
     "CallTotals",
     "Callback",
+    "CallbackCounts",
     "CallbackStatus",
     "CallbackStore",
     "ConfidenceCount",
@@ -46,6 +47,7 @@ __all__ = [
     "NodeCount",
     "NodeStore",
     "NotFound",
+    "OutboxCounts",
     "OutboxStore",
     "Store",
     "StoreError",
@@ -191,6 +193,29 @@ class Event:
     next_attempt_at: datetime
     delivered_at: datetime | None
     last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxCounts:
+    """The outbox's undelivered events (`OutboxStore.outbox_counts`)."""
+
+    due: int
+    """Due now: waiting for the deliverer (its backlog)."""
+    pending: int
+    """Not due yet: in flight (leased) or waiting for a retry."""
+    parked: int
+    """Out of attempts: due only at the parking time (never, unless replayed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackCounts:
+    """The open callbacks (`CallbackStore.callback_counts`)."""
+
+    scheduled: int
+    claimed: int
+    """By an agent, or handed out by the dispatcher (agent None)."""
+    overdue: int
+    """Scheduled ones whose due time is past the given limit: nobody has taken them."""
 
 
 # --- analytics records (what the analytics queries return; see ivr.analytics) -------------

@@ -16,6 +16,7 @@ from ivr.store.base import (
     OPEN_STATUSES,
     Attempt,
     Callback,
+    CallbackCounts,
     CallbackStatus,
     Conflict,
     NotFound,
@@ -127,6 +128,11 @@ _EXPIRE_SET = (
     " outcome = CASE WHEN callbacks.attempts >= callbacks.max_attempts"
     " THEN 'max_attempts' ELSE 'overdue' END"
 )
+_COUNTS = f"""
+    SELECT COUNT(CASE WHEN status = 'scheduled' THEN 1 END) AS scheduled,
+           COUNT(CASE WHEN status = 'claimed' THEN 1 END) AS claimed,
+           COUNT(CASE WHEN status = 'scheduled' AND due_at < $1 THEN 1 END) AS overdue
+    FROM callbacks WHERE status IN {_OPEN}"""  # the index callbacks_status_due answers it
 _CLAIM = claim_sql("callbacks", _DUE_CALLBACKS, _CLAIM_CALLBACKS_SET)
 _EXPIRE_OVERDUE = claim_sql("callbacks", _OVERDUE_CALLBACKS, _EXPIRE_SET)
 
@@ -365,3 +371,10 @@ class CallbackQueries(Queries):
                 await _end_attempt(c, cb.id, "no_report", now)
                 await _start_attempt(c, cb, "dispatcher", now)
         return sorted(items, key=lambda cb: (-cb.priority, cb.due_at, cb.id))
+
+    async def callback_counts(self, overdue_before: datetime) -> CallbackCounts:
+        rows = await self._select(_COUNTS, utc(overdue_before))
+        r = rows[0]
+        return CallbackCounts(
+            scheduled=int(r["scheduled"]), claimed=int(r["claimed"]), overdue=int(r["overdue"])
+        )

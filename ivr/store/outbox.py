@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from ivr.store.base import Conflict, Event, NotFound
+from ivr.store.base import Conflict, Event, NotFound, OutboxCounts
 from ivr.store.queries import Queries, claim_sql, json_out, uuid_id
 from ivr.store.rows import Row, now_or, ts, ts_opt, utc
 
@@ -34,6 +34,12 @@ _DUE_EVENTS = """
     LIMIT $2"""
 _CLAIM_EVENTS_SET = "next_attempt_at = $3, attempts = outbox.attempts + 1"
 _CLAIM = claim_sql("outbox", _DUE_EVENTS, _CLAIM_EVENTS_SET)
+# Reads only the undelivered events (through the partial index outbox_due), not the history.
+_COUNTS = """
+    SELECT COUNT(CASE WHEN next_attempt_at >= $2 THEN 1 END) AS parked,
+           COUNT(CASE WHEN next_attempt_at < $2 AND next_attempt_at <= $1 THEN 1 END) AS due,
+           COUNT(CASE WHEN next_attempt_at < $2 AND next_attempt_at > $1 THEN 1 END) AS pending
+    FROM outbox WHERE delivered_at IS NULL"""
 
 
 class OutboxQueries(Queries):
@@ -96,3 +102,8 @@ class OutboxQueries(Queries):
                     raise NotFound("event", id)
                 raise Conflict("event", id, "fail", "delivered")
         return _event(rows[0])
+
+    async def outbox_counts(self, now: datetime, parked_from: datetime) -> OutboxCounts:
+        rows = await self._select(_COUNTS, utc(now), utc(parked_from))
+        r = rows[0]
+        return OutboxCounts(due=int(r["due"]), pending=int(r["pending"]), parked=int(r["parked"]))

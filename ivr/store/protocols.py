@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         Attempt,
         Call,
         Callback,
+        CallbackCounts,
         CallbackStatus,
         CallTotals,
         ConfidenceCount,
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
         IntentUse,
         Node,
         NodeCount,
+        OutboxCounts,
         TurnKind,
         TurnRecord,
     )
@@ -226,6 +228,11 @@ class CallbackStore(Protocol):
         dispatch's lease run out. Agent-claimed ones are left to their agent."""
         ...
 
+    async def callback_counts(self, overdue_before: datetime) -> CallbackCounts:
+        """How many callbacks are open, by status, and how many of the scheduled ones were
+        due before `overdue_before` (for metrics: an index-only count)."""
+        ...
+
 
 class OutboxStore(Protocol):
     """The webhook outbox."""
@@ -249,6 +256,11 @@ class OutboxStore(Protocol):
         ...
 
     async def get_event(self, id: str) -> Event: ...
+
+    async def outbox_counts(self, now: datetime, parked_from: datetime) -> OutboxCounts:
+        """How many undelivered events are due at `now`, due later, and parked (due at or
+        after `parked_from`, the deliverer's parking time); for metrics."""
+        ...
 
 
 class NodeStore(Protocol):
