@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -305,6 +306,33 @@ async def test_decoding_does_not_block_event_loop(digits: Grammar) -> None:
         assert all(r.text for r in results)
         assert max(gaps) < 0.1, f"event loop stalled {max(gaps) * 1000:.0f} ms"
     finally:
+        runner.close()
+
+
+async def test_runner_counts_jobs_waiting_in_flight_and_busy_time() -> None:
+    """What the metrics read: one worker and one queue slot, so of three jobs two hold a
+    slot and the third waits; when they end, their durations are summed."""
+    runner = AsrRunner(PocketsphinxEngine(), workers=1, queue=1)
+    release = threading.Event()
+
+    def job() -> str:
+        release.wait(10)
+        return "done"
+
+    try:
+        jobs = asyncio.gather(*(runner.run(job) for _ in range(3)))
+        for _ in range(200):
+            if runner.in_flight == 2 and runner.waiting == 1:
+                break
+            await asyncio.sleep(0.005)
+        assert (runner.slots, runner.in_flight, runner.waiting, runner.jobs) == (2, 2, 1, 0)
+        await asyncio.sleep(0.05)
+        release.set()
+        assert await jobs == ["done"] * 3
+        assert (runner.in_flight, runner.waiting, runner.jobs) == (0, 0, 3)
+        assert 0.1 <= runner.busy_s < 10  # the two first jobs held their slots ≥ 50 ms each
+    finally:
+        release.set()
         runner.close()
 
 

@@ -4,11 +4,16 @@ Recognizer calls go to a bounded thread pool (Vosk releases the GIL while it dec
 pocketsphinx and Whisper engines hand their decodes on to worker processes). A semaphore
 bounds the jobs in flight so a burst of callers queues here instead of growing the executor's
 queue without limit.
+
+For metrics the runner counts, on the event loop (plain numbers, no lock): the jobs waiting
+for a slot, the jobs holding one (decoding, or queued for the engine's worker processes), and
+the finished jobs and their durations (slot taken → result).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -25,11 +30,29 @@ class AsrRunner:
         # Threads mostly wait (Vosk decodes without the GIL; pocketsphinx jobs wait on its
         # worker processes), so there are more threads than CPU-bound workers.
         self._executor = ThreadPoolExecutor(workers * 4, thread_name_prefix="asr")
-        self._slots = asyncio.Semaphore(workers + queue)
+        self.workers = workers
+        self.slots = workers + queue
+        self._slots = asyncio.Semaphore(self.slots)
+        self.waiting = 0  # jobs waiting for a slot
+        self.in_flight = 0  # jobs holding one
+        self.jobs = 0  # jobs finished (or failed)
+        self.busy_s = 0.0  # their durations, summed: slot taken → result
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
-        async with self._slots:
+        self.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1
+        self.in_flight += 1
+        started = time.monotonic()
+        try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        finally:
+            self._slots.release()
+            self.in_flight -= 1
+            self.jobs += 1
+            self.busy_s += time.monotonic() - started
 
     async def recognize(
         self,
