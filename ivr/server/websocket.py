@@ -81,7 +81,8 @@ class WebSocketTransport:
     protocols: tuple[str, ...] = ()  # subprotocols offered (the softphone's token one)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        if request.app[SERVICES].shutting_down:  # draining: the caller tries another node
+        services = request.app[SERVICES]
+        if services is not None and services.shutting_down:  # draining: try another node
             return ApiError(
                 503, "this node is shutting down", headers={"Retry-After": "5"}
             ).response()
