@@ -29,6 +29,7 @@ from rapidfuzz import fuzz, process
 from ivr.nlu.classifier import IntentClassifier
 from ivr.nlu.numbers import digits_as_words, spoken_digits
 from ivr.nlu.polarity import polarity
+from ivr.nlu.rescore import choose
 from ivr.yamlio import YamlLimitError, load_yaml
 
 UNKNOWN_TOKENS = frozenset({"[unk]", "<unk>", "[noise]", "[laughter]"})
@@ -195,6 +196,17 @@ class Grammar:
                 f"below {self.threshold:.2f}",
             )
         return best
+
+    @property
+    def rescores(self) -> bool:
+        """A recognizer's hypotheses may be chosen by this grammar (`choose`): it matches by
+        meaning and is no yes/no question (word rules decide those)."""
+        return self._by_meaning and not self.yes_no
+
+    def choose(self, hypotheses: list[tuple[str, float]]) -> int:
+        """Which of the recognizer's hypotheses (text, confidence; best first) to use: see
+        `ivr.nlu.rescore`."""
+        return choose(classifier_for(self), hypotheses) if self.rescores else 0
 
     @property
     def reject(self) -> float:

@@ -123,6 +123,19 @@ def test_two_close_menu_choices_make_the_caller_choose() -> None:
     assert set(interp.options) == {"bill", "balance"}
 
 
+def test_n_best_rescoring_takes_a_clear_match_from_lower_in_the_beam() -> None:
+    hint = FLOW.hint("main_menu")
+    assert hint is not None and hint.rescores and hint.negatives  # the flow's out_of_scope too
+    heard = [("How much is my good this month?", 0.76), ("How much is my bill this month?", 0.7)]
+    assert hint.choose(heard) == 1
+    # a clear best hypothesis stays; so does one nearest an out-of-scope example
+    assert hint.choose([("Check my balance.", 0.9), ("Check my bill.", 0.6)]) == 0
+    oos = [("Where is the nearest cash machine.", 0.67), ("Where is the nearest store.", 0.5)]
+    assert hint.choose(oos) == 0
+    assert not FLOW.grammars["fault"].rescores  # yes/no: word rules decide
+    assert not FLOW.grammars["ask_account_balance"].rescores
+
+
 def test_a_grammar_built_from_phrases_keeps_intents_apart() -> None:
     g = Grammar(name="t", intents={"a": ["check my balance"], "b": ["report a fault"]})
     assert g.match("check balance").intent == "a"

@@ -99,8 +99,9 @@ from ivr.asr.whisper_decoder import WhisperDecoder
 from ivr.asr.whisper_features import MODEL_RATE
 from ivr.asr.whisper_model import bundled_model, model_languages
 from ivr.asr.whisper_prompt import glossary, vocabulary
-from ivr.asr.whisper_scoring import ENGINE
+from ivr.asr.whisper_scoring import ENGINE, rescored
 from ivr.grammar import Grammar, GrammarError
+from ivr.nlu.rescore import TOP as RESCORE_TOP
 from ivr.workers import die_with_parent
 
 __all__ = ["WhisperEngine", "WhisperRecognizer", "bundled_model"]
@@ -193,7 +194,7 @@ class WhisperEngine:
             return WhisperRecognizer(self, self.language, rate, nbest)
         language = self.language_for(grammar)
         return WhisperRecognizer(
-            self, language, rate, nbest, glossary(grammar), vocabulary(grammar)
+            self, language, rate, nbest, glossary(grammar), vocabulary(grammar), grammar
         )
 
     def describe(self) -> str:
@@ -288,13 +289,19 @@ class WhisperRecognizer(BufferedRecognizer):
         nbest: int,
         context: str = "",
         words: tuple[str, ...] = (),
+        grammar: Grammar | None = None,
     ) -> None:
         super().__init__(rate, nbest)
         self._owner = owner
         self._language = language
         self._context = context
         self._words = words
+        self._grammar = grammar
 
     def _decode(self, pcm: bytes, nbest: int) -> RecognitionResult:
-        owner, words = self._owner, self._words
-        return owner.decode(pcm, self.rate, self._language, nbest, self._context, words)
+        owner, words, grammar = self._owner, self._words, self._grammar
+        if grammar is None or not grammar.rescores:
+            return owner.decode(pcm, self.rate, self._language, nbest, self._context, words)
+        wide = max(nbest, RESCORE_TOP)
+        result = owner.decode(pcm, self.rate, self._language, wide, self._context, words)
+        return rescored(result, grammar, nbest)

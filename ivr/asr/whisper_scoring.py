@@ -7,6 +7,7 @@ import math
 import re
 
 from ivr.asr.base import Alternative, RecognitionResult
+from ivr.grammar import Grammar
 
 ENGINE = "whisper"
 NO_SPEECH_THRESHOLD = 0.8
@@ -117,3 +118,16 @@ def joined(results: list[RecognitionResult]) -> RecognitionResult:
     text = " ".join(r.text for r in results if r.text)
     conf = round(sum(c for _, c in words) / len(words), 3) if words else 0.0
     return RecognitionResult(text, conf, ENGINE, [Alternative(text, conf)], words)
+
+
+def rescored(result: RecognitionResult, grammar: Grammar, nbest: int) -> RecognitionResult:
+    """`result` with the hypothesis the grammar's classifier prefers first (`ivr.nlu.rescore`),
+    its own confidence kept, and `nbest` alternatives."""
+    alts = result.alternatives
+    chosen = grammar.choose([(a.text, a.confidence) for a in alts]) if len(alts) > 1 else 0
+    if chosen == 0:
+        return RecognitionResult(result.text, result.confidence, ENGINE, alts[:nbest], result.words)
+    pick = alts[chosen]
+    order = [pick, *(a for i, a in enumerate(alts) if i != chosen)][:nbest]
+    words = [(w, pick.confidence) for w in pick.text.split()]
+    return RecognitionResult(pick.text, pick.confidence, ENGINE, order, words)

@@ -95,7 +95,11 @@ class Flow:
                     intents.setdefault(grammar.intent_of(phrase), []).append(phrase)
         if not intents:
             return None
-        return Grammar(name=f"{node}-hint", intents=intents, language=self.spec.language)
+        # the out-of-scope examples too: the recognizer's n-best rescoring reads them
+        negatives = tuple(dict.fromkeys(n for g in sources for n in g.negatives))
+        return Grammar(
+            name=f"{node}-hint", intents=intents, language=self.spec.language, negatives=negatives
+        )
 
     @property
     def name(self) -> str:
