@@ -25,7 +25,7 @@ from ivr.api.models import (
     CallbackPage,
     CallDetail,
     CallPage,
-    ErrorOut,
+    Problem,
 )
 from ivr.api.routes import document
 from ivr.callbacks import CallbackPolicy, Callbacks, InvalidNumber
@@ -58,16 +58,17 @@ class Api:
         expect: type[BaseModel] | None = None,
         **kwargs: Any,
     ) -> tuple[int, Any]:
-        """(status, JSON body); every answer is JSON, and errors have the error shape."""
+        """(status, JSON body); every answer is JSON, and errors are problem details."""
         headers = dict(kwargs.pop("headers", {}))
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         async with self.client.request(method, path, headers=headers, **kwargs) as r:
-            assert r.content_type == "application/json", await r.text()
+            kind = "application/problem+json" if r.status >= 400 else "application/json"
+            assert r.content_type == kind, await r.text()
             body = await r.json()
         if r.status >= 400:
-            ErrorOut.model_validate(body)
-            assert body["error"]["status"] == r.status
+            Problem.model_validate(body)
+            assert body["status"] == body["error"]["status"] == r.status
         elif expect is not None:
             expect.model_validate(body)  # the documented shape, keys exactly
         return r.status, body
@@ -211,14 +212,30 @@ async def test_list_filters(api: Api) -> None:
         ("limit=ten", "limit"),
         ("limit=5&limit=6", "limit"),
         ("number=%00", "number"),
-        ("statu=scheduled", "statu"),
+        ("statu=scheduled&limit=0", "limit"),  # an unknown parameter is not named
     ],
 )
 async def test_list_rejects_bad_parameters_by_name(api: Api, query: str, field: str) -> None:
     status, body = await api.call("GET", f"/v1/callbacks?{query}")
     assert status == 422 and fields(body) == [field], body
+    assert body["code"] == "invalid_query" and body["title"] == "Invalid query parameters"
     if "2030-01-07T09:00:00" in query and field == "due_before":
         assert "naive" in body["error"]["fields"][0]["message"]
+
+
+async def test_unknown_query_parameters_are_ignored(api: Api) -> None:
+    """A parameter the operation does not take (a typo, a cache buster, one of a later
+    version) changes nothing: not a 422, and not a filter."""
+    a = await api.book("+4930001", T0)
+    await api.book("+4930002", T0 + timedelta(hours=1))
+    _, plain = await api.call("GET", "/v1/callbacks", expect=CallbackPage)
+    for query in ("statu=cancelled", "_=1712345678", "status_x=1&status_x=2", "%00=%00"):
+        status, body = await api.call("GET", f"/v1/callbacks?{query}", expect=CallbackPage)
+        assert (status, body) == (200, plain), query
+    status, body = await api.call("GET", "/v1/callbacks?number=%2B4930001&colour=red")
+    assert status == 200 and [c["id"] for c in body["items"]] == [a.id]
+    status, body = await api.call("GET", "/v1/calls?foo=bar", expect=CallPage)
+    assert status == 200
 
 
 async def test_bad_cursor_is_400_naming_cursor(api: Api) -> None:
@@ -431,7 +448,7 @@ async def test_aiohttp_errors_under_v1_are_in_the_error_shape(api: Api) -> None:
     assert (await api.call("GET", "/v1/nothing-here"))[0] == 404
     async with api.client.delete("/v1/callbacks") as r:
         assert r.status == 405 and "GET" in r.headers["Allow"]
-        ErrorOut.model_validate(await r.json())
+        Problem.model_validate(await r.json())
 
 
 # --- calls --------------------------------------------------------------------------------------
@@ -546,7 +563,7 @@ async def test_a_failing_database_is_a_503_with_retry_after(
                 assert r.status == 503, (method, path, await r.text())
                 assert r.headers["Retry-After"] == "5"
                 body = await r.json()
-            ErrorOut.model_validate(body)
+            Problem.model_validate(body)
             assert body["error"] == {
                 "status": 503,
                 "message": "the database is unavailable; try again later",

@@ -69,7 +69,7 @@ class Served:
     def error(self, method: str, path: str, token: str | None = ADMIN, body: Any = None) -> Any:
         """(status, names of the fields at fault) of a request that must fail."""
         status, kind, raw = self.request(method, path, token, body)
-        assert status >= 400 and kind == "application/json", raw
+        assert status >= 400 and kind == "application/problem+json", raw
         return status, [f["field"] for f in json.loads(raw)["error"]["fields"]]
 
 
@@ -179,12 +179,18 @@ def test_unrecognized_utterance_and_its_recording(served: Served) -> None:
         ("?since=2030-01-01T00:00:00%2001:00", "since"),  # a + that arrived as a space
         ("?bucket=week", "bucket"),
         ("?limit=0", "limit"),
-        ("?colour=red", "colour"),
+        ("?colour=red&limit=0", "limit"),  # the unknown one is not named
     ],
 )
 def test_bad_queries_are_422_naming_the_parameter(served: Served, query: str, field: str) -> None:
     route = "unrecognized" if field == "limit" else "intents"
     assert served.error("GET", f"/v1/analytics/{route}{query}") == (422, [field])
+
+
+def test_unknown_query_parameters_are_ignored(served: Served) -> None:
+    window = "since=2020-01-01T00:00:00Z&until=2040-01-01T00:00:00Z&bucket=day"
+    plain = served.json("GET", f"/v1/analytics/intents?{window}")
+    assert served.json("GET", f"/v1/analytics/intents?{window}&colour=red&_=17") == plain
 
 
 def test_odd_windows_are_answered(served: Served) -> None:
@@ -268,7 +274,7 @@ def test_adopting_into_a_flow_file_over_the_yaml_bounds_is_a_422(served: Served)
     try:
         served.flow.write_text("[" * 1000 + "]" * 1000)
         status, kind, raw = served.request("POST", "/v1/analytics/unrecognized/adopt", body=body)
-        assert status == 422 and kind == "application/json", raw
+        assert status == 422 and kind == "application/problem+json", raw
         [field] = json.loads(raw)["error"]["fields"]
         assert field["field"] == "phrase"
         assert "does not load now: line 1: nested more than 64 levels deep" in field["message"]

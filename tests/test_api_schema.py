@@ -77,8 +77,8 @@ def test_document_security_and_errors() -> None:
             assert {"401", "403"} <= set(op["responses"])
             for status, response in op["responses"].items():
                 if status != "200":
-                    schema = response["content"]["application/json"]["schema"]
-                    assert schema == {"$ref": "#/components/schemas/ErrorOut"}
+                    schema = response["content"]["application/problem+json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/Problem"}
 
 
 def _seed(db: Path) -> list[str]:

@@ -1,13 +1,15 @@
-"""Errors of the /v1 API, in the one error shape of `ivr.http_error`:
+"""Errors of the /v1 API, in the one error shape of `ivr.http_error` (RFC 9457 problem
+details with a stable `code`, and the deprecated `error` member beside them):
 
-{"error": {"status": 422, "message": "invalid body",
-           "fields": [{"field": "due_at", "message": "..."}]}}
+{"type": "tag:ivr,2025:problems/invalid_body", "title": "Invalid request body",
+ "status": 422, "detail": "invalid body", "code": "invalid_body",
+ "fields": [{"field": "due_at", "message": "..."}], "error": {...}}
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -28,7 +30,9 @@ def _message(err: Mapping[str, Any], unknown: str) -> str:
     return msg.removeprefix("Value error, ")
 
 
-def invalid(exc: ValidationError, where: str, unknown: str = "unknown field") -> ApiError:
+def invalid(
+    exc: ValidationError, where: Literal["body", "query"], unknown: str = "unknown field"
+) -> ApiError:
     """422 naming each offending field once. The models are flat, so a field is the first
     element of pydantic's location; the rest (a list position, the member of an optional's
     union) is dropped, and "not null" is no news for a parameter that cannot be null."""
@@ -41,7 +45,7 @@ def invalid(exc: ValidationError, where: str, unknown: str = "unknown field") ->
             if message not in messages[name]:
                 messages[name].append(message)
     fields = [(name, "; ".join(msgs) or "invalid") for name, msgs in messages.items()]
-    return ApiError(422, f"invalid {where}", fields)
+    return ApiError(422, f"invalid {where}", fields, code=f"invalid_{where}")
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

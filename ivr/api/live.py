@@ -64,7 +64,7 @@ class LiveCallList(_Output):
 
 
 class LiveCallsQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)  # an unknown parameter is a 422
+    model_config = ConfigDict(extra="forbid", frozen=True)  # parse_query drops unknown ones
 
     caller: Number | SkipJsonSchema[None] = Field(None, description="the caller's number")
     transport: Name | SkipJsonSchema[None] = Field(None, description="e.g. browser")

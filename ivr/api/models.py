@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidato
 from pydantic.json_schema import SkipJsonSchema
 
 from ivr.callbacks import OUTCOMES
+from ivr.http_error import PROBLEMS, TYPE_PREFIX
 from ivr.store import CallbackStatus, TurnKind
 
 # RFC 3339 (ISO 8601 profile) with seconds optional; the offset is checked separately so that
@@ -247,15 +248,37 @@ class CallPage(_Output):
 
 
 class FieldError(_Output):
-    field: str
+    field: str = Field(description="the offending input: a body field or query parameter")
     message: str
 
 
 class ErrorDetail(_Output):
+    """The error shape before problem details (deprecated: removed in the next release)."""
+
     status: int
-    message: str
+    message: str = Field(description="as `detail`")
     fields: list[FieldError]
 
 
-class ErrorOut(_Output):
-    error: ErrorDetail
+class Problem(_Output):
+    """An error, as RFC 9457 problem details (`application/problem+json`)."""
+
+    type: str = Field(
+        description="the problem type as a URI (a tag URI: it names, it does not link);"
+        " the same as `code`",
+        examples=[TYPE_PREFIX + "invalid_body"],
+    )
+    title: str = Field(description="the problem type's fixed summary")
+    status: int = Field(description="the HTTP status")
+    detail: str = Field(description="what went wrong this time, for people")
+    code: str = Field(
+        description="stable and machine-readable (new codes may come, none changes): "
+        + ", ".join(f"`{code}` ({status})" for code, (status, _) in PROBLEMS.items())
+        + "; `http_<status>` for another status",
+    )
+    fields: list[FieldError] = Field(description="each offending input (empty when none is)")
+    error: ErrorDetail = Field(
+        deprecated=True,
+        description="the error shape before problem details, kept for one release: read"
+        " `detail` and `fields` instead",
+    )

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from ivr.api.models import ErrorOut
+from ivr.api.models import Problem
 from ivr.config import SCOPES
+from ivr.http_error import PROBLEM_JSON
 
 if TYPE_CHECKING:
     from ivr.api.operation import Operation
@@ -84,7 +85,7 @@ def _operation(op: Operation, refs: Refs) -> dict[str, Any]:
     for status in op.error_statuses():
         responses[str(status)] = {
             "description": ERROR_TEXT[status],
-            "content": _json(refs[(ErrorOut, "serialization")]),
+            "content": {PROBLEM_JSON: {"schema": {"$ref": refs[(Problem, "serialization")]}}},
         }
         if status == 401:
             responses["401"]["headers"] = {
@@ -110,7 +111,7 @@ def _operation(op: Operation, refs: Refs) -> dict[str, Any]:
 
 
 def build_document(operations: Sequence[Operation]) -> dict[str, Any]:
-    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(ErrorOut, "serialization")]
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(Problem, "serialization")]
     for op in operations:
         if op.response is not None:
             models.append((op.response, "serialization"))
@@ -132,9 +133,12 @@ def build_document(operations: Sequence[Operation]) -> dict[str, Any]:
         "info": {
             "title": "ivr integration API",
             "version": "1",
-            "description": 'Agent callbacks and call records. Errors: `{"error": {"status",'
-            ' "message", "fields": [{"field", "message"}]}}`. Times are RFC 3339 with'
-            " a UTC offset (a naive time is a 422). Lists are pages: pass `next` as `cursor`.",
+            "description": "Agent callbacks and call records. Errors are RFC 9457 problem"
+            " details (`application/problem+json`: `type`, `title`, `status`, `detail`, a"
+            " stable `code` and the offending `fields`; the deprecated `error` member keeps"
+            " the previous shape for one release). Times are RFC 3339 with a UTC offset (a"
+            " naive time is a 422). Lists are pages: pass `next` as `cursor`. Query"
+            " parameters an operation does not take are ignored.",
         },
         "paths": paths,
         "components": {

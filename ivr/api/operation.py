@@ -75,18 +75,27 @@ def list_fields(model: type[BaseModel]) -> frozenset[str]:
     return frozenset(name for name, prop in props.items() if prop.get("type") == "array")
 
 
+@cache
+def known_fields(model: type[BaseModel]) -> frozenset[str]:
+    """Query parameters `model` takes (by the names clients send)."""
+    return frozenset(f.alias or name for name, f in model.model_fields.items())
+
+
 OPAQUE = frozenset({"cursor"})
 """Parameters only the server makes up: a bad one was not handed out, a 400 (not a 422)."""
 
 
 def parse_query(query: MultiMapping[str], model: type[M]) -> M:
     """Query parameters → `model`. A list parameter may repeat and/or hold comma-separated
-    values; any other given twice, an unknown one or a bad value is a 422 naming it (a 400
-    when only opaque ones are bad)."""
-    lists = list_fields(model)
+    values; any other given twice or a bad value is a 422 naming it (a 400 when only opaque
+    ones are bad). Parameters the operation does not take are ignored (a client may send
+    its own, e.g. a cache buster, or one a later version of the API takes)."""
+    lists, known = list_fields(model), known_fields(model)
     data: dict[str, Any] = {}
     repeated = []
     for name in dict.fromkeys(query.keys()):
+        if name not in known:
+            continue
         values = query.getall(name)
         if name in lists:
             data[name] = [part for value in values for part in value.split(",")]
@@ -97,13 +106,13 @@ def parse_query(query: MultiMapping[str], model: type[M]) -> M:
     try:
         parsed = model.model_validate(data)
     except ValidationError as exc:
-        error = invalid(exc, "query", unknown="unknown parameter")
+        error = invalid(exc, "query")
         error.fields = repeated + error.fields
         if {name for name, _ in error.fields} <= OPAQUE:
-            error.status, error.message = 400, "invalid cursor"
+            error.status, error.message, error.code = 400, "invalid cursor", "invalid_cursor"
         raise error from None
     if repeated:
-        raise ApiError(422, "invalid query", repeated)
+        raise ApiError(422, "invalid query", repeated, code="invalid_query")
     return parsed
 
 
@@ -121,7 +130,8 @@ async def read_body(request: web.Request, model: type[M]) -> M:
     except ValidationError as exc:
         bad_json = [e for e in exc.errors(include_url=False) if e["type"] == "json_invalid"]
         if bad_json:
-            raise ApiError(400, f"request body: {bad_json[0]['msg']}") from None
+            detail = f"request body: {bad_json[0]['msg']}"
+            raise ApiError(400, detail, code="invalid_json") from None
         raise invalid(exc, "body") from None
 
 
@@ -132,6 +142,7 @@ def store_unavailable() -> ApiError:
         503,
         "the database is unavailable; try again later",
         headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+        code="store_unavailable",
     )
 
 

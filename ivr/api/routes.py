@@ -31,6 +31,7 @@ from ivr.api.models import (
 )
 from ivr.api.openapi import build_document
 from ivr.api.operation import Operation, OperationHandler, endpoint, parse_query, read_body
+from ivr.api.request_id import add_request_ids
 from ivr.appkeys import API, FEEDS
 from ivr.auth import Principal
 from ivr.callbacks import call_json, callback_json
@@ -57,7 +58,7 @@ async def _page(result: Awaitable[T], cursor: str | None) -> T:
         if cursor is None:
             raise
         error = [("cursor", "not a cursor this list returned")]
-        raise ApiError(400, "invalid cursor", error) from None
+        raise ApiError(400, "invalid cursor", error, code="invalid_cursor") from None
 
 
 async def list_callbacks(request: web.Request, who: Principal) -> Any:
@@ -246,11 +247,12 @@ def document() -> dict[str, Any]:
 
 
 def add_api_routes(app: web.Application, limits: ClientLimits | None = None) -> None:
-    """Register the /v1 API routes; the middlewares that cap what clients without a token
-    can hold open (on every route of the app) and answer aiohttp's own errors under /v1 in
-    the API's error shape; the live feeds' cap. The handlers need `app[API]` set before
-    serving."""
+    """Register the /v1 API routes; the middlewares that give every request of the app its
+    X-Request-Id (`ivr.api.request_id`), cap what clients without a token can hold open (on
+    every route of the app) and answer aiohttp's own errors under /v1 in the API's error
+    shape; the live feeds' cap. The handlers need `app[API]` set before serving."""
     limits = limits or ClientLimits()
+    add_request_ids(app)
     app.middlewares.append(limit_anonymous(AnonymousConnections(limits.anonymous_per_client)))
     app.middlewares.append(json_errors)
     app[FEEDS] = live.FeedSlots(limits.feed_subscribers)

@@ -1,6 +1,6 @@
-// The /v1 API as the console uses it: the token from localStorage on every request, errors in
-// the API's one shape, and which operations this server has (from its OpenAPI document, so a
-// page can say "not available" without requesting a route that is not there).
+// The /v1 API as the console uses it: the token from localStorage on every request, errors as
+// the API's problem details, and which operations this server has (from its OpenAPI document,
+// so a page can say "not available" without requesting a route that is not there).
 
 const TOKEN_KEY = "ivr.console.token";
 export const WS_PROTOCOL = "ivr.v1";
@@ -12,10 +12,11 @@ export const token = {
 };
 
 export class ApiError extends Error {
-  constructor(status, message, fields = []) {
+  constructor(status, message, fields = [], code = null) {
     super(message);
     this.status = status;
     this.fields = fields;
+    this.code = code; // the problem's stable code (e.g. "invalid_body"); null when unknown
   }
 
   // "message: field: problem; …" for a status line.
@@ -48,14 +49,26 @@ async function send(method, path, { query, body } = {}) {
     throw new ApiError(0, `the server cannot be reached (${err.message})`);
   }
   if (response.ok) return response;
-  let error = { status: response.status, message: response.statusText, fields: [] };
+  let error = { message: response.statusText, fields: [] };
   try {
-    error = (await response.json()).error || error;
+    error = problem(await response.json()) || error;
   } catch {
-    // not the API's error shape (a proxy's page): keep the status text
+    // not JSON (a proxy's page): keep the status text
   }
   if (response.status === 401) window.dispatchEvent(new CustomEvent("ivr:unauthorized"));
-  throw new ApiError(response.status, error.message, error.fields || []);
+  throw new ApiError(response.status, error.message, error.fields, error.code);
+}
+
+// An error body: RFC 9457 problem details (`detail`, `fields`, `code`), or the older
+// {"error": {"message", "fields"}} shape a server of the previous release answers.
+function problem(body) {
+  if (typeof body?.detail === "string") {
+    return { message: body.detail, fields: body.fields || [], code: body.code || null };
+  }
+  if (body?.error?.message !== undefined) {
+    return { message: body.error.message, fields: body.error.fields || [], code: null };
+  }
+  return null;
 }
 
 export async function api(method, path, options) {
