@@ -5,6 +5,11 @@ in one starts a fake log line, an escape sequence rewrites the terminal, and a 1
 makes a 1 MB line. `SafeFormatter` renders every record with control characters escaped,
 each argument and the whole line capped, and API tokens in query strings redacted (aiohttp's
 access log has the request line, and `?token=` is a way to authenticate a WebSocket).
+
+Every record made while an HTTP request is handled carries that request's id
+(`record.request_id`, from `REQUEST_ID`; None outside a request: see `ivr.api.request_id`),
+which `SafeFormatter` writes at the end of the line as ``request_id=<id>``: a request's lines
+can be found together and matched to the ``X-Request-Id`` its client got.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ import logging
 import numbers
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -31,6 +37,32 @@ INDENT = "    "
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _SECRETS = re.compile(r"(?i)(token=|bearer\.|authorization:\s*\w+\s+)[^\s&;,\"'#]+")
+
+
+REQUEST_ID: ContextVar[str | None] = ContextVar("ivr_request_id", default=None)
+"""The id of the HTTP request being handled (set by the API's request-id middleware; a task
+started while handling it inherits it, e.g. a call's on its WebSocket)."""
+
+
+def _with_request_id(make: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        record.request_id = REQUEST_ID.get()
+        return record
+
+    factory.ivr_request_id = True  # type: ignore[attr-defined]
+    return factory
+
+
+def install_request_ids() -> None:
+    """Every log record gets `request_id` (whatever the formatter: a JSON one shows it as
+    a field). Idempotent; done on import."""
+    current = logging.getLogRecordFactory()
+    if not getattr(current, "ivr_request_id", False):
+        logging.setLogRecordFactory(_with_request_id(current))
+
+
+install_request_ids()
 
 
 def _escape_char(m: re.Match[str]) -> str:
@@ -121,7 +153,10 @@ class SafeFormatter(logging.Formatter):
         record.message = self._message(record)
         if self.usesTime():
             record.asctime = self.formatTime(record, self.datefmt)
-        lines = [self._line(self.formatMessage(record), self.max_line)]
+        request_id = getattr(record, "request_id", None)
+        # The id is made safe where it is taken (ivr.api.request_id); escaped here all the same.
+        tail = f" request_id={escape(cap(str(request_id), 200))}" if request_id else ""
+        lines = [self._line(self.formatMessage(record), self.max_line - len(tail)) + tail]
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         extra = [record.exc_text, record.stack_info and self.formatStack(record.stack_info)]
