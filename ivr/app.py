@@ -60,6 +60,7 @@ from ivr.retention import AudioRetention
 from ivr.server.http import server_options
 from ivr.server.stream import StreamServer
 from ivr.server.transports import AUDIOSOCKET, add_call_routes
+from ivr.sip.endpoint import check_sip_port, start_sip
 from ivr.store import Store, open_store
 from ivr.store.health import StoreProbe
 from ivr.tts import PromptCache, PromptRenderer, TtsEngine
@@ -104,8 +105,7 @@ async def _start_services(app: web.Application, stack: contextlib.AsyncExitStack
     """Everything a call and the API use, started in the order they depend on each other;
     `stack` stops them in reverse."""
     settings, metrics = app[SETTINGS], app[METRICS]
-    if settings.audiosocket_port:  # in use: say so now, not after the models load
-        _check_port_free(settings.host, settings.audiosocket_port)
+    _check_call_ports(settings)  # in use: say so now, not after the models load
     node_id = ensure_node_id(settings)
     # The store first: it is quick to open, and a broken one stops start-up before the
     # models load; then what a crash of the previous run left, before any call.
@@ -147,6 +147,7 @@ async def _start_services(app: web.Application, stack: contextlib.AsyncExitStack
         raise _port_error("AudioSocket", settings.audiosocket_port, exc) from exc
     stack.push_async_callback(audiosocket.close)
     app[CALL_LISTENERS] = [audiosocket]
+    await start_sip(services, settings, stack)  # IVR_SIP_PORT (ivr/sip); `stack` stops it
     # Everything loaded so far lives as long as the server: keep it out of the garbage
     # collector's scans, which otherwise pause every call's event loop as calls add objects.
     gc.collect()
@@ -197,6 +198,12 @@ def _recordings_dir(settings: Settings) -> Path:
 
 def _port_error(what: str, port: int, exc: OSError) -> StartupError:
     return StartupError(f"{what} port {port}: {exc.strerror or exc}")
+
+
+def _check_call_ports(settings: Settings) -> None:
+    if settings.audiosocket_port:
+        _check_port_free(settings.host, settings.audiosocket_port)
+    check_sip_port(settings)
 
 
 def _check_port_free(host: str, port: int) -> None:

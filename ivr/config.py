@@ -89,6 +89,14 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=0, le=65535)
     audiosocket_port: int = Field(9092, ge=0, le=65535)
+    # SIP (ivr/sip): signalling on UDP and TCP. Unset: 5060, or no SIP (a warning) when that
+    # port is taken; 0: no SIP; any other port must be free, else start-up stops.
+    sip_port: int | None = Field(None, ge=0, le=65535)
+    sip_host: str | None = None  # default: host
+    sip_media_address: str | None = None  # the SDP c= address; default: ours as callers see it
+    rtp_ports: str = "10000-20000"  # each call takes an even port of this range for its RTP
+    sip_ring_ms: int = Field(0, ge=0, le=60_000)  # ringing (180) before the 200 OK
+    rtp_timeout_seconds: float = Field(10, gt=0)  # no RTP this long ends a call (not on hold)
     data_dir: Path = Field(default_factory=_default_data_dir)
     grammar_dir: Path = Field(default_factory=lambda: _default_dir("grammars"))
     prompts_dir: Path = Field(default_factory=lambda: _default_dir("prompts"))
@@ -185,6 +193,16 @@ class Settings(BaseSettings):
         except WhenError as exc:
             raise ValueError(str(exc)) from None
         return self
+
+    @field_validator("rtp_ports")
+    @classmethod
+    def _rtp_ports(cls, value: str) -> str:
+        low, _, high = value.partition("-")
+        if not (low.strip().isdigit() and high.strip().isdigit()):
+            raise ValueError(f"RTP port range {value!r}: expected LOW-HIGH, e.g. 10000-20000")
+        if not 1024 <= int(low) < int(high) <= 65535:
+            raise ValueError(f"RTP port range {value!r}: need 1024 <= LOW < HIGH <= 65535")
+        return value
 
     @field_validator("webhook_urls")
     @classmethod

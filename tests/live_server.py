@@ -68,6 +68,8 @@ def live_server(tmp: Path, **env: str) -> Iterator[LiveServer]:
         "IVR_BUSINESS_HOURS": "24/7",
         # A test's server stops at its end: calls a test leaves up are cut soon, not drained.
         "IVR_DRAIN_SECONDS": "2",
+        # No SIP unless a test asks for it on a port of its own (5060 may be taken).
+        "IVR_SIP_PORT": "0",
         **env,
     }
     full_env["IVR_API_TOKENS"] = ",".join(

@@ -157,7 +157,7 @@ def parse_datagram(data: bytes) -> Request | Response | None:
         raise SipError("no blank line after the headers")
     head, rest = data[:end], data[end + 4 :]
     start, headers = _read_head(head)
-    length = _content_length(headers)
+    length = _content_length(start, headers)
     if length is not None:
         if length > len(rest):
             raise _refusal(start, headers, "Content-Length is larger than the body")
@@ -185,7 +185,7 @@ class StreamFramer:
                     raise SipError(f"headers over {MAX_HEADER_BYTES} bytes")
                 return out
             start, headers = _read_head(bytes(self._buffer[:end]))
-            length = _content_length(headers) or 0
+            length = _content_length(start, headers) or 0
             if end + 4 + length > MAX_MESSAGE:
                 raise _refusal(start, headers, f"message over {MAX_MESSAGE} bytes")
             if len(self._buffer) < end + 4 + length:
@@ -213,12 +213,12 @@ def _read_head(head: bytes) -> tuple[str, Headers]:
     return lines[0], headers
 
 
-def _content_length(headers: Headers) -> int | None:
+def _content_length(start: str, headers: Headers) -> int | None:
     value = headers.get("Content-Length")
     if value is None:
         return None
     if not value.isdigit():
-        raise SipError(f"bad Content-Length {value[:20]!r}")
+        raise _refusal(start, headers, f"bad Content-Length {value[:20]!r}")
     return int(value)
 
 
