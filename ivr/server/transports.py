@@ -1,6 +1,7 @@
 """Every call transport the server answers, one line each: a WebSocket path or a TCP
 listener, the transport's name (in logs and call records), and its serializer (the wire
-format, `ivr.transports`). `ivr.app` adds the routes and starts the listener."""
+format, `ivr.transports`). `ivr.app` adds the routes and starts the listener. SIP calls are
+not on it: each is a dialog with an RTP socket of its own, no byte stream (`ivr.sip`)."""
 
 from __future__ import annotations
 
