@@ -212,7 +212,8 @@ def sip_calls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
         target = f"127.0.0.1:{sip_port}"
 
         async def run_all() -> dict[str, Any]:
-            names = ["balance", "pcma_baresip", "pcma", "rfc4733", "info", "cancel", "g729", "raw"]
+            names = ["balance", "pcma_baresip", "pcma", "rfc4733", "info", "cancel", "g729"]
+            names += ["hold", "raw"]
             results = await asyncio.gather(
                 baresip(tmp, "balance", target, KNOWN, caller_wav(tmp), "PCMU"),
                 baresip(tmp, "pcma30", target, PCMA_CALLER, silent_wav(tmp, 7), "PCMA", 30),
@@ -221,6 +222,7 @@ def sip_calls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
                 sipp(tmp, "info", target, "+15550000004", "-t", "t1"),
                 sipp(tmp, "cancel", target, "+15550000001"),
                 sipp(tmp, "g729", target, "+15550000002"),
+                sipp(tmp, "hold", target, "+15550000005"),
                 raw_udp(sip_port, malformed_and_probes()),
             )
             return dict(zip(names, results, strict=True))
@@ -385,6 +387,15 @@ def test_an_unsupported_codec_is_a_488(sip_calls: dict[str, Any]) -> None:
     assert code == 0, out
 
 
+def test_hold_and_unhold_by_reinvite(sip_calls: dict[str, Any]) -> None:
+    code, out = sip_calls["hold"]
+    assert code == 0, out  # recvonly answered to sendonly, sendrecv again on a new port
+    record = call_of(sip_calls, "+15550000005")
+    assert record["end_reason"] == "caller_hangup", record  # held 11 s, past the RTP timeout
+    log = sip_calls["server"].log_text()
+    assert "on hold" in log and "off hold" in log
+
+
 def test_malformed_sip_is_refused_or_dropped_and_probes_answered(sip_calls: dict[str, Any]) -> None:
     # (a final response to an INVITE comes again until its ACK: each counted once)
     firsts = sorted({r.split(b"\r\n", 1)[0].decode() for r in sip_calls["raw"]})
@@ -397,7 +408,7 @@ def test_malformed_sip_is_refused_or_dropped_and_probes_answered(sip_calls: dict
 def test_every_call_ended_and_no_slot_is_left(sip_calls: dict[str, Any]) -> None:
     assert sip_calls["health"]["active_calls"] == 0
     sip = [c for c in sip_calls["calls"] if c["transport"] == "sip"]
-    assert len(sip) == 5, [(c["caller"], c["end_reason"]) for c in sip]
+    assert len(sip) == 6, [(c["caller"], c["end_reason"]) for c in sip]
     assert all(c["ended_at"] and c["end_reason"] for c in sip)
     log = sip_calls["server"].log_text()
     assert "Traceback" not in log, log[-5000:]
