@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import struct
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import cast
@@ -183,3 +184,59 @@ def test_a_port_in_use_is_refused_at_start_up() -> None:
         with pytest.raises(ConfigError, match=f"SIP port {port}"):
             check_sip_port(settings)
     check_sip_port(load_settings(sip_port=0))  # SIP off: nothing to check
+
+
+async def test_rtp_latches_to_the_first_source_and_drops_the_rest() -> None:
+    """Symmetric RTP: our audio goes to the SDP's address until the caller's first packet,
+    then to where it came from; packets from elsewhere, of other payload types, or not RTP
+    at all are dropped and counted, and the call's stream goes on."""
+    from ivr.audio.codecs import Encoding
+    from ivr.sip import rtp
+    from ivr.sip.media import RtpStream
+    from ivr.sip.sdp import Media
+    from ivr.transports.messages import CallerAudio, Dtmf, InboundMessage
+
+    loop = asyncio.get_running_loop()
+
+    class Sink(asyncio.DatagramProtocol):
+        def __init__(self) -> None:
+            self.got: asyncio.Queue[bytes] = asyncio.Queue()
+
+        def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+            self.got.put_nowait(data)
+
+    async def socket_() -> tuple[asyncio.DatagramTransport, Sink, int]:
+        udp, sink = await loop.create_datagram_endpoint(Sink, local_addr=("127.0.0.1", 0))
+        return udp, sink, int(udp.get_extra_info("sockname")[1])
+
+    sdp_side, sdp_sink, sdp_port = await socket_()
+    caller, caller_sink, _ = await socket_()
+    stranger, _, _ = await socket_()
+    media = Media("127.0.0.1", sdp_port, 0, Encoding.ULAW, 101, 20, "sendrecv", 0)
+    heard: list[InboundMessage] = []
+    stream = RtpStream(media, heard.append)
+    port = await PortPool(PortRange(41100, 41110), "127.0.0.1").open(stream)
+    try:
+        stream.send(b"\0\0" * 160)
+        assert rtp.parse(await asyncio.wait_for(sdp_sink.got.get(), 2)).payload_type == 0
+        to_us = ("127.0.0.1", port)
+        caller.sendto(rtp.build(rtp.Packet(0, 1, 160, 5, True, b"\xff" * 160)), to_us)
+        await asyncio.sleep(0.1)
+        stranger.sendto(rtp.build(rtp.Packet(0, 2, 320, 9, False, b"\x00" * 160)), to_us)
+        caller.sendto(rtp.build(rtp.Packet(18, 2, 320, 5, False, b"\x00" * 20)), to_us)  # G.729
+        caller.sendto(b"\x00junk", to_us)
+        end = struct.pack("!BBH", 4, 0x80 | 10, 800)
+        for seq in (3, 4, 5):  # a key's end, three times
+            caller.sendto(rtp.build(rtp.Packet(101, seq, 480, 5, False, end)), to_us)
+        await asyncio.sleep(0.2)
+        stream.send(b"\0\0" * 160)
+        assert rtp.parse(await asyncio.wait_for(caller_sink.got.get(), 2)).payload_type == 0
+        assert sdp_sink.got.empty()  # latched: nothing more to the SDP's address
+        audio = [m for m in heard if isinstance(m, CallerAudio)]
+        assert len(audio) == 1  # the G.729 packet kept its place in the sequence, unplayed
+        assert [m.digit for m in heard if isinstance(m, Dtmf)] == ["4"]
+        assert stream.dropped == 3
+    finally:
+        stream.close()
+        for udp in (sdp_side, caller, stranger):
+            udp.close()

@@ -4,7 +4,9 @@ In: each datagram from the far end is parsed (`ivr.sip.rtp`), put in order by th
 buffer, and handed on as the session's messages: audio decoded to 16-bit PCM
 (`CallerAudio`; a lost packet becomes as much silence, up to 100 ms), RFC 4733 events as
 `Dtmf`. Packets that are not RTP, not in the agreed payload types, or (once latched) not
-from the far end's address are dropped and counted; none of them ends the call.
+from the far end's address are dropped and counted; none of them ends the call. The far
+end's packets of other types (comfort noise) still go through the jitter buffer, unplayed:
+they take sequence numbers, and a gap would hold up the audio after them.
 
 Symmetric RTP: we send to the address in the caller's SDP until its first packet comes,
 then to wherever that packet came from (a caller behind NAT), and take packets only from
@@ -134,16 +136,17 @@ class RtpStream(asyncio.DatagramProtocol):
             return
         packet = rtp.parse(data)
         media = self.media
-        if packet.payload_type not in (media.payload_type, media.telephone_event):
-            if packet.payload_type == rtp.COMFORT_NOISE:
-                return
+        agreed = packet.payload_type in (media.payload_type, media.telephone_event)
+        if not agreed and self._latched is None:  # no latching on such a packet
             raise rtp.RtpError(f"payload type {packet.payload_type} was not agreed")
         if self._latched is None:
             self._latched = source  # symmetric RTP: this is where the caller is
         self.received += 1
         self.last_packet = asyncio.get_running_loop().time()
-        for item in self._jitter.push(packet):
+        for item in self._jitter.push(packet):  # all of the caller's: they share a sequence
             self._play(item)
+        if not agreed and packet.payload_type != rtp.COMFORT_NOISE:
+            raise rtp.RtpError(f"payload type {packet.payload_type} was not agreed")
 
     def _play(self, item: rtp.Packet | rtp.Lost) -> None:
         if isinstance(item, rtp.Lost):
@@ -152,7 +155,7 @@ class RtpStream(asyncio.DatagramProtocol):
         elif item.payload_type == self.media.telephone_event:
             for key in self._events.feed(item):
                 self._deliver(Dtmf(key))
-        elif item.payload:
+        elif item.payload and item.payload_type == self.media.payload_type:
             self._frame = len(item.payload)
             pcm = decode(item.payload, self.media.encoding).astype("<i2").tobytes()
             self._deliver(CallerAudio(pcm))
