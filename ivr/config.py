@@ -22,6 +22,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ivr.webhooks.endpoints import WebhookEndpoint, check_secret, check_unique, parse_endpoints
 from ivr.yamlio import YamlLimitError, load_yaml
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -150,7 +151,10 @@ class Settings(BaseSettings):
     dispatch_interval_seconds: float = Field(1.0, gt=0)
 
     # Integration: webhooks and the HTTP API.
-    webhook_urls: CommaList = Field(default_factory=list)
+    # Each a URL, optionally with its own secret= and events= (ivr/webhooks/endpoints.py).
+    webhook_urls: Annotated[
+        list[WebhookEndpoint], NoDecode, BeforeValidator(parse_endpoints)
+    ] = Field(default_factory=list)
     webhook_secret: str | None = None
     webhook_timeout_seconds: float = Field(5, gt=0)
     webhook_max_attempts: int = Field(15, ge=1)  # then the event is parked, kept for replay
@@ -206,11 +210,14 @@ class Settings(BaseSettings):
 
     @field_validator("webhook_urls")
     @classmethod
-    def _urls(cls, value: list[str]) -> list[str]:
-        for url in value:
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"webhook URL {url!r} is not http:// or https://")
+    def _endpoints(cls, value: list[WebhookEndpoint]) -> list[WebhookEndpoint]:
+        check_unique(value)
         return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: str | None) -> str | None:
+        return value if not value else check_secret(value)
 
     @property
     def cache_dir(self) -> Path:

@@ -151,6 +151,7 @@ async def test_delivers_signed_events_with_the_body_shape(
         "delivered": 3,
         "failed_attempts": 0,
         "parked": 0,
+        "unsubscribed": 0,
         "in_flight": 0,
         "failing_urls": 0,
     }

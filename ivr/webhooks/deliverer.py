@@ -1,11 +1,13 @@
-"""Delivers outbox events to the configured webhook URLs: at least once, signed, retried.
+"""Delivers outbox events to the configured webhook endpoints: at least once, signed,
+retried.
 
-Each event is one POST per URL of ``{"id", "type", "created_at", "data"}`` (compact JSON;
-``id`` is the outbox event id, the same on every redelivery, so receivers dedupe on it) with
-``X-IVR-Event-Id``, ``X-IVR-Event-Type`` and, when a secret is configured,
-``X-IVR-Signature`` (see `ivr.webhooks.signing`). Any 2xx accepts it; anything else (3xx
-included: redirects are not followed), a connection error or no answer within the timeout is
-a failed attempt.
+Each event is one POST per endpoint that subscribes to its type (`WebhookEndpoint.events`)
+of ``{"id", "type", "created_at", "data"}`` (compact JSON; ``id`` is the outbox event id,
+the same on every redelivery, so receivers dedupe on it) with ``X-IVR-Event-Id``,
+``X-IVR-Event-Type``, ``webhook-id`` and ``webhook-timestamp`` and, when the endpoint has a
+secret (its own, else the deliverer's), ``X-IVR-Signature`` and ``webhook-signature`` (see
+`ivr.webhooks.signing`). Any 2xx accepts it; anything else (3xx included: redirects are not
+followed), a connection error or no answer within the timeout is a failed attempt.
 
 Semantics an integrator can rely on:
 
@@ -13,10 +15,12 @@ Semantics an integrator can rely on:
   and only marked delivered after the receivers accepted them, so a crash (even kill -9) at
   any point loses none: an event claimed by a process that died is retried when its lease
   (twice the timeout plus 10 s) runs out.
-* **Several URLs.** Every URL receives every event. An event counts as delivered once all
-  URLs have accepted it; until then it is retried, and a URL that already accepted it is
-  skipped by this process. Another process (or this one after a restart) may send it to that
-  URL again: delivery is at least once per URL, never exactly once.
+* **Several URLs.** Every URL receives every event it subscribes to. An event counts as
+  delivered once all its subscribers have accepted it; until then it is retried, and a URL
+  that already accepted it is skipped by this process. Another process (or this one after a
+  restart) may send it to that URL again: delivery is at least once per URL, never exactly
+  once. An event no endpoint subscribes to is marked delivered without a request (counted
+  as ``unsubscribed``): subscribing later does not bring back its history.
 * **Retries.** Exponential backoff with full jitter: after the n-th failed attempt the next
   one is a random time in [0, min(10 min, 1 s * 2^(n-1))] later. With the default 15
   attempts an event is retried for about half an hour (at most 57 min) before it is parked.
@@ -50,7 +54,8 @@ from yarl import URL
 
 from ivr.store import Conflict, Event, Store
 from ivr.tasks import cancel_and_wait
-from ivr.webhooks.signing import EVENT_ID_HEADER, EVENT_TYPE_HEADER, SIGNATURE_HEADER, sign
+from ivr.webhooks.endpoints import WebhookEndpoint
+from ivr.webhooks.signing import delivery_headers
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +84,16 @@ def label(url: str) -> str:
     return str(u.with_user(None).with_query(None).with_fragment(None))
 
 
+def _unique(urls: Sequence[str | WebhookEndpoint]) -> list[WebhookEndpoint]:
+    """The endpoints, a bare URL as one taking every event; a URL listed again is the
+    subscriber it already is (its first entry)."""
+    out: dict[str, WebhookEndpoint] = {}
+    for item in urls:
+        endpoint = WebhookEndpoint(url=item) if isinstance(item, str) else item
+        out.setdefault(endpoint.url, endpoint)
+    return list(out.values())
+
+
 def body_of(event: Event, tz: tzinfo = UTC) -> bytes:
     """The request body for `event` (compact JSON)."""
     doc = {
@@ -97,7 +112,7 @@ class WebhookDeliverer:
         self,
         store: Store,
         http: aiohttp.ClientSession,
-        urls: Sequence[str],
+        urls: Sequence[str | WebhookEndpoint],
         secret: str | None,
         timeout_s: float,
         max_attempts: int,
@@ -114,8 +129,9 @@ class WebhookDeliverer:
         self.store = store
         self.on_attempt = on_attempt  # told after each attempt: accepted by every URL or not
         self.http = http
-        self.urls = list(dict.fromkeys(urls))  # a URL listed twice is one subscriber
-        self.secret = secret
+        self.endpoints = _unique(urls)
+        self.urls = [e.url for e in self.endpoints]
+        self.secret = secret  # of an endpoint without its own
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.max_attempts = max_attempts
         self.clock = clock
@@ -140,6 +156,7 @@ class WebhookDeliverer:
         self.delivered = 0
         self.failed_attempts = 0
         self.parked = 0
+        self.unsubscribed = 0
 
     @property
     def enabled(self) -> bool:
@@ -149,8 +166,9 @@ class WebhookDeliverer:
         if not self.urls:
             log.info("no webhook URLs configured: events stay in the outbox")
             return
-        if not self.secret:
-            log.warning("webhooks are sent unsigned: no webhook secret configured")
+        unsigned = [label(e.url) for e in self.endpoints if not self._secret(e)]
+        if unsigned:
+            log.warning("webhooks are sent unsigned (no secret) to %s", ", ".join(unsigned))
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="webhooks")
 
@@ -185,6 +203,7 @@ class WebhookDeliverer:
             "delivered": self.delivered,
             "failed_attempts": self.failed_attempts,
             "parked": self.parked,
+            "unsubscribed": self.unsubscribed,
             "in_flight": len(self._inflight),
             "failing_urls": len(self._failing),
         }
@@ -220,8 +239,20 @@ class WebhookDeliverer:
             self._store_down = False
         return events
 
+    def _secret(self, endpoint: WebhookEndpoint) -> str | None:
+        return self.secret if endpoint.secret is None else endpoint.secret
+
+    def _headers(
+        self, endpoint: WebhookEndpoint, event: Event, body: bytes, t: int
+    ) -> dict[str, str]:
+        return delivery_headers(event.id, event.type, body, self._secret(endpoint), t)
+
     async def _deliver(self, event: Event) -> None:
         try:
+            if not any(e.wants(event.type) for e in self.endpoints):
+                await self.store.mark_delivered(event.id, now=self.clock())
+                self.unsubscribed += 1
+                return
             errors = await self._send(event)
             if self.on_attempt is not None:
                 self.on_attempt(not errors)
@@ -234,21 +265,17 @@ class WebhookDeliverer:
             self._slot.set()
 
     async def _send(self, event: Event) -> dict[str, str]:
-        """POST `event` to every URL that has not accepted it yet; {url: error} of failures."""
+        """POST `event` to every subscriber that has not accepted it yet; {url: error} of
+        failures."""
         done = self._accepted.pop(event.id, set())
-        targets = [u for u in self.urls if u not in done]
+        targets = [e for e in self.endpoints if e.url not in done and e.wants(event.type)]
         body = body_of(event, self.tz)
-        headers = {
-            "Content-Type": "application/json",
-            EVENT_ID_HEADER: event.id,
-            EVENT_TYPE_HEADER: event.type,
-        }
-        if self.secret:
-            # Signed per attempt: the timestamp is when this attempt was sent.
-            headers[SIGNATURE_HEADER] = sign(body, self.secret, int(self.clock().timestamp()))
-        results = await asyncio.gather(*(self._post(u, body, headers) for u in targets))
+        t = int(self.clock().timestamp())  # signed per attempt: when this attempt was sent
+        results = await asyncio.gather(
+            *(self._post(e.url, body, self._headers(e, event, body, t)) for e in targets)
+        )
         errors: dict[str, str] = {}
-        for url, error in zip(targets, results, strict=True):
+        for url, error in zip((e.url for e in targets), results, strict=True):
             if error is None:
                 done.add(url)
                 if self._failing.pop(url, None) is not None:
