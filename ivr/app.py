@@ -55,7 +55,7 @@ from ivr.flows_watch import FlowWatcher
 from ivr.fulfillment import Fulfillment
 from ivr.grammar import GrammarError, warm_meaning
 from ivr.health import add_health_routes, drain_on_sigterm, mark_shutting_down
-from ivr.metrics import Metrics, serve_metrics
+from ivr.metrics import Metrics, StoreSampler, serve_metrics
 from ivr.retention import AudioRetention
 from ivr.server.http import server_options
 from ivr.server.stream import StreamServer
@@ -266,8 +266,8 @@ def _start_background(
     http: aiohttp.ClientSession,
     watcher: FlowWatcher,
 ) -> None:
-    """The tasks that run beside the calls: webhooks, callback dispatch, flow reloads and
-    audio retention, each stopped by `stack`."""
+    """The tasks that run beside the calls: webhooks, callback dispatch, flow reloads, audio
+    retention and the metrics' store counts, each stopped by `stack`."""
     settings, metrics = app[SETTINGS], app[METRICS]
     webhooks = app[WEBHOOKS] = WebhookDeliverer(
         callbacks.store,
@@ -292,6 +292,10 @@ def _start_background(
     retention = AudioRetention(settings.data_dir, settings.audio_retention_days)
     retention.start()
     stack.push_async_callback(retention.close)
+    metrics.asr_runner = app[SERVICES].asr  # its queue and busy time, read at scrape
+    sampler = StoreSampler(callbacks.store, metrics, settings.metrics_sample_seconds)
+    sampler.start()  # the outbox and callback counts of /metrics
+    stack.push_async_callback(sampler.close)
 
 
 def word_checker(engine: Engine) -> Engine:

@@ -122,6 +122,8 @@ class Settings(BaseSettings):
     node_id: str | None = Field(None, pattern=NODE_ID_PATTERN)
     # The store's heartbeat: how often readiness (/readyz) checks the database can be written.
     store_probe_seconds: float = Field(5, gt=0)
+    # How often /metrics' outbox and callback counts are taken from the database.
+    metrics_sample_seconds: float = Field(15, gt=0)
 
     # Call limits.
     max_calls: int = Field(200, ge=1)

@@ -5,13 +5,25 @@ The call path only adds to plain Python numbers: every update happens on the eve
 thread, so they need no locks (prometheus-client's own metric classes take a mutex on every
 update). A collector turns the numbers into metric families when Prometheus scrapes. Each
 app has its own CollectorRegistry, so several apps in one process (tests) do not clash.
+
+A scrape never waits for the database: what only the store knows (the outbox's undelivered
+events, the open callbacks) is counted by `StoreSampler` every `SAMPLE_SECONDS` and the
+collector reads the last counts, with their age (`ivr_store_sample_age_seconds`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
+import platform
+import time
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -23,7 +35,16 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
+import ivr
 from ivr.appkeys import METRICS
+from ivr.store import CallbackCounts, OutboxCounts, Store, StoreError
+from ivr.tasks import cancel_and_wait
+from ivr.webhooks.deliverer import PARKED_UNTIL
+
+if TYPE_CHECKING:
+    from ivr.asr.runner import AsrRunner
+
+log = logging.getLogger(__name__)
 
 OUTCOMES = (
     "callback_booked",
@@ -50,6 +71,15 @@ LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 ASR_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
 ASR_MODES = ("grammar", "free")
 INBOUND_LAG_BUCKETS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+WEBHOOK_RESULTS = ("delivered", "failed")
+SAMPLE_SECONDS = 15.0
+"""How often `StoreSampler` counts the outbox and the callbacks (`IVR_METRICS_SAMPLE_SECONDS`):
+a fraction of a typical scrape interval's alerting window, and two small indexed queries."""
+OVERDUE_GRACE = timedelta(minutes=5)
+"""A scheduled callback is overdue this long after its due time. The dispatcher hands due
+callbacks out every second, so one still scheduled 5 minutes late was not handed out: the
+dispatcher is not running or not keeping up, or the callback is out of attempts (a
+rescheduled one) and waits for an agent to claim it."""
 
 
 def outcome(reason: str) -> str:
@@ -98,9 +128,10 @@ class Metrics:
         self.inbound_lag = Histogram(INBOUND_LAG_BUCKETS)
         self.no_match: Counter[str] = Counter()
         self.no_input: Counter[str] = Counter()
-        self.webhook_deliveries = 0
-        self.webhook_failures = 0
+        self.webhook_results = dict.fromkeys(WEBHOOK_RESULTS, 0)
         self.flow_reloads = {"ok": 0, "rejected": 0}
+        self.store_sample: StoreSample | None = None  # by StoreSampler
+        self.asr_runner: AsrRunner | None = None  # its load, read at scrape (set by the app)
         # Read at scrape time from the owners of the state (set by the app).
         self.active_calls: Callable[[], int] = lambda: 0
         self.flows: Callable[[], Iterable[tuple[str, str]]] = lambda: ()
@@ -129,8 +160,8 @@ class Metrics:
         self.inbound_lag.observe(seconds)
 
     def webhook_attempt(self, ok: bool) -> None:
-        self.webhook_deliveries += 1
-        self.webhook_failures += not ok
+        """An event sent to every URL: accepted by all (delivered) or not (failed)."""
+        self.webhook_results["delivered" if ok else "failed"] += 1
 
     def flow_reload(self, ok: bool) -> None:
         self.flow_reloads["ok" if ok else "rejected"] += 1
@@ -147,12 +178,26 @@ class _Collector:
 
     def collect(self) -> Iterable[Metric]:
         m = self.m
+        yield from _build_metrics(m)
         yield from _call_metrics(m)
         yield from _timing_metrics(m)
+        yield from _asr_load_metrics(m)
         yield from _dialog_metrics(m)
         yield from _webhook_metrics(m)
         yield from _flow_metrics(m)
         yield from _store_metrics(m)
+        yield from _sampled_metrics(m)
+
+
+def _build_metrics(m: Metrics) -> Iterator[Metric]:
+    info = GaugeMetricFamily(
+        "ivr_build_info",
+        "The server's version, Python and ASR engine (always 1)",
+        labels=["version", "python", "engine"],
+    )
+    engine = m.asr_runner.engine.name if m.asr_runner is not None else ""
+    info.add_metric([ivr.__version__, platform.python_version(), engine], 1)
+    yield info
 
 
 def _call_metrics(m: Metrics) -> Iterator[Metric]:
@@ -194,6 +239,36 @@ def _timing_metrics(m: Metrics) -> Iterator[Metric]:
     )
 
 
+def _asr_load_metrics(m: Metrics) -> Iterator[Metric]:
+    """The recognizer's jobs (`AsrRunner`): absent until the app has one."""
+    asr = m.asr_runner
+    if asr is None:
+        return
+    for name, text, number in (
+        ("ivr_asr_workers", "ASR workers (IVR_ASR_WORKERS)", asr.workers),
+        (
+            "ivr_asr_slots",
+            "Recognition jobs let in at once (IVR_ASR_WORKERS + IVR_ASR_QUEUE); the ones"
+            " past the workers queue for a worker",
+            asr.slots,
+        ),
+        ("ivr_asr_jobs_in_flight", "Recognition jobs holding a slot", asr.in_flight),
+        (
+            "ivr_asr_jobs_waiting",
+            "Recognition jobs waiting for a slot: every slot is taken, callers wait",
+            asr.waiting,
+        ),
+    ):
+        yield GaugeMetricFamily(name, text, value=number)
+    yield CounterMetricFamily("ivr_asr_jobs", "Recognition jobs finished", value=asr.jobs)
+    yield CounterMetricFamily(
+        "ivr_asr_busy_seconds",
+        "Recognition jobs' durations summed (slot taken → result): its rate is the jobs in"
+        " flight on average, over ivr_asr_workers the workers' load",
+        value=asr.busy_s,
+    )
+
+
 def _dialog_metrics(m: Metrics) -> Iterator[Metric]:
     """No-match and no-input counts by dialog node."""
     for name, counts, text in (
@@ -207,16 +282,20 @@ def _dialog_metrics(m: Metrics) -> Iterator[Metric]:
 
 
 def _webhook_metrics(m: Metrics) -> Iterator[Metric]:
-    """Webhook delivery attempts and failures."""
-    yield CounterMetricFamily(
+    """Webhook delivery attempts by result (parked events: `ivr_outbox_events`)."""
+    attempts = CounterMetricFamily(
         "ivr_webhook_deliveries",
-        "Webhook delivery attempts (an event sent to its URLs), failed or not",
-        value=m.webhook_deliveries,
+        "Webhook delivery attempts (an event sent to its URLs): delivered (every URL accepted"
+        " it) or failed (some URL did not; it is retried, or parked when out of attempts)",
+        labels=["result"],
     )
+    for result, count in m.webhook_results.items():
+        attempts.add_metric([result], count)
+    yield attempts
     yield CounterMetricFamily(
         "ivr_webhook_delivery_failures",
-        "Webhook delivery attempts that failed (some URL did not accept the event)",
-        value=m.webhook_failures,
+        'Deprecated, removed in the next release: ivr_webhook_deliveries_total{result="failed"}',
+        value=m.webhook_results["failed"],
     )
 
 
@@ -252,6 +331,111 @@ def _store_metrics(m: Metrics) -> Iterator[Metric]:
         "Database errors the store met (I/O, disk full, locks, lost connections...)",
         value=m.store_errors(),
     )
+
+
+def _sampled_metrics(m: Metrics) -> Iterator[Metric]:
+    """The store's counts, as `StoreSampler` last saw them (absent before its first)."""
+    sample = m.store_sample
+    age = math.inf if sample is None else time.monotonic() - sample.at
+    yield GaugeMetricFamily(
+        "ivr_store_sample_age_seconds",
+        "Age of the outbox and callback counts (sampled every IVR_METRICS_SAMPLE_SECONDS;"
+        " a sample the store fails keeps the last counts; +Inf before the first)",
+        value=age,
+    )
+    if sample is None:
+        return
+    outbox = GaugeMetricFamily(
+        "ivr_outbox_events",
+        "Undelivered webhook events: due (waiting for the deliverer), pending (in flight or"
+        " waiting to be retried), parked (out of attempts, kept for replay)",
+        labels=["state"],
+    )
+    for state in ("due", "pending", "parked"):
+        outbox.add_metric([state], getattr(sample.outbox, state))
+    yield outbox
+    callbacks = GaugeMetricFamily(
+        "ivr_callbacks_open", "Open agent callbacks, by status", labels=["status"]
+    )
+    callbacks.add_metric(["scheduled"], sample.callbacks.scheduled)
+    callbacks.add_metric(["claimed"], sample.callbacks.claimed)
+    yield callbacks
+    yield GaugeMetricFamily(
+        "ivr_callbacks_overdue",
+        f"Callbacks still scheduled {OVERDUE_GRACE.total_seconds() / 60:g} minutes or more"
+        " after they were due: nobody took them",
+        value=sample.callbacks.overdue,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSample:
+    outbox: OutboxCounts
+    callbacks: CallbackCounts
+    at: float
+    """time.monotonic() when they were counted."""
+
+
+class StoreSampler:
+    """Counts the outbox and the open callbacks every `interval_s` into `metrics`, in a
+    background task; `start()`, then `close()`. A sample the store fails keeps the last
+    counts (their age grows), logged once until a sample succeeds again."""
+
+    def __init__(
+        self,
+        store: Store,
+        metrics: Metrics,
+        interval_s: float = SAMPLE_SECONDS,
+        *,
+        grace: timedelta = OVERDUE_GRACE,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store, self.metrics = store, metrics
+        self.interval_s, self.grace, self.clock = interval_s, grace, clock
+        self.failing = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def sample(self) -> bool:
+        """One sample into `metrics`; False if the store failed it."""
+        now = self.clock()
+        try:
+            outbox = await self.store.outbox_counts(now, PARKED_UNTIL)
+            callbacks = await self.store.callback_counts(now - self.grace)
+        except Exception as exc:
+            if not self.failing:
+                self._log_failure(exc)
+            self.failing = True
+            return False
+        if self.failing:
+            log.info("metrics: the outbox and callbacks are counted again")
+            self.failing = False
+        self.metrics.store_sample = StoreSample(outbox, callbacks, time.monotonic())
+        return True
+
+    def _log_failure(self, exc: Exception) -> None:
+        """Once per outage: a store error in one line, anything else (a bug) with its trace."""
+        last = self.metrics.store_sample
+        kept = "none yet" if last is None else f"from {time.monotonic() - last.at:.0f} s ago"
+        known = isinstance(exc, StoreError)
+        log.warning(
+            "metrics: cannot count the outbox and callbacks (%s); keeping the last counts (%s)",
+            exc if known else repr(exc),
+            kept,
+            exc_info=None if known else exc,
+        )
+
+    async def _run(self) -> None:
+        while True:
+            await self.sample()
+            await asyncio.sleep(self.interval_s)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="metrics-sampler")
+
+    async def close(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
 
 
 async def serve_metrics(request: web.Request) -> web.Response:
