@@ -1,13 +1,16 @@
 """Prometheus metrics: the collector's arithmetic, the store sampler, then GET /metrics of a
 real `ivr serve` after real calls (keys, flite speech, an Asterisk recording out of grammar,
-silence, a callback booked by keypad) with a webhook URL that refuses connections."""
+silence, a callback booked by keypad) with a webhook URL that refuses connections; and the
+Grafana dashboard (deploy/grafana), whose every query must name metrics that scrape has."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import platform
+import re
 import time
 import urllib.request
 from dataclasses import replace
@@ -32,6 +35,8 @@ from ivr.metrics import OUTCOMES, OVERDUE_GRACE, Metrics, StoreSampler, outcome
 from ivr.store import Store, StoreUnavailable
 from ivr.webhooks.deliverer import PARKED_UNTIL
 
+ROOT = Path(__file__).resolve().parent.parent
+DASHBOARD = ROOT / "deploy" / "grafana" / "ivr-dashboard.json"
 KNOWN = "+15551230001"
 BOOKS = "+15551230002"  # the caller who books a callback
 EVENTS = 11  # webhook events at least: call.started and call.ended of 5 calls, a booking
@@ -354,3 +359,102 @@ async def get_v1_flows_without_token(server: LiveServer) -> int:
         http.get(f"http://127.0.0.1:{server.port}/v1/flows") as resp,
     ):
         return resp.status
+
+
+# --- the Grafana dashboard -----------------------------------------------------------------
+
+_NOT_METRICS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool"}
+_NOT_METRICS |= {"and", "or", "unless", "offset", "inf", "nan"}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression (or Grafana's label_values()) reads: what is
+    left of it without strings, Grafana variables, label matchers, ranges, grouping labels,
+    function names and keywords."""
+    expr = re.sub(r"label_values\(([^,)]*)[^)]*\)", r"\1", expr)  # its label is no metric
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    expr = re.sub(r"\$\{?\w+\}?", "", expr)
+    expr = re.sub(r"\{[^}]*\}", "", expr)
+    expr = re.sub(r"\[[^\]]*\]", "", expr)
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
+    names = set()
+    for m in re.finditer(r"(?<![\w.])[A-Za-z_:][\w:]*", expr):
+        if not expr[m.end() :].lstrip().startswith("(") and m.group().lower() not in _NOT_METRICS:
+            names.add(m.group())
+    return names
+
+
+def dashboard() -> dict[str, Any]:
+    return json.loads(DASHBOARD.read_text())  # type: ignore[no-any-return]
+
+
+def queries(doc: dict[str, Any]) -> list[str]:
+    """Every PromQL expression of the dashboard: panel targets and the variables' queries."""
+    exprs = [t["expr"] for p in doc["panels"] for t in p.get("targets", [])]
+    for var in doc["templating"]["list"]:
+        if var["type"] == "query":
+            q = var["query"]
+            exprs.append(q["query"] if isinstance(q, dict) else q)
+    return exprs
+
+
+def test_metric_names_of_a_promql_expression() -> None:
+    expr = (
+        'histogram_quantile(0.95, sum by (le, mode) (rate(ivr_asr_seconds_bucket{instance=~"$i",'
+        ' mode!="x{y}"}[$__rate_interval]))) / on (instance) group_left(version) ivr_build_info'
+        " > bool 1e3 or vector(0) * sum(ivr_a_total) by (node) unless process_cpu_seconds_total"
+    )
+    assert metric_names(expr) == {
+        "ivr_asr_seconds_bucket",
+        "ivr_build_info",
+        "ivr_a_total",
+        "process_cpu_seconds_total",
+    }
+    assert metric_names("label_values(ivr_build_info, instance)") == {"ivr_build_info"}
+
+
+def test_the_dashboard_is_a_grafana_dashboard_on_a_prometheus_variable() -> None:
+    doc = dashboard()
+    assert doc["schemaVersion"] >= 39 and doc["uid"] and doc["title"] and doc["id"] is None
+    variables = {v["name"]: v for v in doc["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    source = {"type": "prometheus", "uid": "${datasource}"}
+    panels = [p for p in doc["panels"] if p["type"] != "row"]
+    assert len({p["id"] for p in doc["panels"]}) == len(doc["panels"])
+    for p in panels:
+        assert p["datasource"] == source and p["targets"], p["title"]
+        assert all(t["datasource"] == source and t["expr"] for t in p["targets"]), p["title"]
+        box = p["gridPos"]
+        assert box["x"] + box["w"] <= 24 and box["h"] > 0, p["title"]
+    # What issue 13 asks the dashboard to show.
+    used = set().union(*map(metric_names, queries(doc)))
+    assert used >= {
+        "ivr_calls_total",
+        "ivr_turn_latency_seconds_bucket",
+        "ivr_asr_seconds_bucket",
+        "ivr_asr_jobs_in_flight",
+        "ivr_asr_jobs_waiting",
+        "ivr_asr_busy_seconds_total",
+        "ivr_inbound_lag_seconds_bucket",
+        "ivr_outbox_events",
+        "ivr_callbacks_open",
+        "ivr_callbacks_overdue",
+        "ivr_store_up",
+        "ivr_webhook_deliveries_total",
+        "ivr_flow_reloads_total",
+        "ivr_build_info",
+    }
+    exprs = " ".join(queries(doc))
+    assert "histogram_quantile(0.5, " in exprs and "histogram_quantile(0.95, " in exprs
+    assert "ivr_webhook_delivery_failures_total" not in exprs  # the deprecated name
+
+
+def test_every_dashboard_query_names_a_metric_the_server_exports(served: dict[str, Any]) -> None:
+    """So the dashboard cannot drift from the server: each name in each query is a sample
+    name in the live server's scrape."""
+    exported = {name for name, _ in served["got"]}
+    for expr in queries(dashboard()):
+        names = metric_names(expr)
+        assert names, expr
+        assert names <= exported, (expr, names - exported)
