@@ -281,6 +281,78 @@ async def test_only_a_telephone_number_is_booked(api: Api) -> None:
     assert [e[0] for e in await api.events()] == ["callback.scheduled", "callback.updated"]
 
 
+LONG = "x" * 501
+
+
+async def test_book_a_callback_from_a_crm(api: Api) -> None:
+    """POST /v1/callbacks: 201 with the callback and its Location, the callback.scheduled
+    event a call's booking writes; the number's open callback is a 409 and stays as it was."""
+    body = {"number": "+49 (30) 1234-567", "due_at": "2030-01-07T10:00:00+01:00",
+            "reason": "billing question\nsecond line"}  # fmt: skip
+    async with api.client.post(
+        "/v1/callbacks", json=body, headers={"Authorization": f"Bearer {AGENT}"}
+    ) as r:
+        assert r.status == 201 and r.content_type == "application/json", await r.text()
+        got = await r.json()
+        assert r.headers["Location"] == f"/v1/callbacks/{got['id']}"
+    CallbackOut.model_validate(got)
+    assert got["number"] == "+49301234567" and got["status"] == "scheduled"
+    assert got["due_at"] == "2030-01-07T10:00:00+01:00" and got["attempts"] == 0
+    assert got["reason"] == "billing question\nsecond line"
+    status, detail = await api.call("GET", f"/v1/callbacks/{got['id']}", expect=CallbackDetail)
+    assert status == 200 and detail["transcript"] is None and detail["attempt_log"] == []
+    assert await api.events() == [("callback.scheduled", got["id"], "scheduled")]
+
+    # the same number, written otherwise: the open one stands, untouched, no event
+    again = {"number": "+4930 1234567", "due_at": "2030-02-01T10:00:00Z", "reason": "other"}
+    status, problem = await api.call("POST", "/v1/callbacks", json=again)
+    assert status == 409 and problem["code"] == "callback_open", problem
+    assert got["id"] in problem["detail"] and fields(problem) == ["number"]
+    cb = await api.store.get_callback(got["id"])
+    assert (cb.reason, cb.due_at) == ("billing question\nsecond line", T0)
+    assert await api.events() == []
+    # once it is closed, the number can be booked again
+    await api.callbacks.cancel(got["id"])
+    status, new = await api.call("POST", "/v1/callbacks", json=again, expect=CallbackOut)
+    assert status == 201 and new["id"] != got["id"] and new["reason"] == "other"
+    status, bare = await api.call(
+        "POST", "/v1/callbacks", json={"number": "5551234", "due_at": "2030-02-01T10:00:00Z"}
+    )
+    assert status == 201 and bare["reason"] is None and bare["number"] == "5551234"
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({"number": "call me", "due_at": "2030-01-01T00:00:00Z"}, ["number"]),
+        ({"number": "+266696687", "due_at": "2030-01-01T00:00:00Z"}, ["number"]),  # withheld
+        ({"number": "12", "due_at": "2030-01-01T00:00:00Z"}, ["number"]),
+        ({"number": "+4930100"}, ["due_at"]),
+        ({"number": "+4930100", "due_at": "2030-01-01T00:00:00"}, ["due_at"]),  # naive
+        ({"number": "+4930100", "due_at": "3000-01-01T00:00:00Z"}, ["due_at"]),
+        ({"due_at": "2030-01-01T00:00:00Z"}, ["number"]),
+        ({"number": 4930100, "due_at": "2030-01-01T00:00:00Z"}, ["number"]),
+        ({"number": "+4930100", "due_at": "2030-01-01T00:00:00Z", "reason": ""}, ["reason"]),
+        ({"number": "+4930100", "due_at": "2030-01-01T00:00:00Z", "reason": LONG}, ["reason"]),
+        ({"number": "+4930100", "due_at": "2030-01-01T00:00:00Z", "priority": 10}, ["priority"]),
+    ],
+)
+async def test_booking_refuses_bad_bodies_by_field(
+    api: Api, body: dict[str, Any], named: list[str]
+) -> None:
+    status, problem = await api.call("POST", "/v1/callbacks", json=body)
+    assert status == 422 and fields(problem) == named, problem
+    assert problem["code"] == "invalid_body"
+    assert await api.events() == []
+
+
+async def test_booking_needs_the_callbacks_write_scope(api: Api) -> None:
+    body = {"number": "+4930100", "due_at": "2030-01-01T00:00:00Z"}
+    assert (await api.call("POST", "/v1/callbacks", token=READER, json=body))[0] == 403
+    assert (await api.call("POST", "/v1/callbacks", token=None, json=body))[0] == 401
+    assert await api.events() == []
+
+
 async def test_claim_then_complete(api: Api) -> None:
     cb = await api.book("+4930100", T0)
     path = f"/v1/callbacks/{cb.id}"

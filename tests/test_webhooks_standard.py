@@ -1,13 +1,16 @@
 """Standard Webhooks headers beside the X-IVR-* ones (verified with the `standardwebhooks`
 library), per-endpoint secrets and event-type subscriptions: the deliverer against a real
-local receiver, and the settings syntax."""
+local receiver, the settings syntax, and `ivr serve` signing a booking made over the API."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,9 +18,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from live_server import live_server
 from standardwebhooks import Webhook, WebhookVerificationError
-from webhook_receiver import Hit, Receiver
+from webhook_receiver import Hit, Receiver, wait_until
 
+from ivr.api import hash_token
 from ivr.config import ConfigError, Settings, load_settings
 from ivr.store import Event, Store
 from ivr.webhooks import (
@@ -257,3 +262,51 @@ def test_the_event_types_are_every_one_the_code_writes() -> None:
         )
     assert written and written <= set(WEBHOOK_EVENTS), written - set(WEBHOOK_EVENTS)
     assert {"call.started", "call.ended", "callback.due"} <= written
+
+
+# --- a real server ----------------------------------------------------------------------------
+
+CRM_TOKEN = "standard-webhooks-crm-token"
+
+
+def post_json(url: str, body: Any, token: str) -> tuple[int, Any]:
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_ivr_serve_signs_an_api_booking_per_endpoint(tmp_path: Path) -> None:
+    """`ivr serve` with two endpoints, each its own secret and event types: a CRM books a
+    callback (POST /v1/callbacks); its callback.scheduled reaches the callbacks endpoint,
+    verifiable with the standardwebhooks library, and not the calls one."""
+    with Receiver() as receiver:
+        env = {
+            "IVR_API_TOKENS": f"crm:{hash_token(CRM_TOKEN)}:callbacks.write",
+            "IVR_WEBHOOK_SECRET": PLAIN,
+            "IVR_WEBHOOK_URLS": f"{receiver.url('/crm')} secret={WHSEC} events=callback.*,"
+            f" {receiver.url('/bi')} events=call.*",
+        }
+        with live_server(tmp_path, **env) as server:
+            url = f"http://127.0.0.1:{server.port}/v1/callbacks"
+            booking = {"number": "+1 555 010 9999", "due_at": "2030-01-02T15:00:00Z"}
+            status, cb = post_json(url, booking, CRM_TOKEN)
+            assert status == 201 and cb["number"] == "+15550109999", cb
+            wait_until(lambda: bool(receiver.snapshot("/crm")), 20, "the booking's webhook")
+            [hit] = receiver.snapshot("/crm")
+            doc = Webhook(WHSEC).verify(hit.body, hit.headers)
+            assert doc["type"] == "callback.scheduled" and doc["data"]["callback"] == cb
+            assert verify(hit.headers["X-IVR-Signature"], hit.body, WHSEC)
+            status, problem = post_json(url, booking, CRM_TOKEN)
+            assert status == 409 and problem["code"] == "callback_open", problem
+            time.sleep(1)  # nothing more comes: the 409 wrote no event
+            assert len(receiver.snapshot("/crm")) == 1
+            assert all(h.doc["type"].startswith("call.") for h in receiver.snapshot("/bi"))
+            assert server.health()["webhooks"]["urls"] == 2

@@ -152,6 +152,25 @@ class CallListQuery(_Input):
 # --- request bodies -------------------------------------------------------------------------
 
 
+# What a caller asked for: free text (a CRM form's, newlines included), no NUL (PostgreSQL).
+Reason = Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[^\x00]+$")]
+
+
+class BookRequest(_Input):
+    number: Number = Field(
+        description="the number to call back, e.g. +4930123456 (spaces, dashes, dots and"
+        " brackets are dropped); anything but an optional + and 3 to 15 digits is a 422",
+        examples=["+4930123456"],
+    )
+    due_at: DueTime = Field(
+        description="when to call: RFC 3339 with a UTC offset; years 1970-2999 (a time"
+        " already past is due at once)"
+    )
+    reason: Reason | None = Field(
+        None, description="what the caller wants, for the agent", examples=["billing question"]
+    )
+
+
 class ClaimRequest(_Input):
     agent: Name | None = Field(
         None, description="who takes the callback (absent or null: the token's name)"

@@ -29,6 +29,7 @@ ERROR_TEXT = {
     422: "Invalid input: each offending field is named in `fields`",
     503: "The database is unavailable: try again after `Retry-After` seconds",
 }
+LOCATION = {"schema": {"type": "string"}, "description": "the new record's URL (a path)"}
 SECURITY_TEXT = (
     "`Authorization: Bearer <token>`. Tokens are configured as their SHA-256 with a name and"
     f" scopes (IVR_API_TOKENS; create one with `ivr token new`). Scopes: {', '.join(SCOPES)}"
@@ -81,7 +82,9 @@ def _operation(op: Operation, refs: Refs) -> dict[str, Any]:
         ok = {"description": "OK", "content": _json(refs[(op.response, "serialization")])}
     else:
         ok = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
-    responses: dict[str, Any] = {"200": ok}
+    if op.status == 201:
+        ok = {**ok, "description": "Created", "headers": {"Location": LOCATION}}
+    responses: dict[str, Any] = {str(op.status): ok}
     for status in op.error_statuses():
         responses[str(status)] = {
             "description": ERROR_TEXT[status],

@@ -48,6 +48,8 @@ class Operation:
     """Each path parameter's JSON schema (and description)."""
     conflicts: bool = False
     """The operation changes a callback's state: 409 when its current state forbids it."""
+    status: int = 200
+    """The success status (201: the handler returns its web.Response, with a Location)."""
     media_type: str = "application/json"
     """The 200 body's type. Other than JSON, the handler returns its own web.StreamResponse
     (e.g. a call's recording, audio/wav)."""

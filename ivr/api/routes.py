@@ -17,6 +17,7 @@ from ivr.api import analytics, flows, grammar, live
 from ivr.api.errors import ApiError, json_errors
 from ivr.api.limits import AnonymousConnections, ClientLimits, limit_anonymous
 from ivr.api.models import (
+    BookRequest,
     CallbackDetail,
     CallbackListQuery,
     CallbackOut,
@@ -34,7 +35,7 @@ from ivr.api.operation import Operation, OperationHandler, endpoint, parse_query
 from ivr.api.request_id import add_request_ids
 from ivr.appkeys import API, FEEDS
 from ivr.auth import Principal
-from ivr.callbacks import call_json, callback_json
+from ivr.callbacks import AlreadyOpen, InvalidNumber, call_json, callback_json
 from ivr.store import NotFound
 
 T = TypeVar("T")
@@ -76,6 +77,24 @@ async def list_callbacks(request: web.Request, who: Principal) -> Any:
         q.cursor,
     )
     return {"items": [callback_json(cb, api.tz) for cb in items], "next": next_cursor}
+
+
+async def book_callback(request: web.Request, who: Principal) -> Any:
+    """A CRM's "call me back": one open callback per number, as a call's booking (and its
+    callback.scheduled webhook); an open one for the number is a 409, not updated."""
+    api = request.app[API]
+    body = await read_body(request, BookRequest)
+    try:
+        cb, _ = await api.callbacks.book(
+            body.number, body.due_at, reason=body.reason, only_new=True
+        )
+    except InvalidNumber as exc:
+        raise ApiError(422, "invalid body", [("number", str(exc))], code="invalid_body") from None
+    except AlreadyOpen as exc:
+        detail = [("number", f"has the open callback {exc.callback.id}")]
+        raise ApiError(409, str(exc), detail, code="callback_open") from None
+    location = str(request.app.router["getCallback"].url_for(id=cb.id))
+    return web.json_response(callback_json(cb, api.tz), status=201, headers={"Location": location})
 
 
 async def get_callback(request: web.Request, who: Principal) -> Any:
@@ -174,6 +193,20 @@ CALLBACK_AND_CALL_OPERATIONS: tuple[Operation, ...] = (
         CallbackPage,
         scope="callbacks.read",
         query=CallbackListQuery,
+    ),
+    Operation(
+        "POST",
+        "/v1/callbacks",
+        book_callback,
+        "bookCallback",
+        "Book a callback (a CRM's call-me-back form): 201 with it, 409 if the number has an"
+        " open one",
+        CallbackOut,
+        scope="callbacks.write",
+        body=BookRequest,
+        body_required=True,
+        conflicts=True,
+        status=201,
     ),
     Operation(
         "GET",

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from ivr.callerid import caller_number
 from ivr.config import Settings
-from ivr.store import Attempt, Call, Callback, Store, TurnRecord
+from ivr.store import Attempt, Call, Callback, Conflict, Store, TurnRecord
 
 RETRY_OUTCOMES = frozenset({"no_answer", "busy", "voicemail", "failed"})
 """Outcomes of an attempt that did not reach the caller: retried while attempts are left."""
@@ -36,6 +36,19 @@ class InvalidNumber(ValueError):
             " (an optional + and 3 to 15 digits)"
         )
         self.number = number
+
+
+class AlreadyOpen(Conflict):
+    """A new callback was asked for (`book(..., only_new=True)`) but the number has an open
+    one: nothing was changed."""
+
+    def __init__(self, cb: Callback) -> None:
+        super().__init__("callback", cb.id, "book another", cb.status)
+        self.callback = cb
+        self.args = (
+            f"{cb.number} already has an open callback, {cb.id} ({cb.status}):"
+            " reschedule or cancel that one",
+        )
 
 
 @dataclass(frozen=True)
@@ -166,12 +179,14 @@ class Callbacks:
         number: str,
         due_at: datetime,
         *,
-        reason: str,
+        reason: str | None,
         segment: str | None = None,
         transcript: Any = None,
+        only_new: bool = False,
     ) -> tuple[Callback, bool]:
         """Schedule a callback, or update the number's open one: (callback, created).
-        `number` as a caller ID is checked (separators dropped); InvalidNumber otherwise."""
+        `number` as a caller ID is checked (separators dropped); InvalidNumber otherwise.
+        `only_new`: AlreadyOpen instead of updating an open one (the change rolled back)."""
         valid = caller_number(number)
         if valid is None:  # an agent would dial it: only a number is booked
             raise InvalidNumber(number)
@@ -187,6 +202,8 @@ class Callbacks:
                 transcript=transcript,
                 now=now,
             )
+            if only_new and not created:
+                raise AlreadyOpen(cb)  # leaves the transaction: the update is not kept
             kind = "callback.scheduled" if created else "callback.updated"
             await tx.add_event(kind, self._event(cb), now=now)
         self.on_events()
