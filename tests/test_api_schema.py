@@ -1,7 +1,8 @@
 """The API against its own OpenAPI document: property-based requests (schemathesis, positive
 and negative data) to a real `ivr serve` with seeded callbacks and calls, every response
-checked (no 5xx, status code, content type, headers and body schema conformance); and the
-document lists exactly the routes served under /v1."""
+checked (no 5xx, status code, content type, headers and body schema conformance); the
+document lists exactly the routes served under /v1, validates with openapi-spec-validator,
+and its tags, descriptions, examples (each valid against its schema) and webhooks."""
 
 from __future__ import annotations
 
@@ -22,7 +23,11 @@ import schemathesis
 import soundfile as sf
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 from live_server import live_server
+from openapi_spec_validator import OpenAPIV31SpecValidator, validate
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
 
 from ivr.api import API, hash_token
 from ivr.api.routes import document
@@ -32,6 +37,7 @@ from ivr.call.recording import recording_path, stereo
 from ivr.callbacks import CallbackPolicy, Callbacks
 from ivr.config import SCOPES, Settings
 from ivr.store import open_store
+from ivr.webhooks import WEBHOOK_EVENTS
 
 TOKEN = "schemathesis-token-0123456789"
 GRAMMARS = Path(__file__).resolve().parent.parent / "grammars"
@@ -79,6 +85,71 @@ def test_document_security_and_errors() -> None:
                 if not status.startswith("2"):
                     schema = response["content"]["application/problem+json"]["schema"]
                     assert schema == {"$ref": "#/components/schemas/Problem"}
+
+
+def test_document_validates_with_openapi_spec_validator() -> None:
+    doc = json.loads(json.dumps(document()))  # as served
+    validate(doc)  # raises on the first error
+    assert list(OpenAPIV31SpecValidator(doc).iter_errors()) == []
+
+
+def _check_at(doc: dict[str, Any], pointer: str, instance: Any) -> None:
+    """`instance` against the schema at `pointer` in `doc`, its $refs resolved in `doc`."""
+    registry: Registry[Any] = Registry().with_resource(
+        "urn:ivr:openapi", DRAFT202012.create_resource(doc)
+    )
+    validator = Draft202012Validator({"$ref": f"urn:ivr:openapi#{pointer}"}, registry=registry)
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(instance)]
+    assert not errors, (pointer, errors)
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def test_document_has_tags_descriptions_examples_and_webhooks() -> None:
+    doc = json.loads(json.dumps(document()))
+    tags = {t["name"] for t in doc["tags"]}
+    assert all(t.get("description") for t in doc["tags"])
+    examples = 0
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            assert op["tags"] and set(op["tags"]) <= tags, (method, path)
+            for status, response in op["responses"].items():
+                assert response["description"], (method, path, status)
+                assert "X-Request-Id" in response["headers"], (method, path, status)
+                for kind, content in response.get("content", {}).items():
+                    if "example" in content:
+                        base = f"/paths/{_escape(path)}/{method}/responses/{status}/content"
+                        _check_at(doc, f"{base}/{_escape(kind)}/schema", content["example"])
+                        examples += 1
+                if not status.startswith("2"):
+                    assert "example" in response["content"]["application/problem+json"]
+    assert examples > 60  # every error response, and the callbacks' and calls' bodies
+    assert (
+        "example"
+        in doc["paths"]["/v1/callbacks/{id}"]["get"]["responses"]["200"]["content"][
+            "application/json"
+        ]
+    )
+    # every event type, its payload's schema and an example body that fits it
+    assert list(doc["webhooks"]) == list(WEBHOOK_EVENTS)
+    op_ids = [op["operationId"] for item in doc["paths"].values() for op in item.values()]
+    for kind, item in doc["webhooks"].items():
+        post = item["post"]
+        assert post["summary"] and post["tags"] == ["webhooks"]
+        op_ids.append(post["operationId"])
+        headers = {p["name"] for p in post["parameters"] if p["in"] == "header"}
+        assert {"webhook-id", "webhook-timestamp", "webhook-signature"} <= headers
+        body = post["requestBody"]["content"]["application/json"]
+        assert body["example"]["type"] == kind
+        _check_at(doc, f"/webhooks/{kind}/post/requestBody/content/application~1json/schema",
+                  body["example"])  # fmt: skip
+        wrong = {**body["example"], "type": "callback.nope"}
+        with pytest.raises(AssertionError):
+            _check_at(doc, f"/webhooks/{kind}/post/requestBody/content/application~1json/schema",
+                      wrong)  # fmt: skip
+    assert len(op_ids) == len(set(op_ids))  # operation ids are unique, webhooks' included
 
 
 def _seed(db: Path) -> list[str]:

@@ -23,6 +23,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from webhook_receiver import Hit, Receiver, wait_until
 
 from ivr.api import hash_token
+from ivr.api.webhook_docs import CallbackEvent
 from ivr.config import ConfigError, Settings, load_settings
 from ivr.store import Event, Store
 from ivr.webhooks import (
@@ -303,6 +304,7 @@ def test_ivr_serve_signs_an_api_booking_per_endpoint(tmp_path: Path) -> None:
             [hit] = receiver.snapshot("/crm")
             doc = Webhook(WHSEC).verify(hit.body, hit.headers)
             assert doc["type"] == "callback.scheduled" and doc["data"]["callback"] == cb
+            CallbackEvent.model_validate(doc)  # the body the document's webhooks describe
             assert verify(hit.headers["X-IVR-Signature"], hit.body, WHSEC)
             status, problem = post_json(url, booking, CRM_TOKEN)
             assert status == 409 and problem["code"] == "callback_open", problem

@@ -60,6 +60,10 @@ class ValidateResponse(_Output):
     problems: list[ProblemOut]
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
 class ProbeRequest(_Input):
     """Exactly one of `text` and `audio_wav_base64` (neither or both: a 400). The document
     does not say so with a oneOf: generated clients and fuzzers handle that poorly."""
@@ -68,15 +72,18 @@ class ProbeRequest(_Input):
     node: str | None = Field(
         None, description="a node that listens (default: the first one after the start)"
     )
-    # One of the two, given as a string: absent is None, an explicit null is refused.
+    # One of the two, given as a string: absent is None, an explicit null is refused (so
+    # the documented schema is a string with no default: null would not be one).
     text: str | SkipJsonSchema[None] = Field(
         None,
         max_length=MAX_UTTERANCE,
         description="what the caller says (exactly one of text and audio_wav_base64)",
+        json_schema_extra=_no_default,
     )
     audio_wav_base64: str | SkipJsonSchema[None] = Field(
         None,
         description="one utterance as a base64 WAV file: recognized as in a call at the node",
+        json_schema_extra=_no_default,
     )
 
     @field_validator("text", "audio_wav_base64", mode="before")

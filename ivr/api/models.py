@@ -209,6 +209,8 @@ class AttemptOut(_Output):
 
 
 class CallbackOut(_Output):
+    """The callback as it is now."""
+
     id: str
     number: str
     due_at: datetime
@@ -224,11 +226,15 @@ class CallbackOut(_Output):
 
 
 class CallbackDetail(CallbackOut):
+    """The callback with the caller's transcript and every attempt."""
+
     transcript: Any = Field(description="what the caller said when booking (any JSON)")
     attempt_log: list[AttemptOut]
 
 
 class CallbackPage(_Output):
+    """A page of callbacks, by due time."""
+
     items: list[CallbackOut]
     next: str | None = Field(description="cursor of the next page; null on the last")
 
@@ -244,6 +250,8 @@ class TurnOut(_Output):
 
 
 class CallOut(_Output):
+    """A call record."""
+
     id: str = Field(description="the server's id for the call")
     provider_call_id: str | None = Field(
         description="the far end's id for the call (Twilio callSid, AudioSocket UUID)"
@@ -258,10 +266,14 @@ class CallOut(_Output):
 
 
 class CallDetail(CallOut):
+    """The call record with its turns, in order."""
+
     turns: list[TurnOut]
 
 
 class CallPage(_Output):
+    """A page of calls, newest first."""
+
     items: list[CallOut]
     next: str | None = Field(description="cursor of the next page; null on the last")
 

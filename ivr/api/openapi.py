@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from ivr.api import examples
 from ivr.api.models import Problem
+from ivr.api.webhook_docs import EVENT_MODELS, webhooks_section
 from ivr.config import SCOPES
 from ivr.http_error import PROBLEM_JSON
 
@@ -30,6 +32,34 @@ ERROR_TEXT = {
     503: "The database is unavailable: try again after `Retry-After` seconds",
 }
 LOCATION = {"schema": {"type": "string"}, "description": "the new record's URL (a path)"}
+REQUEST_ID = {
+    "schema": {"type": "string"},
+    "description": "the request's id: the client's X-Request-Id when it sent a plausible one,"
+    " else a new one; the server's log lines of the request end with request_id=<it>",
+}
+ERROR_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}},
+    503: {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+}
+TAGS = {
+    "callbacks": "Agent callbacks: booked by callers or a CRM, worked by agents and dialers",
+    "calls": "Call records, their turns and recordings",
+    "live": "The calls in progress",
+    "flows": "The served dialog flows: read, replace",
+    "grammar": "Check flow and grammar files; test what an utterance means at a node",
+    "analytics": "Containment, nodes, intents and what callers said that nothing matched",
+    "meta": "This document",
+    "webhooks": "Events POSTed to the configured endpoints (the document's `webhooks`)",
+}
+INFO_TEXT = (
+    "Agent callbacks and call records. Errors are RFC 9457 problem details"
+    " (`application/problem+json`: `type`, `title`, `status`, `detail`, a stable `code` and"
+    " the offending `fields`; the deprecated `error` member keeps the previous shape for one"
+    " release). Every response carries `X-Request-Id` (send your own to correlate). Times"
+    " are RFC 3339 with a UTC offset (a naive time is a 422). Lists are pages: pass `next`"
+    " as `cursor`. Query parameters an operation does not take are ignored. Changes are"
+    " also announced as webhooks (`webhooks`), signed per Standard Webhooks."
+)
 SECURITY_TEXT = (
     "`Authorization: Bearer <token>`. Tokens are configured as their SHA-256 with a name and"
     f" scopes (IVR_API_TOKENS; create one with `ivr token new`). Scopes: {', '.join(SCOPES)}"
@@ -73,31 +103,50 @@ def _json(ref: str) -> dict[str, Any]:
 Refs = Mapping[tuple[Any, JsonSchemaMode], str]
 
 
-def _operation(op: Operation, refs: Refs) -> dict[str, Any]:
-    out: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary}
+def tag_of(path: str) -> str:
+    """An operation's tag: the first segment of its path under /v1 (the document's: meta)."""
+    segment = path.removeprefix("/v1/").split("/")[0]
+    return "meta" if segment == "openapi.json" else segment
+
+
+def _success(op: Operation, refs: Refs) -> dict[str, Any]:
+    """The 2xx response: its description (the model's docstring), content and example."""
     if op.media_type != "application/json":
-        binary = {"schema": {"type": "string", "format": "binary"}}
-        ok = {"description": "OK", "content": {op.media_type: binary}}
+        content = {op.media_type: {"schema": {"type": "string", "format": "binary"}}}
     elif op.response is not None:
-        ok = {"description": "OK", "content": _json(refs[(op.response, "serialization")])}
+        content = _json(refs[(op.response, "serialization")])
+        if op.response in examples.RESPONSES:
+            content["application/json"]["example"] = examples.RESPONSES[op.response]
     else:
-        ok = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+        content = {"application/json": {"schema": {"type": "object"}}}
+    doc = (op.response.__doc__ or "").strip() if op.response is not None else ""
+    ok: dict[str, Any] = {"description": doc or op.summary, "content": content}
+    ok["headers"] = {"X-Request-Id": REQUEST_ID}
     if op.status == 201:
-        ok = {**ok, "description": "Created", "headers": {"Location": LOCATION}}
-    responses: dict[str, Any] = {str(op.status): ok}
+        ok["headers"]["Location"] = LOCATION
+    return ok
+
+
+def _error(status: int, refs: Refs) -> dict[str, Any]:
+    problem = {"schema": {"$ref": refs[(Problem, "serialization")]}}
+    problem["example"] = examples.problem(status)
+    out: dict[str, Any] = {
+        "description": ERROR_TEXT[status],
+        "headers": {"X-Request-Id": REQUEST_ID} | ERROR_HEADERS.get(status, {}),
+        "content": {PROBLEM_JSON: problem},
+    }
+    return out
+
+
+def _operation(op: Operation, refs: Refs) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "operationId": op.operation_id,
+        "summary": op.summary,
+        "tags": [tag_of(op.path)],
+    }
+    responses: dict[str, Any] = {str(op.status): _success(op, refs)}
     for status in op.error_statuses():
-        responses[str(status)] = {
-            "description": ERROR_TEXT[status],
-            "content": {PROBLEM_JSON: {"schema": {"$ref": refs[(Problem, "serialization")]}}},
-        }
-        if status == 401:
-            responses["401"]["headers"] = {
-                "WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}
-            }
-        if status == 503:
-            responses["503"]["headers"] = {
-                "Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}
-            }
+        responses[str(status)] = _error(status, refs)
     out["responses"] = responses
     if op.body is not None:
         out["requestBody"] = {
@@ -115,6 +164,7 @@ def _operation(op: Operation, refs: Refs) -> dict[str, Any]:
 
 def build_document(operations: Sequence[Operation]) -> dict[str, Any]:
     models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(Problem, "serialization")]
+    models += [(model, "serialization") for model in EVENT_MODELS]
     for op in operations:
         if op.response is not None:
             models.append((op.response, "serialization"))
@@ -131,19 +181,17 @@ def build_document(operations: Sequence[Operation]) -> dict[str, Any]:
         if params:
             item["parameters"] = params
         paths.setdefault(op.path, {})[op.method.lower()] = item
+    used = {tag for item in paths.values() for op in item.values() for tag in op["tags"]}
     return {
         "openapi": "3.1.0",
-        "info": {
-            "title": "ivr integration API",
-            "version": "1",
-            "description": "Agent callbacks and call records. Errors are RFC 9457 problem"
-            " details (`application/problem+json`: `type`, `title`, `status`, `detail`, a"
-            " stable `code` and the offending `fields`; the deprecated `error` member keeps"
-            " the previous shape for one release). Times are RFC 3339 with a UTC offset (a"
-            " naive time is a 422). Lists are pages: pass `next` as `cursor`. Query"
-            " parameters an operation does not take are ignored.",
-        },
+        "info": {"title": "ivr integration API", "version": "1", "description": INFO_TEXT},
+        "tags": [
+            {"name": name, "description": text}
+            for name, text in TAGS.items()
+            if name in used or name == "webhooks"
+        ],
         "paths": paths,
+        "webhooks": webhooks_section(lambda model: refs[(model, "serialization")]),
         "components": {
             "schemas": components,
             "securitySchemes": {

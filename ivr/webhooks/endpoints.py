@@ -22,17 +22,23 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-WEBHOOK_EVENTS: tuple[str, ...] = (
-    "call.started",
-    "call.ended",
-    "callback.scheduled",
-    "callback.updated",
-    "callback.due",
-    "callback.claimed",
-    "callback.completed",
-    "callback.cancelled",
-    "callback.expired",
-)
+EVENT_DESCRIPTIONS: dict[str, str] = {
+    "call.started": "A call was answered; its record is written (`data.call`).",
+    "call.ended": "A call ended; `end_reason` says how (also sent for the calls a crashed"
+    " server left open, closed at its restart).",
+    "callback.scheduled": "A new callback was booked: by a caller in a call, or over the API"
+    " (POST /v1/callbacks).",
+    "callback.updated": "An open callback changed: a repeat caller's new request, a"
+    " reschedule, or an attempt that did not reach the caller and will be retried.",
+    "callback.due": "The dispatcher hands a due callback out: dial now, then report the"
+    " outcome (POST /v1/callbacks/{id}/complete) within the dispatch lease.",
+    "callback.claimed": "An agent took the callback.",
+    "callback.completed": "The callback ended with a final outcome.",
+    "callback.cancelled": "The callback was cancelled.",
+    "callback.expired": "The callback ran out of attempts, or was still open too long after"
+    " it was due.",
+}
+WEBHOOK_EVENTS: tuple[str, ...] = tuple(EVENT_DESCRIPTIONS)
 """Every event type the outbox carries (tests/test_webhooks_standard.py checks the code
 writes no other)."""
 GROUPS = frozenset(t.split(".")[0] for t in WEBHOOK_EVENTS)
