@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -400,7 +401,12 @@ def test_busy_when_over_the_call_limit(tmp_path: Path) -> None:
             token=FEED_TOKEN,
         )
         task = asyncio.create_task(first.run())
-        await asyncio.sleep(1.0)
+        # The first call holds the one slot before the second dials (a loaded machine may
+        # take more than a second to start it).
+        deadline = time.monotonic() + 60
+        while (await asyncio.to_thread(server.health))["active_calls"] < 1:
+            assert not task.done() and time.monotonic() < deadline, "first call not up"
+            await asyncio.sleep(0.05)
         second = await Caller(
             server.media_url, [CallerTurn(dtmf="1")], KNOWN, out=None, token=FEED_TOKEN
         ).run()

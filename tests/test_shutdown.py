@@ -58,7 +58,10 @@ def test_sigterm_lets_a_call_in_progress_finish(tmp_path: Path) -> None:
 
         async def call_through_the_shutdown() -> None:
             call = asyncio.create_task(caller.run())
-            await until(lambda: any(e["event"] == "prompt" for e in caller.report.events))
+            await until(
+                lambda: call.done() or any(e["event"] == "prompt" for e in caller.report.events)
+            )
+            assert not call.done(), (call.result(), server.log_text()[-3000:])
             server.proc.send_signal(signal.SIGTERM)
             await until(lambda: "shutdown: taking no new calls" in server.log_text())
             # draining: not ready, and a new call is turned away while this one goes on
@@ -92,7 +95,10 @@ def test_sigterm_cuts_calls_still_up_after_the_drain(tmp_path: Path) -> None:
 
         async def cut() -> None:
             call = asyncio.create_task(caller.run())
-            await until(lambda: any(e["event"] == "prompt" for e in caller.report.events))
+            await until(
+                lambda: call.done() or any(e["event"] == "prompt" for e in caller.report.events)
+            )
+            assert not call.done(), (call.result(), server.log_text()[-3000:])
             server.proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(call, 30)
 
