@@ -37,9 +37,8 @@ from prometheus_client.metrics_core import (
 
 import ivr
 from ivr.appkeys import METRICS
-from ivr.store import CallbackCounts, OutboxCounts, Store, StoreError
+from ivr.store import PARKED_UNTIL, CallbackCounts, OutboxCounts, Store, StoreError
 from ivr.tasks import cancel_and_wait
-from ivr.webhooks.deliverer import PARKED_UNTIL
 
 if TYPE_CHECKING:
     from ivr.asr.runner import AsrRunner

@@ -32,8 +32,7 @@ from ivr.asr.runner import AsrRunner
 from ivr.audio.pcm import write_wav
 from ivr.dial import Caller, CallerTurn, CallReport
 from ivr.metrics import OUTCOMES, OVERDUE_GRACE, Metrics, StoreSampler, outcome
-from ivr.store import Store, StoreUnavailable
-from ivr.webhooks.deliverer import PARKED_UNTIL
+from ivr.store import PARKED_UNTIL, Store, StoreUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "ivr-dashboard.json"

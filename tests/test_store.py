@@ -13,9 +13,11 @@ import pytest
 
 from ivr.store import (
     MIGRATIONS,
+    PARKED_UNTIL,
     Callback,
     CallbackCounts,
     Conflict,
+    Delivery,
     NotFound,
     OutboxCounts,
     Store,
@@ -397,7 +399,7 @@ async def test_outbox_add_claim_deliver_fail(store: Store) -> None:
 
 
 async def test_outbox_counts_due_pending_and_parked(store: Store) -> None:
-    parked_from = datetime(9999, 1, 1, tzinfo=UTC)  # ivr.webhooks.deliverer.PARKED_UNTIL
+    parked_from = PARKED_UNTIL
     assert await store.outbox_counts(T0, parked_from) == OutboxCounts(0, 0, 0)
     ids = [(await store.add_event("call.ended", {"i": i}, now=T0)).id for i in range(5)]
     now = T0 + timedelta(seconds=1)
@@ -413,6 +415,65 @@ async def test_outbox_counts_due_pending_and_parked(store: Store) -> None:
     assert await store.outbox_counts(now, parked_from) == OutboxCounts(due=0, pending=3, parked=1)
     later = now + LEASE
     assert await store.outbox_counts(later, parked_from) == OutboxCounts(due=3, pending=0, parked=1)
+
+
+async def test_delivery_log_lists_events_by_state_and_replays(store: Store) -> None:
+    events = [
+        await store.add_event(t, {"i": i}, now=T0 + timedelta(seconds=i))
+        for i, t in enumerate(["call.ended", "callback.scheduled", "call.ended", "call.ended"])
+    ]
+    delivered, pending, parked, fresh = (e.id for e in events)
+    now = T0 + timedelta(minutes=1)
+    assert len(await store.claim_due_events(10, now, LEASE)) == 4
+    await store.mark_delivered(delivered, now=now)
+    await store.mark_failed(pending, "HTTP 503", retry_at=now + timedelta(minutes=1))
+    await store.mark_failed(parked, "HTTP 500: boom", retry_at=PARKED_UNTIL)
+    await store.replay_event(fresh, now=now)  # an undelivered event: simply due now
+    states = {e.id: e.state for e in (await store.list_events())[0]}
+    assert states == {
+        delivered: "delivered",
+        pending: "pending",
+        parked: "parked",
+        fresh: "pending",
+    }
+
+    everything, _ = await store.list_events()
+    assert [e.id for e in everything] == [fresh, parked, pending, delivered]  # newest first
+    first, cursor = await store.list_events(limit=3)
+    assert [e.id for e in first] == [fresh, parked, pending] and cursor is not None
+    rest, end = await store.list_events(limit=3, cursor=cursor)
+    assert [e.id for e in rest] == [delivered] and end is None
+    assert [e.id for e in (await store.list_events("parked"))[0]] == [parked]
+    assert [e.id for e in (await store.list_events("delivered"))[0]] == [delivered]
+    assert [e.id for e in (await store.list_events("pending"))[0]] == [fresh, pending]
+    assert [e.id for e in (await store.list_events(type="callback.scheduled"))[0]] == [pending]
+    with pytest.raises(ValueError, match="not one of"):
+        await store.list_events("lost")  # type: ignore[arg-type]
+
+    later = now + timedelta(minutes=5)
+    assert await store.replay_parked(now=later) == 1
+    assert (await store.get_event(parked)).state == "pending"
+    assert parked in [e.id for e in await store.claim_due_events(10, later, LEASE)]
+    # a delivered event replayed is sent again, with its id: undelivered, due now
+    again = await store.replay_event(delivered, now=later)
+    assert again.state == "pending" and again.delivered_at is None and again.id == delivered
+    with pytest.raises(NotFound):
+        await store.replay_event(str(uuid.uuid4()))
+
+
+async def test_delivery_log_keeps_each_post(store: Store) -> None:
+    event = await store.add_event("call.ended", {}, now=T0)
+    posts = [
+        Delivery(event.id, "https://crm.example/hook", T0 + timedelta(seconds=i), s, e, 40 + i)
+        for i, (s, e) in enumerate([(None, "ClientConnectorError"), (503, "HTTP 503"), (204, None)])
+    ]
+    await store.record_deliveries(posts)
+    await store.record_deliveries([])
+    assert await store.list_deliveries(event.id) == posts
+    assert await store.list_deliveries(event.id, limit=2) == posts[1:]  # the last ones
+    assert await store.list_deliveries(str(uuid.uuid4())) == []
+    with pytest.raises(NotFound):
+        await store.list_deliveries("nope")
 
 
 async def test_callback_counts_open_by_status_and_overdue(store: Store) -> None:

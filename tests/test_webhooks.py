@@ -251,6 +251,30 @@ async def test_parked_after_max_attempts_and_kept(
     assert await store.claim_due_events(10, datetime(9998, 1, 1, tzinfo=UTC)) == []
 
 
+async def test_delivery_log_has_each_post_and_a_replay_delivers_a_parked_event(
+    store: Store, receiver: Receiver, make: Make
+) -> None:
+    failing = True
+    receiver.respond = lambda hit: 500 if failing else 204
+    event = await store.add_event("callback.due", {"callback": {"id": "cb1"}})
+    make([receiver.url("/hook?token=s3cret")], max_attempts=2, backoff_base_s=0.02)
+
+    async def parked() -> bool:
+        return (await store.get_event(event.id)).state == "parked"
+
+    await eventually(parked, 10, "the event parked")
+    log = await store.list_deliveries(event.id)
+    assert [(d.status, d.error) for d in log] == [(500, "HTTP 500: nope")] * 2
+    assert all(d.url == receiver.url("/hook") for d in log)  # no query: no credentials kept
+    assert all(0 <= d.duration_ms < 5000 for d in log) and log[0].at <= log[1].at
+    failing = False
+    assert await store.replay_parked() == 1
+    await eventually(delivered(store, event), 10, "the replayed event")
+    log = await store.list_deliveries(event.id)
+    assert [(d.status, d.error) for d in log][-1] == (204, None) and len(log) == 3
+    assert len(receiver.snapshot()) == 3
+
+
 async def test_two_urls_delivered_only_when_both_accept(
     store: Store, receiver: Receiver, make: Make
 ) -> None:

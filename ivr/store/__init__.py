@@ -13,7 +13,9 @@ from pathlib import Path
 
 from ivr.store.base import (
     CALLBACK_STATUSES,
+    EVENT_STATES,
     OPEN_STATUSES,
+    PARKED_UNTIL,
     TURN_KINDS,
     AnalyticsStore,
     Attempt,
@@ -24,7 +26,9 @@ from ivr.store.base import (
     CallbackStore,
     CallStore,
     Conflict,
+    Delivery,
     Event,
+    EventState,
     Node,
     NodeStore,
     NotFound,
@@ -40,8 +44,10 @@ from ivr.store.migrations import MIGRATIONS
 
 __all__ = [
     "CALLBACK_STATUSES",
+    "EVENT_STATES",
     "MIGRATIONS",
     "OPEN_STATUSES",
+    "PARKED_UNTIL",
     "TURN_KINDS",
     "AnalyticsStore",
     "Attempt",
@@ -52,7 +58,9 @@ __all__ = [
     "CallbackStatus",
     "CallbackStore",
     "Conflict",
+    "Delivery",
     "Event",
+    "EventState",
     "Node",
     "NodeStore",
     "NotFound",

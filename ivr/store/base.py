@@ -12,7 +12,7 @@ timezone-aware UTC datetimes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from ivr.store.protocols import (
@@ -27,7 +27,9 @@ from ivr.transcript import TURN_KINDS, TurnKind
 
 __all__ = [
     "CALLBACK_STATUSES",
+    "EVENT_STATES",
     "OPEN_STATUSES",
+    "PARKED_UNTIL",
     "TURN_KINDS",
     "AnalyticsStore",
     "Attempt",
@@ -40,8 +42,10 @@ __all__ = [
     "CallbackStore",
     "ConfidenceCount",
     "Conflict",
+    "Delivery",
     "Escalation",
     "Event",
+    "EventState",
     "IntentUse",
     "Node",
     "NodeCount",
@@ -181,6 +185,13 @@ class Attempt:
     outcome: str | None
 
 
+PARKED_UNTIL = datetime(9999, 1, 1, tzinfo=UTC)
+"""`next_attempt_at` of a parked event (out of attempts): never due again on its own."""
+
+EventState = Literal["pending", "delivered", "parked"]
+EVENT_STATES: tuple[EventState, ...] = ("pending", "delivered", "parked")
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """A webhook event in the outbox."""
@@ -193,6 +204,26 @@ class Event:
     next_attempt_at: datetime
     delivered_at: datetime | None
     last_error: str | None
+
+    @property
+    def state(self) -> EventState:
+        if self.delivered_at is not None:
+            return "delivered"
+        return "parked" if self.next_attempt_at >= PARKED_UNTIL else "pending"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One POST of an event to one endpoint (the webhook delivery log)."""
+
+    event_id: str
+    url: str
+    at: datetime
+    status: int | None
+    """The HTTP status; None when there was no answer (connection error, timeout)."""
+    error: str | None
+    """None when the endpoint accepted the event (2xx)."""
+    duration_ms: int
 
 
 @dataclass(frozen=True, slots=True)

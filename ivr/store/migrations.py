@@ -193,6 +193,26 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        8,
+        "webhook delivery log",
+        (
+            # One row per POST of an event to one endpoint: what the console and the API
+            # show an integrator whose receiver failed (the outbox keeps only the last error).
+            """
+            CREATE TABLE webhook_deliveries (
+                event_id {uuid} NOT NULL REFERENCES outbox (id),
+                url TEXT NOT NULL,
+                at {ts} NOT NULL,
+                status INTEGER,
+                error TEXT,
+                duration_ms INTEGER NOT NULL
+            )""",
+            "CREATE INDEX webhook_deliveries_event ON webhook_deliveries (event_id, at)",
+            # The delivery log lists events newest first.
+            "CREATE INDEX outbox_created ON outbox (created_at, id)",
+        ),
+    ),
 )
 
 assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))

@@ -4,11 +4,29 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from ivr.store.base import Conflict, Event, NotFound, OutboxCounts
-from ivr.store.queries import Queries, claim_sql, json_out, uuid_id
+from ivr.store.base import (
+    EVENT_STATES,
+    PARKED_UNTIL,
+    Conflict,
+    Delivery,
+    Event,
+    EventState,
+    NotFound,
+    OutboxCounts,
+)
+from ivr.store.queries import (
+    Page,
+    Queries,
+    claim_sql,
+    decode_cursor,
+    encode_cursor,
+    json_out,
+    uuid_id,
+)
 from ivr.store.rows import Row, now_or, ts, ts_opt, utc
 
 DEFAULT_EVENT_LEASE = timedelta(seconds=30)
@@ -24,6 +42,17 @@ def _event(r: Row) -> Event:
         next_attempt_at=ts(r["next_attempt_at"]),
         delivered_at=ts_opt(r["delivered_at"]),
         last_error=r["last_error"],
+    )
+
+
+def _delivery(r: Row) -> Delivery:
+    return Delivery(
+        event_id=str(r["event_id"]),
+        url=r["url"],
+        at=ts(r["at"]),
+        status=None if r["status"] is None else int(r["status"]),
+        error=r["error"],
+        duration_ms=int(r["duration_ms"]),
     )
 
 
@@ -107,3 +136,78 @@ class OutboxQueries(Queries):
         rows = await self._select(_COUNTS, utc(now), utc(parked_from))
         r = rows[0]
         return OutboxCounts(due=int(r["due"]), pending=int(r["pending"]), parked=int(r["parked"]))
+
+    async def list_events(
+        self,
+        state: EventState | None = None,
+        type: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Event], str | None]:
+        q = Page("SELECT * FROM outbox", limit)
+        p, where = q.param, q.where
+        if state == "delivered":
+            where.append("delivered_at IS NOT NULL")
+        elif state == "parked":
+            where.append(f"delivered_at IS NULL AND next_attempt_at >= {p(PARKED_UNTIL)}")
+        elif state == "pending":
+            where.append(f"delivered_at IS NULL AND next_attempt_at < {p(PARKED_UNTIL)}")
+        elif state is not None:
+            raise ValueError(f"event state {state!r} is not one of {EVENT_STATES}")
+        if type is not None:
+            where.append(f"type = {p(type)}")
+        if cursor is not None:
+            before_at, before_id = decode_cursor(cursor)
+            where.append(f"(created_at, id) < ({p(before_at)}, {p(before_id)})")
+        rows, more = await q.fetch(self, "created_at DESC, id DESC")
+        items = [_event(r) for r in rows]
+        return items, encode_cursor(items[-1].created_at, items[-1].id) if more else None
+
+    async def replay_event(self, id: str, *, now: datetime | None = None) -> Event:
+        id = uuid_id("event", id)
+        async with self._unit() as c:
+            rows = await c.fetch(
+                "UPDATE outbox SET next_attempt_at = $2, delivered_at = NULL"
+                " WHERE id = $1 RETURNING *",
+                id,
+                now_or(now),
+            )
+        if not rows:
+            raise NotFound("event", id)
+        return _event(rows[0])
+
+    async def replay_parked(self, *, now: datetime | None = None) -> int:
+        async with self._unit() as c:
+            rows = await c.fetch(
+                "UPDATE outbox SET next_attempt_at = $1"
+                " WHERE delivered_at IS NULL AND next_attempt_at >= $2 RETURNING id",
+                now_or(now),
+                PARKED_UNTIL,
+            )
+        return len(rows)
+
+    async def record_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        async with self._unit() as c:
+            for d in deliveries:
+                await c.execute(
+                    "INSERT INTO webhook_deliveries (event_id, url, at, status, error,"
+                    " duration_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+                    uuid_id("event", d.event_id),
+                    d.url,
+                    utc(d.at),
+                    d.status,
+                    d.error,
+                    d.duration_ms,
+                )
+
+    async def list_deliveries(self, event_id: str, limit: int = 100) -> list[Delivery]:
+        id = uuid_id("event", event_id)
+        rows = await self._select(
+            "SELECT * FROM (SELECT * FROM webhook_deliveries WHERE event_id = $1"
+            " ORDER BY at DESC LIMIT $2) AS last ORDER BY at",
+            id,
+            limit,
+        )
+        return [_delivery(r) for r in rows]

@@ -21,8 +21,10 @@ if TYPE_CHECKING:
         CallbackStatus,
         CallTotals,
         ConfidenceCount,
+        Delivery,
         Escalation,
         Event,
+        EventState,
         IntentUse,
         Node,
         NodeCount,
@@ -256,6 +258,33 @@ class OutboxStore(Protocol):
         ...
 
     async def get_event(self, id: str) -> Event: ...
+
+    async def list_events(
+        self,
+        state: EventState | None = None,
+        type: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Event], str | None]:
+        """Events newest first (then id), filtered, a page at a time (the delivery log)."""
+        ...
+
+    async def replay_event(self, id: str, *, now: datetime | None = None) -> Event:
+        """Due again at `now`, delivered or not (a parked event gets one more attempt; a
+        delivered one is sent again, with the same id)."""
+        ...
+
+    async def replay_parked(self, *, now: datetime | None = None) -> int:
+        """Every parked event due again at `now`; how many."""
+        ...
+
+    async def record_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        """Append POSTs of events to the delivery log."""
+        ...
+
+    async def list_deliveries(self, event_id: str, limit: int = 100) -> list[Delivery]:
+        """An event's POSTs, oldest first (the last `limit`)."""
+        ...
 
     async def outbox_counts(self, now: datetime, parked_from: datetime) -> OutboxCounts:
         """How many undelivered events are due at `now`, due later, and parked (due at or

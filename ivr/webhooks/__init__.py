@@ -3,7 +3,8 @@ the endpoints' settings syntax: `endpoints`; the signatures: `signing`)."""
 
 from __future__ import annotations
 
-from ivr.webhooks.deliverer import PARKED_UNTIL, WebhookDeliverer, backoff_s, body_of
+from ivr.store import PARKED_UNTIL
+from ivr.webhooks.deliverer import WebhookDeliverer, backoff_s, body_of
 from ivr.webhooks.endpoints import WEBHOOK_EVENTS, WebhookEndpoint
 from ivr.webhooks.signing import (
     EVENT_ID_HEADER,

@@ -42,9 +42,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
@@ -52,15 +54,13 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from ivr.store import Conflict, Event, Store
+from ivr.store import PARKED_UNTIL, Conflict, Delivery, Event, Store
 from ivr.tasks import cancel_and_wait
 from ivr.webhooks.endpoints import WebhookEndpoint
 from ivr.webhooks.signing import delivery_headers
 
 log = logging.getLogger(__name__)
 
-PARKED_UNTIL = datetime(9999, 1, 1, tzinfo=UTC)
-"""`next_attempt_at` of a parked event: never due again on its own."""
 _MAX_ERROR = 500  # characters of an error kept in the outbox
 _MAX_RESPONSE = 64 * 1024  # bytes of a response read (so the connection can be reused)
 _MAX_REMEMBERED = 100_000  # events partly accepted (some URLs) whose URLs we remember
@@ -272,10 +272,11 @@ class WebhookDeliverer:
         body = body_of(event, self.tz)
         t = int(self.clock().timestamp())  # signed per attempt: when this attempt was sent
         results = await asyncio.gather(
-            *(self._post(e.url, body, self._headers(e, event, body, t)) for e in targets)
+            *(self._post(event, e.url, body, self._headers(e, event, body, t)) for e in targets)
         )
+        await self._log_deliveries(results)
         errors: dict[str, str] = {}
-        for url, error in zip((e.url for e in targets), results, strict=True):
+        for url, error in zip((e.url for e in targets), (d.error for d in results), strict=True):
             if error is None:
                 done.add(url)
                 if self._failing.pop(url, None) is not None:
@@ -289,20 +290,37 @@ class WebhookDeliverer:
             self._accepted[event.id] = done  # for the retry; dropped once it is settled
         return errors
 
-    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> str | None:
+    async def _post(self, event: Event, url: str, body: bytes, headers: dict[str, str]) -> Delivery:
+        at, start = self.clock(), time.monotonic()
+        status: int | None = None
+        error: str | None
         try:
             async with self.http.post(
                 url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False
             ) as resp:
+                status = resp.status
                 text = await resp.content.read(_MAX_RESPONSE)
                 if 200 <= resp.status < 300:
-                    return None
-                snippet = text[:200].decode(errors="replace").strip()
-                return f"HTTP {resp.status}" + (f": {snippet}" if snippet else "")
+                    error = None
+                else:
+                    snippet = text[:200].decode(errors="replace").strip()
+                    error = f"HTTP {resp.status}" + (f": {snippet}" if snippet else "")
         except TimeoutError:
-            return f"no response within {self.timeout.total:g} s"
+            error = f"no response within {self.timeout.total:g} s"
         except (aiohttp.ClientError, ValueError, OSError) as exc:
-            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        ms = round((time.monotonic() - start) * 1000)
+        return Delivery(event.id, url, at, status, error and error[:_MAX_ERROR], ms)
+
+    async def _log_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        """The delivery log keeps each POST, its URL labelled (no credentials or query). A
+        failure to write it loses only the log lines, never the event's own state."""
+        try:
+            await self.store.record_deliveries(
+                [dataclasses.replace(d, url=label(d.url)) for d in deliveries]
+            )
+        except Exception as exc:
+            log.warning("webhooks: cannot write the delivery log: %s", exc)
 
     async def _settle(self, event: Event, errors: dict[str, str]) -> None:
         if not errors:
