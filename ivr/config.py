@@ -40,7 +40,14 @@ def _default_data_dir() -> Path:
 
 
 Scope = Literal[
-    "calls.read", "callbacks.read", "callbacks.write", "analytics.read", "flows.read", "flows.write"
+    "calls.read",
+    "callbacks.read",
+    "callbacks.write",
+    "analytics.read",
+    "flows.read",
+    "flows.write",
+    "webhooks.read",
+    "webhooks.write",
 ]
 SCOPES: tuple[str, ...] = get_args(Scope)
 """API token scopes; "*" grants all."""

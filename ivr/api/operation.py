@@ -24,6 +24,7 @@ from ivr.store import Conflict, NotFound, StoreUnavailable
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 STORE_RETRY_AFTER_S = 5
 """Retry-After of a 503 for a failing database: about the store's heartbeat, which finds
 it answering again (/readyz)."""
@@ -179,3 +180,15 @@ def endpoint(op: Operation) -> Callable[[web.Request], Awaitable[web.StreamRespo
 
     handle.__name__ = handle.__qualname__ = op.operation_id
     return handle
+
+
+async def paged(result: Awaitable[T], cursor: str | None) -> T:
+    """A store list's ValueError for a cursor it did not hand out → 400 naming `cursor`
+    (limit and filters are validated before, so with no cursor it is a bug: let it raise)."""
+    try:
+        return await result
+    except ValueError:
+        if cursor is None:
+            raise
+        error = [("cursor", "not a cursor this list returned")]
+        raise ApiError(400, "invalid cursor", error, code="invalid_cursor") from None

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel
 
-from ivr.api import analytics, flows, grammar, live
+from ivr.api import analytics, deliveries, flows, grammar, live
 from ivr.api.errors import ApiError, json_errors
 from ivr.api.limits import AnonymousConnections, ClientLimits, limit_anonymous
 from ivr.api.models import (
@@ -269,6 +269,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *flows.OPERATIONS,
     *grammar.OPERATIONS,
     *analytics.OPERATIONS,
+    *deliveries.OPERATIONS,
     Operation("GET", "/v1/openapi.json", openapi, "getOpenApi", "This document", None),
 )
 
