@@ -13,6 +13,7 @@ import io
 import json
 import re
 import shutil
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,7 +34,7 @@ from browser import (
     screenshot,
     show_tab,
 )
-from live_server import FEED_TOKEN, LiveServer, live_server
+from live_server import FEED_TOKEN, LiveServer, free_port, live_server
 from playwright.async_api import Browser, Page, expect
 from speech import flite
 
@@ -53,7 +54,8 @@ KNOWN = "+15551230001"  # a demo account: "Your balance is 23 dollars and 50 cen
 DUE = (datetime.now(UTC) + timedelta(days=2)).replace(hour=10, minute=0, second=0, microsecond=0)
 NUMBERS = ["+15550100001", "+15550100002", "+15550100003"]
 SEEDED: dict[str, str] = {}  # number → callback id
-PAGES = ("live", "callbacks", "grammar", "analytics", "softphone")
+SEEDED_BY_ID: dict[str, str] = {}  # callback id → number
+PAGES = ("live", "callbacks", "grammar", "analytics", "webhooks", "softphone")
 
 
 def seed(db: Path) -> None:
@@ -75,6 +77,7 @@ def seed(db: Path) -> None:
                 due = DUE + timedelta(minutes=15 * i)
                 cb, _ = await callbacks.book(number, due, reason="bill", transcript=transcript)
                 SEEDED[number] = cb.id
+                SEEDED_BY_ID[cb.id] = number
         finally:
             await store.close()
 
@@ -99,7 +102,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     flow.parent.mkdir()
     shutil.copy(ROOT / "grammars" / "hotline.yaml", flow)
     tokens = f"{AGENT}:{hash_token(TOKEN)}:*,reader:{hash_token(READER)}:callbacks.read"
-    with live_server(tmp, IVR_API_TOKENS=tokens, IVR_FLOW=str(flow)) as live:
+    # The CRM's receiver is down (nothing listens there): each event is parked at its first
+    # failed POST, as after an outage, for the webhooks page to show and replay.
+    down = {
+        "IVR_WEBHOOK_URLS": f"http://127.0.0.1:{free_port()}/crm",
+        "IVR_WEBHOOK_MAX_ATTEMPTS": "1",
+    }
+    with live_server(tmp, IVR_API_TOKENS=tokens, IVR_FLOW=str(flow), **down) as live:
         yield live
 
 
@@ -220,6 +229,8 @@ async def check_page(page: Page, server: LiveServer, tab: str) -> None:
             box = page.locator(f"#an-{section}")
             await box.locator("p, table, figure, .cards-grid").first.wait_for()
             assert await box.locator(".notice.error").count() == 0
+    elif tab == "webhooks":
+        await page.locator("#wh-table tbody tr[data-event-id]").first.wait_for()
     elif tab == "softphone":
         assert await page.is_enabled("#sp-dial") and await page.is_disabled("#sp-hangup")
 
@@ -334,6 +345,58 @@ async def test_callbacks_are_worked_from_the_queue(browser: Browser, server: Liv
     rescheduled = await api(server, f"/v1/callbacks/{moved}")
     assert datetime.fromisoformat(rescheduled["due_at"]) == datetime(2031, 2, 3, 10, 30, tzinfo=UTC)
     assert (await api(server, f"/v1/callbacks/{dropped}"))["status"] == "cancelled"
+
+
+async def test_parked_webhooks_are_inspected_and_replayed(
+    browser: Browser, server: LiveServer
+) -> None:
+    """The seeded bookings' callback.scheduled events were parked by real failed POSTs."""
+
+    async def parked() -> list[Any]:
+        return (await api(server, "/v1/webhooks/events?state=parked&type=callback.scheduled"))[
+            "items"
+        ]
+
+    deadline = time.monotonic() + 30
+    while len(await parked()) < len(NUMBERS):
+        assert time.monotonic() < deadline, "the bookings' events were not parked"
+        await asyncio.sleep(0.2)
+    event = (await parked())[0]
+    async with console_page(browser, base(server), TOKEN) as (page, errors):
+        await show_tab(page, "webhooks")
+        await page.select_option("#wh-state", "parked")
+        await page.click('#wh-filters button[type="submit"]')
+        row = page.locator(f'#wh-table tr[data-event-id="{event["id"]}"][data-state="parked"]')
+        await row.wait_for()
+        assert "ClientConnectorError" in await row.inner_text()
+        await row.locator("a").click()
+        deliveries = page.locator("#wh-deliveries tr[data-ok]")
+        await expect(deliveries).to_have_count(1)
+        assert "no answer" in await deliveries.first.inner_text()
+        data = (await api(server, f"/v1/webhooks/events/{event['id']}"))["data"]
+        number = SEEDED_BY_ID[data["callback"]["id"]]
+        await page.locator("#wh-detail pre.json").get_by_text(number).wait_for()
+        # dismissed: nothing sent; accepted: sent again (and parked again: still down)
+        page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.dismiss()))
+        await row.locator('button[data-action="replay"]').click()
+        await asyncio.sleep(0.5)
+        assert len((await api(server, f"/v1/webhooks/events/{event['id']}"))["deliveries"]) == 1
+        page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await row.locator('button[data-action="replay"]').click()
+        await page.locator("#wh-status").get_by_text("replayed").wait_for()
+        deadline = time.monotonic() + 20
+        while len((await api(server, f"/v1/webhooks/events/{event['id']}"))["deliveries"]) < 2:
+            assert time.monotonic() < deadline, "the replayed event was not sent"
+            await asyncio.sleep(0.2)
+        await page.select_option("#wh-state", "")  # it may have been pending at the reload
+        await page.click('#wh-filters button[type="submit"]')
+        await page.locator(f'#wh-table tr[data-event-id="{event["id"]}"] a').click()
+        await expect(deliveries).to_have_count(2)
+        await screenshot(page, "webhooks-replayed")
+        page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await page.click("#wh-replay-parked")
+        await page.locator("#wh-status").get_by_text("parked event").wait_for()
+        assert errors.messages == []
 
 
 # --- grammar ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import { LiveFeed } from "./feed.js";
 import { grammarView } from "./grammar.js";
 import { liveView } from "./live.js";
 import { softphoneView } from "./softphone.js";
+import { webhooksView } from "./webhooks.js";
 
 const nav = document.getElementById("tabs");
 const main = document.getElementById("main");
@@ -65,7 +66,7 @@ async function check() {
 }
 
 function start() {
-  views ??= [liveView({ feed }), callbacksView(), grammarView(), analyticsView(), softphoneView({ feed })];
+  views ??= [liveView({ feed }), callbacksView(), grammarView(), analyticsView(), webhooksView(), softphoneView({ feed })];
   clear(
     nav,
     views.map((v) => h("a", { href: `#${v.id}`, id: `tab-${v.id}`, dataset: { tab: v.id } }, v.title)),
