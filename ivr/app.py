@@ -15,7 +15,7 @@ import functools
 import gc
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -33,6 +33,7 @@ from ivr.appkeys import (
     SERVICES,
     SETTINGS,
     STORE_PROBE,
+    TOKEN_GUARD,
     WEBHOOKS,
 )
 from ivr.asr.base import Engine
@@ -61,8 +62,9 @@ from ivr.server.http import server_options
 from ivr.server.stream import StreamServer
 from ivr.server.transports import AUDIOSOCKET, add_call_routes
 from ivr.sip.endpoint import check_sip_port, start_sip
-from ivr.store import Store, open_store
+from ivr.store import Store, StoreError, open_store
 from ivr.store.health import StoreProbe
+from ivr.token_guard import RevocationPoller
 from ivr.tts import PromptCache, PromptRenderer, TtsEngine
 from ivr.webhooks import WebhookDeliverer
 
@@ -231,6 +233,7 @@ async def _open_store(
     metrics.store_errors = lambda: store.health.errors
     probe.start()
     stack.push_async_callback(probe.close)
+    await _start_revocations(app, stack, store)
     return store
 
 
@@ -296,6 +299,29 @@ def _start_background(
     sampler = StoreSampler(callbacks.store, metrics, settings.metrics_sample_seconds)
     sampler.start()  # the outbox and callback counts of /metrics
     stack.push_async_callback(sampler.close)
+
+
+async def _start_revocations(
+    app: web.Application, stack: contextlib.AsyncExitStack, store: Store
+) -> None:
+    """`ivr token revoke`, honoured without a restart: the revoked tokens read before the
+    first request (a revoked token never works), then every few seconds."""
+    revocations = RevocationPoller(
+        app[TOKEN_GUARD],
+        _revoked_digests(store),
+        app[SETTINGS].token_revocation_poll_seconds,
+        errors=(StoreError,),
+    )
+    app[METRICS].token_guard = app[TOKEN_GUARD]
+    await revocations.start()
+    stack.push_async_callback(revocations.close)
+
+
+def _revoked_digests(store: Store) -> Callable[[], Awaitable[list[str]]]:
+    async def load() -> list[str]:
+        return [r.sha256 for r in await store.revoked_tokens()]
+
+    return load
 
 
 def word_checker(engine: Engine) -> Engine:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ivr.metrics import Metrics
     from ivr.server.stream import StreamServer
     from ivr.store.health import StoreProbe
+    from ivr.token_guard import TokenGuard
     from ivr.webhooks import WebhookDeliverer
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
@@ -40,3 +41,6 @@ API: web.AppKey[ApiContext] = web.AppKey("api")
 """All the API handlers reach: the store, callbacks, the call event bus, the flows..."""
 FEEDS: web.AppKey[FeedSlots] = web.AppKey("feed_slots")
 """The live feeds' open sockets, against their cap."""
+TOKEN_GUARD: web.AppKey[TokenGuard] = web.AppKey("token_guard")
+"""Failed token attempts per client and the revoked tokens: every token check applies it
+(`ivr.auth.request_principal`)."""

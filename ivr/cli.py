@@ -6,15 +6,26 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
 from ivr.asr.base import Engine
 from ivr.asr.models import ModelError
+from ivr.cli_common import HelpFormatter, VersionAction, common_options, is_leaf, parsers
+from ivr.cli_tokens import add_parser as add_token_parser
 from ivr.config import ConfigError, Settings, load_settings
 from ivr.dialog.flow import FlowError
-from ivr.grammar import Grammar, GrammarError, from_phrases, load_grammar
+from ivr.grammar import (
+    Grammar,
+    GrammarError,
+    NotAGrammar,
+    from_phrases,
+    known_grammars,
+    load_grammar,
+)
 from ivr.logs import setup as setup_logging
 from ivr.tuning.commands import add_parser as add_grammar_parser
 
@@ -33,7 +44,11 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     if args.phrases is not None:
         grammar = from_phrases(args.phrases.split(","))
     elif args.grammar:
-        grammar = load_grammar(args.grammar, settings.grammar_dir)
+        try:
+            grammar = load_grammar(args.grammar, settings.grammar_dir)
+        except NotAGrammar as exc:
+            print(f"ivr recognize: {_flow_hint(exc, args)}", file=sys.stderr)
+            return 2
     engine = _cli_engine(args, settings)
     try:
         audio = read_wav(args.audio)
@@ -56,6 +71,20 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         out["reason"] = match.reason
     print(json.dumps(out, ensure_ascii=False))
     return 0
+
+
+def _flow_hint(exc: NotAGrammar, args: argparse.Namespace) -> str:
+    """What to run instead of recognizing against a flow: `ivr grammar test`, which hears the
+    file as the flow's node would, with that node's grammar."""
+    audio = shlex.quote(str(args.audio))
+    flow = shlex.quote(str(args.grammar))
+    grammars = ", ".join(known_grammars(exc.path.parent)) or "none"
+    return (
+        f"{args.grammar!r} is a flow, not a grammar ({exc.path} has nodes, each listening with"
+        f" its own grammar).\nTo hear the file as a node of the flow would, run:\n"
+        f"  ivr grammar test {flow} --audio {audio} [--node NODE]\n"
+        f"(default node: the first that listens). Grammars in {exc.path.parent}: {grammars}."
+    )
 
 
 def _cli_engine(args: argparse.Namespace, settings: Settings) -> Engine:
@@ -90,7 +119,9 @@ def cmd_say(args: argparse.Namespace) -> int:
         raise SystemExit(f"ivr say: {exc}") from exc
     finally:
         engine.close()
-    write_wav(args.output, audio.to_rate(args.rate) if args.rate else audio)
+    out = audio.to_rate(args.rate) if args.rate else audio
+    write_wav(args.output, out)
+    print(f"wrote {args.output}: {out.duration:.2f} s, {out.rate} Hz, mono 16-bit PCM WAV")
     return 0
 
 
@@ -175,27 +206,6 @@ class _TurnAction(argparse.Action):
         namespace.turns = turns
 
 
-def cmd_token(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
-    from ivr.api import hash_token, new_token, token_entry
-    from ivr.config import ApiToken
-
-    token = new_token()
-    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
-    if not scopes:
-        raise SystemExit("ivr token new: --scopes: name at least one scope")
-    try:  # the configuration's own rules for names and scopes
-        ApiToken(name=args.name, sha256=hash_token(token), scopes=scopes)
-    except ValidationError as exc:
-        problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
-        raise SystemExit(f"ivr token new: {problems}") from None
-    # The token itself is shown this once; the server keeps only the entry (its SHA-256).
-    print(f"token: {token}")
-    print(f"IVR_API_TOKENS entry: {token_entry(args.name, token, scopes)}")
-    return 0
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from ivr.app import StartupError, run
 
@@ -216,47 +226,106 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ivr", description="Voice IVR and speech service")
-    parser.add_argument("--config", type=Path, help="YAML configuration file")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument(
+        "--version",
+        action=VersionAction,
+        help="print the version, Python and ASR engine (as the ivr_build_info metric) and exit",
+    )
+    common_options(parser, argparse.Namespace(config=None, verbose=False))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(sub)
     _add_dial(sub)
     _add_recognize(sub)
     _add_say(sub)
     _add_models(sub)
-    _add_token(sub)
+    add_token_parser(sub)  # ivr token new | list | revoke
     add_grammar_parser(sub)  # ivr grammar check | test | eval
+    for p in parsers(parser):
+        p.formatter_class = HelpFormatter
+        if p is not parser and is_leaf(p):
+            # Also after the subcommand (`ivr serve --config FILE`), the same meaning; not
+            # given there, the value before it stands (SUPPRESS: no default overwrites it).
+            common_options(p, None)
     return parser
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the service")
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    p.add_argument("--audiosocket-port", type=int)
-    p.add_argument("--sip-port", type=int, help="SIP on UDP and TCP (default 5060; 0: no SIP)")
-    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--host", help="listen on this address (default: IVR_HOST, 0.0.0.0)")
+    p.add_argument("--port", type=int, help="HTTP port (default: IVR_PORT, 8080)")
+    p.add_argument(
+        "--audiosocket-port",
+        type=int,
+        help="Asterisk AudioSocket TCP port (default: IVR_AUDIOSOCKET_PORT, 9092; 0: none)",
+    )
+    p.add_argument(
+        "--sip-port",
+        type=int,
+        help="SIP on UDP and TCP (default: IVR_SIP_PORT, else 5060 when free; 0: no SIP)",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="database, recordings, caches (default: IVR_DATA_DIR, ~/.local/share/ivr)",
+    )
     p.set_defaults(func=cmd_serve)
 
 
+def _dial_epilog() -> str:
+    from ivr.dial import EVENTS
+
+    lines = ["It prints one JSON object a line, `event` naming it:"]
+    lines += [f"  {name}: {text}" for name, text in EVENTS.items()]
+    lines.append("Exit code 0 once the call hung up, 1 when no hangup came (--max-seconds).")
+    return "\n".join(
+        textwrap.fill(line, 92, subsequent_indent="      " if line.startswith("  ") else "")
+        for line in lines
+    )
+
+
 def _add_dial(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("dial", help="simulate a caller over the WebSocket media stream")
-    p.add_argument("url", nargs="?", default="ws://127.0.0.1:8080/v1/media-stream")
-    p.add_argument("--wav", action=_TurnAction, dest="turns", help="speak this WAV (a turn)")
+    p = sub.add_parser(
+        "dial",
+        help="simulate a caller over the WebSocket media stream",
+        description="Call the service as a telephony provider would, answer each prompt with"
+        " the next --wav or --dtmf turn, and print the call's events.",
+        epilog=_dial_epilog(),
+    )
+    p.add_argument(
+        "url", nargs="?", default="ws://127.0.0.1:8080/v1/media-stream", help="media stream URL"
+    )
+    p.add_argument(
+        "--wav",
+        action=_TurnAction,
+        dest="turns",
+        metavar="FILE",
+        help="speak this WAV (a turn; default: no turns, hang up after the greeting)",
+    )
     p.add_argument(
         "--dtmf",
         action=_TurnAction,
         dest="turns",
-        help="key these digits (a turn); - sends no input this turn",
+        metavar="KEYS",
+        help="key these digits (a turn); - sends no input this turn (default: no turns)",
     )
-    p.add_argument("--from", dest="caller", help="caller number")
-    p.add_argument("--record", type=Path, help="write the call's audio (both sides) here")
+    p.add_argument(
+        "--from",
+        dest="caller",
+        help="caller number, e.g. +15551230001 (a demo account; default: none, unknown caller)",
+    )
+    p.add_argument(
+        "--record",
+        type=Path,
+        metavar="FILE",
+        help="write the call's audio (both sides) here (default: not)",
+    )
     p.add_argument(
         "--barge-in-after",
         type=float,
-        help="speak this many seconds into a prompt instead of waiting for its end",
+        metavar="SECONDS",
+        help="speak this many seconds into a prompt (default: wait for the prompt's end)",
     )
-    p.add_argument("--max-seconds", type=float, default=300.0)
+    p.add_argument("--max-seconds", type=float, default=300.0, help="hang up after this long")
     p.add_argument(
         "--token",
         default=os.environ.get("IVR_TOKEN"),
@@ -267,23 +336,38 @@ def _add_dial(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _add_recognize(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("recognize", help="recognize a WAV file; prints one JSON object")
-    p.add_argument("audio", type=Path)
+    p.add_argument("audio", type=Path, help="a WAV file (8 or 16 kHz as is; others resampled)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--grammar", help="grammar name (in the grammar dir) or YAML file path")
-    g.add_argument("--phrases", help='comma-separated phrases, each its own intent: "a,b,c"')
-    p.add_argument("--engine", choices=["whisper", "vosk", "pocketsphinx"])
-    p.add_argument("--model", type=Path, help="model directory (Vosk, or Whisper)")
+    g.add_argument(
+        "--grammar",
+        help="grammar name (in the grammar dir) or YAML file path (default: none, free text;"
+        " for what a flow's node understands: ivr grammar test FLOW --audio FILE)",
+    )
+    g.add_argument(
+        "--phrases",
+        help='comma-separated phrases, each its own intent: "a,b,c" (default: none)',
+    )
+    p.add_argument(
+        "--engine",
+        choices=["whisper", "vosk", "pocketsphinx"],
+        help="ASR engine (default: the configured one, IVR_ASR_ENGINE)",
+    )
+    p.add_argument(
+        "--model",
+        type=Path,
+        help="model directory, Vosk or Whisper (default: the configured one)",
+    )
     p.add_argument("--nbest", type=int, default=3, help="alternatives to report")
     p.set_defaults(func=cmd_recognize)
 
 
 def _add_say(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("say", help="synthesize speech to a WAV file")
-    p.add_argument("text")
-    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("text", help="what to say")
+    p.add_argument("-o", "--output", type=Path, required=True, help="WAV file to write")
     p.add_argument("--rate", type=int, help="output sample rate (default: the voice's own)")
-    p.add_argument("--voice")
-    p.add_argument("--speed", type=int, help="words per minute")
+    p.add_argument("--voice", help="espeak-ng voice (default: IVR_TTS_VOICE, else en-us)")
+    p.add_argument("--speed", type=int, help="words per minute (default: IVR_TTS_SPEED, 160)")
     p.set_defaults(func=cmd_say)
 
 
@@ -291,24 +375,11 @@ def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p = sub.add_parser("models", help="official Vosk models and faster-whisper models")
     msub = p.add_subparsers(dest="action", required=True)
     pi = msub.add_parser("install", help="download, verify and unpack a model")
-    pi.add_argument("name")
+    pi.add_argument("name", help="a name `ivr models list` shows, e.g. faster-whisper-base")
     pi.add_argument("--data-dir", type=Path, help="where models go (default: DATA_DIR/models)")
-    pi.add_argument("--force", action="store_true")
+    pi.add_argument("--force", action="store_true", help="replace an installed model")
     msub.add_parser("list", help="list the official models")
     p.set_defaults(func=cmd_models)
-
-
-def _add_token(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("token", help="API bearer tokens")
-    tsub = p.add_subparsers(dest="action", required=True)
-    pt = tsub.add_parser("new", help="make a token; prints it once and its IVR_API_TOKENS entry")
-    pt.add_argument("name", help="who uses it (the acting agent name by default)")
-    pt.add_argument(
-        "--scopes",
-        required=True,
-        help="comma-separated: calls.read, callbacks.read, callbacks.write, or *",
-    )
-    p.set_defaults(func=cmd_token)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

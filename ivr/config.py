@@ -177,6 +177,13 @@ class Settings(BaseSettings):
     # limit (e.g. behind a proxy that limits, where every client has the proxy's address).
     max_anonymous_connections_per_client: int = Field(64, ge=0)
     max_feed_subscribers: int = Field(500, ge=1)  # live-feed WebSockets at once, all kinds
+    # Failed token attempts (an unknown or revoked token) per client address (IPv6: its
+    # /64) within the window; at the limit its requests that need a token are 429 for the
+    # window (ivr/token_guard.py). 0: no limit (behind a proxy: every client has its address).
+    max_token_failures_per_client: int = Field(10, ge=0)
+    token_failure_window_seconds: float = Field(60, gt=0)
+    # How often the server reads the revoked tokens (`ivr token revoke`) from the database.
+    token_revocation_poll_seconds: float = Field(5, gt=0)
     # A connection must finish its request headers this long after it opens (or after its
     # previous response); an idle keep-alive connection is closed then too.
     header_timeout_seconds: float = Field(10, gt=0)

@@ -35,7 +35,24 @@ from ivr.transports.twilio import TwilioClient
 
 RATE = 8000
 FRAME = frame_bytes(RATE, FRAME_MS)  # one frame of 16-bit PCM
-PRINTED = {"prompt", "recognized", "dtmf", "no_input", "no_match", "barge_in", "hangup"}
+EVENTS: dict[str, str] = {
+    "prompt": "the bot said `text` at `node` (null: before the flow, e.g. the busy prompt)",
+    "recognized": "the caller's speech at `node`: `text` as heard, the `intent` it matched"
+    " (null: none) and the recognizer's `confidence` (0-1)",
+    "dtmf": "keys the caller pressed at `node`: `digits`, the `intent` they chose (null: none)",
+    "no_input": "the caller said and keyed nothing in time at `node`; `text` says why",
+    "no_match": "what the caller said or keyed at `node` matched nothing; `text` says why",
+    "barge_in": "the caller spoke over a prompt at `node`, which stopped: its `text`, how much"
+    " of it was heard (`heard_ms` of `prompt_ms`) and how that is known (`heard_by`: `mark`,"
+    " echoed by the simulator, or `sent`)",
+    "caller_hangup": "the simulator hung up: its turns were all used",
+    "hangup": "the call ended: its `reason` (caller_hangup, the flow's own when it ends the"
+    " call, busy, max_duration...; `simulator timeout` when --max-seconds ran"
+    " out first)",
+}
+"""Every event `ivr dial` prints (one JSON object a line, `event` naming it), and its fields."""
+PRINTED = set(EVENTS) - {"caller_hangup"}
+"""The call's own events (from its feed) that are printed; caller_hangup is the simulator's."""
 
 
 @dataclass(frozen=True)

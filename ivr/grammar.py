@@ -48,6 +48,15 @@ class GrammarError(ValueError):
         self.loc = loc
 
 
+class NotAGrammar(GrammarError):
+    """The file is a dialog flow (it has nodes), not a grammar: its nodes each listen with
+    their own grammar, which `ivr grammar test FLOW` tries."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path} is a dialog flow (it has nodes), not a grammar")
+        self.path = path
+
+
 def normalize(text: str) -> str:
     """Lower-case, NFC, punctuation dropped, unknown-word markers kept as a placeholder."""
     words = []
@@ -396,13 +405,18 @@ def _is_flow(path: Path) -> bool:
         return False
 
 
+def known_grammars(grammar_dir: Path) -> list[str]:
+    """The names of the grammars (not flows) in `grammar_dir`."""
+    return sorted(p.stem for p in grammar_dir.glob("*.yaml") if not _is_flow(p))
+
+
 def load_grammar(name_or_path: str | Path, grammar_dir: Path) -> Grammar:
     """Load a grammar by file path or by name from `grammar_dir` (``NAME.yaml``)."""
     path = Path(name_or_path)
     if not path.is_file():
         candidate = grammar_dir / f"{name_or_path}.yaml"
         if not candidate.is_file():
-            known = sorted(p.stem for p in grammar_dir.glob("*.yaml") if not _is_flow(p))
+            known = known_grammars(grammar_dir)
             raise GrammarError(
                 f"grammar {str(name_or_path)!r} not found: no such file, and no {candidate} "
                 f"(known grammars: {', '.join(known) or 'none'})"
@@ -416,4 +430,6 @@ def load_grammar(name_or_path: str | Path, grammar_dir: Path) -> Grammar:
         raise GrammarError(f"{path}: not valid YAML: {exc}") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise GrammarError(f"{path}: cannot read: {exc}") from exc
+    if isinstance(data, dict) and "nodes" in data and "intents" not in data:
+        raise NotAGrammar(path)
     return parse_grammar(data, str(path))

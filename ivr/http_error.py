@@ -42,6 +42,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "invalid_body": (422, "Invalid request body"),
     "invalid_input": (422, "Invalid input"),
     "too_many_requests": (429, "Too many requests"),
+    "too_many_attempts": (429, "Too many failed token attempts"),
     "internal_error": (500, "Internal server error"),
     "unavailable": (503, "Service unavailable"),
     "store_unavailable": (503, "The database is unavailable"),

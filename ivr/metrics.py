@@ -42,6 +42,7 @@ from ivr.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from ivr.asr.runner import AsrRunner
+    from ivr.token_guard import TokenGuard
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,7 @@ class Metrics:
         self.flow_reloads = {"ok": 0, "rejected": 0}
         self.store_sample: StoreSample | None = None  # by StoreSampler
         self.asr_runner: AsrRunner | None = None  # its load, read at scrape (set by the app)
+        self.token_guard: TokenGuard | None = None  # failed token attempts (set by the app)
         # Read at scrape time from the owners of the state (set by the app).
         self.active_calls: Callable[[], int] = lambda: 0
         self.flows: Callable[[], Iterable[tuple[str, str]]] = lambda: ()
@@ -186,6 +188,8 @@ class _Collector:
         yield from _flow_metrics(m)
         yield from _store_metrics(m)
         yield from _sampled_metrics(m)
+        if m.token_guard is not None:
+            yield from m.token_guard.metrics()
 
 
 def _build_metrics(m: Metrics) -> Iterator[Metric]:

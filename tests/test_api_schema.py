@@ -229,6 +229,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "IVR_API_TOKENS": f"fuzz:{hash_token(TOKEN)}:*",
         "IVR_TIMEZONE": "Etc/GMT+5",
         "PYTHONFAULTHANDLER": "1",  # a crash leaves its traceback in the log
+        # Negative data sends wrong tokens on purpose, all from one address: no lock-out
+        # here (tests/test_token_guard.py and test_cli_tokens.py show it).
+        "IVR_MAX_TOKEN_FAILURES_PER_CLIENT": "0",
     }
     with live_server(tmp, **env) as live:
         yield f"http://127.0.0.1:{live.port}"

@@ -93,7 +93,12 @@ _FIELDS: dict[int, list[tuple[str, str]]] = {
     400: [("cursor", "not a cursor this list returned")],
     422: [("due_at", "naive date-time: add a UTC offset or Z (e.g. 2030-01-01T09:00:00+02:00)")],
 }
-_CODES = {400: "invalid_cursor", 422: "invalid_body", 503: "store_unavailable"}
+_CODES = {
+    400: "invalid_cursor",
+    422: "invalid_body",
+    429: "too_many_attempts",
+    503: "store_unavailable",
+}
 _DETAILS = {
     400: "invalid cursor",
     401: "missing bearer token",
@@ -103,6 +108,7 @@ _DETAILS = {
     413: "request body too large",
     415: "send the request body as application/json",
     422: "invalid body",
+    429: "too many failed token attempts from this address: try again in 60 s",
     503: "the database is unavailable; try again later",
 }
 

@@ -24,9 +24,10 @@ from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_protocol import RequestHandler
 
 from ivr.api.errors import ApiError
-from ivr.appkeys import API
+from ivr.appkeys import API, TOKEN_GUARD
 from ivr.auth import authenticate, websocket_token
 from ivr.config import Settings
+from ivr.token_guard import FailedAttempts, TokenGuard
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,22 @@ class ClientLimits:
     """Open connections without a token per client address; 0: no limit."""
     feed_subscribers: int = _DEFAULTS["max_feed_subscribers"].default
     """Live-feed WebSockets at once: /v1/live and every call's /v1/calls/{id}/events."""
+    token_failures: int = _DEFAULTS["max_token_failures_per_client"].default
+    """Failed token attempts per client address before it is locked out; 0: no limit."""
+    token_failure_window_s: float = _DEFAULTS["token_failure_window_seconds"].default
+    """The window those failures count in, and how long a lock-out lasts."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ClientLimits:
-        return cls(settings.max_anonymous_connections_per_client, settings.max_feed_subscribers)
+        return cls(
+            settings.max_anonymous_connections_per_client,
+            settings.max_feed_subscribers,
+            settings.max_token_failures_per_client,
+            settings.token_failure_window_seconds,
+        )
+
+    def token_guard(self) -> TokenGuard:
+        return TokenGuard(FailedAttempts(self.token_failures, self.token_failure_window_s))
 
 
 def has_valid_token(request: web.Request) -> bool:
@@ -59,8 +72,9 @@ def has_valid_token(request: web.Request) -> bool:
     header = request.headers.get("Authorization")
     if header is None and (token := websocket_token(request)):
         header = f"Bearer {token}"
+    guard = request.app.get(TOKEN_GUARD)
     try:
-        authenticate(header, api.tokens)
+        authenticate(header, api.tokens, guard.revoked if guard is not None else ())
     except ApiError:
         return False
     return True

@@ -29,6 +29,8 @@ ERROR_TEXT = {
     413: "Request body too large",
     415: "The request body is not application/json",
     422: "Invalid input: each offending field is named in `fields`",
+    429: "Too many failed token attempts from this address (`too_many_attempts`): try again"
+    " after `Retry-After` seconds",
     503: "The database is unavailable: try again after `Retry-After` seconds",
 }
 LOCATION = {"schema": {"type": "string"}, "description": "the new record's URL (a path)"}
@@ -39,6 +41,7 @@ REQUEST_ID = {
 }
 ERROR_HEADERS: dict[int, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}},
+    429: {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
     503: {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
 }
 TAGS = {
@@ -64,7 +67,9 @@ SECURITY_TEXT = (
     "`Authorization: Bearer <token>`. Tokens are configured as their SHA-256 with a name and"
     f" scopes (IVR_API_TOKENS; create one with `ivr token new`). Scopes: {', '.join(SCOPES)}"
     " or * for all; each operation lists the scope it needs. No tokens configured: every"
-    " authenticated operation answers 401."
+    " authenticated operation answers 401. A client address that presents unknown or revoked"
+    " tokens too often (IVR_MAX_TOKEN_FAILURES_PER_CLIENT within"
+    " IVR_TOKEN_FAILURE_WINDOW_SECONDS) is answered 429 `too_many_attempts` for a while."
 )
 
 

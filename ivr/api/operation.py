@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from ivr.api.errors import ApiError, invalid
 from ivr.appkeys import API
-from ivr.auth import ANONYMOUS, Principal, authenticate, require
+from ivr.auth import ANONYMOUS, Principal, request_principal
 from ivr.store import Conflict, NotFound, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,8 @@ class Operation:
         """Every error status the operation can answer with (documented as such)."""
         out = set()
         if self.scope is not None:
-            out |= {401, 403, 503}  # 503: the database failed (StoreUnavailable)
+            # 429: locked out after failed token attempts; 503: the database failed
+            out |= {401, 403, 429, 503}
         if self.query is not None:
             out |= {400, 422}  # 400: a cursor this list did not hand out
         if self.body is not None:
@@ -157,8 +158,8 @@ def endpoint(op: Operation) -> Callable[[web.Request], Awaitable[web.StreamRespo
         try:
             who = ANONYMOUS
             if op.scope is not None:
-                who = authenticate(request.headers.get("Authorization"), request.app[API].tokens)
-                require(who, op.scope)
+                header = request.headers.get("Authorization")
+                who = request_principal(request, header, request.app[API].tokens, op.scope)
             result = await op.handler(request, who)
             if isinstance(result, web.StreamResponse):
                 return result  # a body that is not JSON (see media_type)

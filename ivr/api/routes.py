@@ -33,7 +33,7 @@ from ivr.api.models import (
 from ivr.api.openapi import build_document
 from ivr.api.operation import Operation, OperationHandler, endpoint, parse_query, read_body
 from ivr.api.request_id import add_request_ids
-from ivr.appkeys import API, FEEDS
+from ivr.appkeys import API, FEEDS, TOKEN_GUARD
 from ivr.auth import Principal
 from ivr.callbacks import AlreadyOpen, InvalidNumber, call_json, callback_json
 from ivr.store import NotFound
@@ -284,8 +284,11 @@ def add_api_routes(app: web.Application, limits: ClientLimits | None = None) -> 
     """Register the /v1 API routes; the middlewares that give every request of the app its
     X-Request-Id (`ivr.api.request_id`), cap what clients without a token can hold open (on
     every route of the app) and answer aiohttp's own errors under /v1 in the API's error
-    shape; the live feeds' cap. The handlers need `app[API]` set before serving."""
+    shape; the live feeds' cap; the failed token attempts' (`app[TOKEN_GUARD]`, unless the app
+    has its own). The handlers need `app[API]` set before serving."""
     limits = limits or ClientLimits()
+    if TOKEN_GUARD not in app:
+        app[TOKEN_GUARD] = limits.token_guard()
     add_request_ids(app)
     app.middlewares.append(limit_anonymous(AnonymousConnections(limits.anonymous_per_client)))
     app.middlewares.append(json_errors)

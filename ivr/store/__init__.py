@@ -41,6 +41,8 @@ from ivr.store.base import (
     TurnRecord,
 )
 from ivr.store.migrations import MIGRATIONS
+from ivr.store.protocols import TokenStore
+from ivr.store.tokens import RevokedToken
 
 __all__ = [
     "CALLBACK_STATUSES",
@@ -66,9 +68,11 @@ __all__ = [
     "NotFound",
     "OutboxCounts",
     "OutboxStore",
+    "RevokedToken",
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "TokenStore",
     "TurnKind",
     "TurnRecord",
     "open_store",

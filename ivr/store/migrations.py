@@ -213,6 +213,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX outbox_created ON outbox (created_at, id)",
         ),
     ),
+    Migration(
+        9,
+        "revoked tokens",
+        (
+            # API tokens live in the configuration (IVR_API_TOKENS) as their SHA-256; `ivr
+            # token revoke` adds the digest here, and every server sharing the database
+            # refuses it from its next read of this table, without a restart.
+            """
+            CREATE TABLE revoked_tokens (
+                sha256 TEXT PRIMARY KEY,
+                name TEXT,
+                revoked_at {ts} NOT NULL,
+                reason TEXT
+            )""",
+        ),
+    ),
 )
 
 assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))

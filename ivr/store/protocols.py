@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         TurnRecord,
     )
     from ivr.store.health import StoreHealth
+    from ivr.store.tokens import RevokedToken
 
 
 class CallStore(Protocol):
@@ -307,7 +308,26 @@ class NodeStore(Protocol):
         ...
 
 
-class Store(CallStore, AnalyticsStore, CallbackStore, OutboxStore, NodeStore, Protocol):
+class TokenStore(Protocol):
+    """Revoked API tokens, by SHA-256 (the tokens themselves are configured)."""
+
+    async def revoke_token(
+        self,
+        sha256: str,
+        *,
+        name: str | None = None,
+        reason: str | None = None,
+        now: datetime | None = None,
+    ) -> tuple[RevokedToken, bool]:
+        """Its record, and whether this call revoked it (False: it already was)."""
+        ...
+
+    async def revoked_tokens(self) -> list[RevokedToken]:
+        """Every revoked token, oldest revocation first."""
+        ...
+
+
+class Store(CallStore, AnalyticsStore, CallbackStore, OutboxStore, NodeStore, TokenStore, Protocol):
     """Async persistence. Get one with `ivr.store.open_store(url)`; `close()` it at the end.
 
     `transaction()` yields a Store bound to one transaction: everything done through it

@@ -8,7 +8,7 @@ kept to the column types in `migrations.py`, the claim statements (`queries.clai
 `FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite has one writer at a time, taken with `BEGIN
 IMMEDIATE`) and two expressions of the analytics queries.
 
-The operations by area: `calls.py`, `callbacks.py`, `outbox.py`, `nodes.py` and
+The operations by area: `calls.py`, `callbacks.py`, `outbox.py`, `nodes.py`, `tokens.py` and
 `analytics.py`, on the shared pieces of `queries.py`; row conversions in `rows.py`. Here:
 the units of work, transactions, the schema's migrations and `TxStore`.
 """
@@ -30,11 +30,14 @@ from ivr.store.migrations import MIGRATIONS, SCHEMA_MIGRATIONS, TYPES, Dialect
 from ivr.store.nodes import NodeQueries
 from ivr.store.outbox import OutboxQueries
 from ivr.store.rows import Conn, Row, now_or, to_text, ts, utc
+from ivr.store.tokens import TokenQueries
 
 __all__ = ["Conn", "Row", "SqlStore", "TxStore", "now_or", "to_text", "utc"]
 
 
-class SqlStore(CallQueries, CallbackQueries, OutboxQueries, NodeQueries, AnalyticsQueries, ABC):
+class SqlStore(
+    CallQueries, CallbackQueries, OutboxQueries, NodeQueries, AnalyticsQueries, TokenQueries, ABC
+):
     """Implements `Store` on top of `_unit()`; subclasses provide connections."""
 
     backend: str = ""

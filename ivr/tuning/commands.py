@@ -160,19 +160,26 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     gsub = p.add_subparsers(dest="action", required=True)
     target_help = "a grammar or flow: a name in the grammar dir (digits, hotline) or a path"
     node_help = "for a flow: the node that listens (default: the first one after the start)"
+    json_help = "one JSON document instead of text"
 
     pc = gsub.add_parser("check", help="validate flow and grammar files; problems by line")
     pc.add_argument("paths", nargs="*", type=Path, help="files or folders (default: grammar dir)")
     pc.add_argument("--no-asr", action="store_true", help="skip the ASR vocabulary check")
-    pc.add_argument("--json", action="store_true")
+    pc.add_argument("--json", action="store_true", help=json_help)
     pc.set_defaults(func=cmd_check)
 
     pt = gsub.add_parser("test", help="what an utterance (text or a WAV file) means")
     pt.add_argument("target", help=target_help)
-    pt.add_argument("utterance", nargs="?", help="what the caller says (or use --audio)")
-    pt.add_argument("--audio", type=Path, help="a WAV file: recognized first, as in a call")
+    pt.add_argument(
+        "utterance", nargs="?", help="what the caller says (default: none; then give --audio)"
+    )
+    pt.add_argument(
+        "--audio",
+        type=Path,
+        help="a WAV file: recognized first, as in a call (default: none; give an utterance)",
+    )
     pt.add_argument("--node", help=node_help)
-    pt.add_argument("--json", action="store_true")
+    pt.add_argument("--json", action="store_true", help=json_help)
     pt.set_defaults(func=cmd_test)
 
     pe = gsub.add_parser("eval", help="accuracy on a labelled set (CSV: input,expected)")
@@ -186,9 +193,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="decode in N worker processes (default 0: in this one, in order: reproducible)",
     )
     pe.add_argument(
-        "--min-accuracy", type=_fraction, help="exit 1 when the accuracy is below this (0-1)"
+        "--min-accuracy",
+        type=_fraction,
+        help="exit 1 when the accuracy is below this (0-1; default: none, exit 0)",
     )
     pe.add_argument("--misses", type=_count, default=10, help="worst misses to list")
     pe.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    pe.add_argument("--json", action="store_true", help="one JSON document instead of tables")
+    pe.add_argument("--json", action="store_true", help=json_help)
     pe.set_defaults(func=cmd_eval)
