@@ -43,6 +43,7 @@ from ivr.call.recorder import StoreWriter
 from ivr.call.recording import RecordingFiles, recover_partial
 from ivr.call.recovery import close_crashed_calls
 from ivr.call.registry import CallRegistry
+from ivr.call.services import TransferSettings
 from ivr.call.session import CallLimits, CallServices
 from ivr.callbacks import CallbackPolicy, Callbacks
 from ivr.callbacks.dispatcher import Dispatcher
@@ -104,8 +105,7 @@ def _one_line(exc: Exception) -> str:
 
 
 async def _start_services(app: web.Application, stack: contextlib.AsyncExitStack) -> None:
-    """Everything a call and the API use, started in the order they depend on each other;
-    `stack` stops them in reverse."""
+    """Everything calls and the API use, started in dependency order; `stack` stops them."""
     settings, metrics = app[SETTINGS], app[METRICS]
     _check_call_ports(settings)  # in use: say so now, not after the models load
     node_id = ensure_node_id(settings)
@@ -135,6 +135,7 @@ async def _start_services(app: web.Application, stack: contextlib.AsyncExitStack
         recordings=_recordings_dir(settings) if settings.record_calls else None,
         data_dir=settings.data_dir,  # unrecognized utterances' audio (DATA_DIR/audio)
         node_id=node_id,  # on each call record: after a crash, this node closes its own
+        transfers=_transfers(settings),  # transfer nodes' agents (IVR_AGENT_URI)
     )
     metrics.active_calls = lambda: services.registry.active
     metrics.flows = lambda: [(flows.name, flows.flow.version)]
@@ -191,6 +192,14 @@ def _call_limits(settings: Settings) -> CallLimits:
         idle_s=settings.idle_timeout_seconds,
         interdigit_ms=settings.interdigit_ms,
         end_silence_ms=settings.end_silence_ms,
+    )
+
+
+def _transfers(settings: Settings) -> TransferSettings:
+    return TransferSettings(
+        agents=settings.agent_uri,
+        timeout_s=settings.transfer_timeout_seconds,
+        api_url=settings.api_url,
     )
 
 

@@ -105,6 +105,14 @@ class Settings(BaseSettings):
     rtp_ports: str = "10000-20000"  # each call takes an even port of this range for its RTP
     sip_ring_ms: int = Field(0, ge=0, le=60_000)  # ringing (180) before the 200 OK
     rtp_timeout_seconds: float = Field(10, gt=0)  # no RTP this long ends a call (not on hold)
+    # Live transfers (a flow's transfer node): the agents, as a SIP URI. A SIP call is sent
+    # there by REFER; a media stream's provider gets it in the call.transfer_requested
+    # webhook. Unset: transfer nodes without a target of their own go on to their `failed`.
+    agent_uri: str | None = Field(None, min_length=1)
+    transfer_timeout_seconds: float = Field(30, gt=0)  # for an agent to take the call
+    # The HTTP API as agents' desktops reach it, for the transcript link a transfer carries
+    # (PUBLIC_URL/v1/calls/<id>); default http://HOST:PORT (for 0.0.0.0: this host's name).
+    public_url: str | None = Field(None, pattern=r"^https?://")
     data_dir: Path = Field(default_factory=_default_data_dir)
     grammar_dir: Path = Field(default_factory=lambda: _default_dir("grammars"))
     prompts_dir: Path = Field(default_factory=lambda: _default_dir("prompts"))
@@ -234,6 +242,14 @@ class Settings(BaseSettings):
     @classmethod
     def _webhook_secret(cls, value: str | None) -> str | None:
         return value if not value else check_secret(value)
+
+    @property
+    def api_url(self) -> str:
+        """The API's base URL for links agents follow (IVR_PUBLIC_URL, else our address)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = socket.getfqdn() if self.host in ("", "0.0.0.0", "::") else self.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
     @property
     def cache_dir(self) -> Path:

@@ -398,7 +398,8 @@ def test_long_windows_are_charted_by_day_then_truncated() -> None:
 
 def test_agent_path_of_the_hotline_flow() -> None:
     assert FACTS.agent_nodes == {
-        "agent_handoff", "callback_after_hours", "callback_intro", "callback_number",
+        "agent_handoff", "transfer_to_agent", "callback_after_hours", "callback_intro",
+        "callback_number",
         "confirm_callback_number", "ask_callback_number", "ask_callback_time",
         "confirm_callback", "book_callback",
     }  # fmt: skip

@@ -136,9 +136,9 @@ def test_missing_prompt(tmp_path: Path) -> None:
 
 
 def test_unknown_node_kind(tmp_path: Path) -> None:
-    err = broken(tmp_path, GOOD.replace("kind: handoff", "kind: transfer"))
-    assert "node 'agent_handoff': kind: unknown node kind 'transfer'" in str(err)
-    assert "menu, question, answer, branch, callback, handoff, hangup" in str(err)
+    err = broken(tmp_path, GOOD.replace("kind: handoff", "kind: page"))
+    assert "node 'agent_handoff': kind: unknown node kind 'page'" in str(err)
+    assert "menu, question, answer, branch, callback, transfer, handoff, hangup" in str(err)
 
 
 @pytest.mark.parametrize(

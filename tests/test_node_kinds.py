@@ -23,12 +23,14 @@ from ivr.dialog.schema import NODE_KINDS, FlowSpec, Node
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "ivr" / "dialog" / "schema.py"
-UNION = re.compile(r"^Node = Annotated\[\n    (?P<kinds>[^\n]*?),\n", re.MULTILINE)
+UNION = re.compile(
+    r"^Node = Annotated\[\n(?P<kinds>.*?),\n    Field\(discriminator", re.MULTILINE | re.DOTALL
+)
 NEW_KIND = '''
-class TransferNode(_Node):
+class PageNode(_Node):
     """A kind added to the schema and to no match."""
 
-    kind: Literal["transfer"]
+    kind: Literal["page"]
     number: str
 
 
@@ -57,7 +59,7 @@ def test_a_new_kind_that_a_match_does_not_handle_fails_type_checking(tmp_path: P
     shadow = tmp_path / "schema.py"
     shadow.write_text(
         text[: union.start()] + NEW_KIND.lstrip("\n")
-        + text[union.start() : union.end("kinds")] + " | TransferNode"
+        + text[union.start() : union.end("kinds")] + " | PageNode"
         + text[union.end("kinds") :],
         encoding="utf-8",
     )  # fmt: skip
@@ -69,7 +71,7 @@ def test_a_new_kind_that_a_match_does_not_handle_fails_type_checking(tmp_path: P
     )  # fmt: skip
     unhandled = re.compile(
         r'^(ivr/\S+\.py):(\d+): error: Argument 1 to "assert_never" has incompatible type'
-        r' "TransferNode"',
+        r' "PageNode"',
         re.MULTILINE,
     )
     failed = {(file, int(number)) for file, number in unhandled.findall(out.stdout)}
@@ -95,7 +97,8 @@ FLOW: dict[str, Any] = {
                   "default": "bye"},
         "book": {"kind": "callback", "say": "Booked.", "number": ["caller"], "when": "caller",
                  "next": "bye",
-                 "failed": "agent"},
+                 "failed": "xfer"},
+        "xfer": {"kind": "transfer", "target": "sip:agents@pbx.example", "failed": "agent"},
         "agent": {"kind": "handoff"},
         "bye": {"kind": "hangup", "prompt": "Bye."},
     },
@@ -114,6 +117,7 @@ TARGETS = [  # every field that names a node, as (node, path in it)
     ("which", ("default",)),
     ("book", ("next",)),
     ("book", ("failed",)),
+    ("xfer", ("failed",)),
     ("agent", ("escalation",)),
 ]
 

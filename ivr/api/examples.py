@@ -121,6 +121,15 @@ def problem(status: int) -> dict[str, Any]:
     return error.body()
 
 
+TRANSFER = {
+    "target": "sip:agents@pbx.example.com",
+    "reason": "agent_requested",
+    "intents": ["balance", "agent"],
+    "transcript_url": f"https://ivr.example.com/v1/calls/{CALL.id}",
+    "timeout_seconds": 30.0,
+}
+
+
 def event(kind: str) -> dict[str, Any]:
     """A webhook body of type `kind`."""
     payload = (
@@ -128,6 +137,8 @@ def event(kind: str) -> dict[str, Any]:
         if kind.startswith("call.")
         else {"callback": _callback(CALLBACK)}
     )
+    if kind == "call.transfer_requested":
+        payload["transfer"] = TRANSFER
     stored = Event("9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d", kind, payload, T0, 0, T0, None, None)
     doc: dict[str, Any] = json.loads(body_of(stored, TZ))
     return doc

@@ -37,6 +37,26 @@ class _Event(_Output):
     created_at: datetime = Field(description="when the change was committed")
 
 
+class TransferOut(_Output):
+    target: str = Field(description="where to put the caller through (IVR_AGENT_URI, or the"
+                        " flow's transfer node's own target)")  # fmt: skip
+    reason: str = Field(description="why the caller goes to a person, e.g. agent_requested")
+    intents: list[str] = Field(description="the call's intent history, oldest first")
+    transcript_url: str = Field(description="the call and its turns, for the agent's desktop"
+                                " (GET /v1/calls/{id}, scope calls.read)")  # fmt: skip
+    timeout_seconds: float = Field(description="how long the call holds for the transfer")
+
+
+class CallTransferEventData(CallEventData):
+    transfer: TransferOut
+
+
+class CallTransferEvent(_Event):
+    """The body of a `call.transfer_requested` webhook."""
+
+    data: CallTransferEventData
+
+
 class CallbackEvent(_Event):
     """The body of a `callback.*` webhook."""
 
@@ -49,7 +69,7 @@ class CallEvent(_Event):
     data: CallEventData
 
 
-EVENT_MODELS: tuple[type[BaseModel], ...] = (CallbackEvent, CallEvent)
+EVENT_MODELS: tuple[type[BaseModel], ...] = (CallbackEvent, CallEvent, CallTransferEvent)
 
 _HEADERS: tuple[tuple[str, bool, str], ...] = (
     ("webhook-id", True, "the event id (Standard Webhooks)"),
@@ -87,14 +107,20 @@ RESPONSES = {
 
 def _operation_id(kind: str) -> str:
     group, action = kind.split(".")
-    return f"{group}{action.capitalize()}Webhook"
+    return group + "".join(word.capitalize() for word in action.split("_")) + "Webhook"
+
+
+def _model(kind: str) -> type[BaseModel]:
+    if kind == "call.transfer_requested":
+        return CallTransferEvent
+    return CallEvent if kind.startswith("call.") else CallbackEvent
 
 
 def webhooks_section(ref: Callable[[type[BaseModel]], str]) -> dict[str, Any]:
     """The document's ``webhooks``; `ref(model)` is a model's schema reference."""
     out: dict[str, Any] = {}
     for kind in WEBHOOK_EVENTS:
-        model = CallEvent if kind.startswith("call.") else CallbackEvent
+        model = _model(kind)
         schema = {
             "allOf": [{"$ref": ref(model)}, {"properties": {"type": {"const": kind}}}],
         }

@@ -33,9 +33,11 @@ from ivr.asr.base import RecognitionResult
 from ivr.audio.codecs import Encoding
 from ivr.audio.vad import Endpointer, EndpointerConfig
 from ivr.call.heard import Cut, Prompts
+from ivr.call.leg import Leg
 from ivr.call.player import Player
 from ivr.call.recorder import CallRecorder
 from ivr.call.services import CallServices
+from ivr.call.transfer import transfer
 from ivr.callbacks import InvalidNumber
 from ivr.clock import today_in
 from ivr.dialog.engine import DialogEngine
@@ -56,6 +58,8 @@ from ivr.dialog.types import (
     Say,
     Start,
     Survey,
+    Transfer,
+    TransferDone,
     Turn,
 )
 from ivr.events import NoSpeech, SpeechEnded, SpeechStarted
@@ -73,6 +77,7 @@ class CallPort(Protocol):
     call_id: str
     s: CallServices
     recorder: CallRecorder
+    leg: Leg
 
     @property
     def player(self) -> Player: ...
@@ -102,6 +107,8 @@ class Conversation:
         self._typeahead: deque[str] = deque()
         self._dtmf_timer: asyncio.TimerHandle | None = None
         self._ending: str | None = None  # set by Disconnect/Handoff: end once playback drains
+        self._transfer: Transfer | None = None  # to start once the prompts before it played
+        self.transferring = False  # a transfer is under way: the far end's leaving ends it
         self._utterance = 0  # ignore recognition results of utterances overtaken by events
         self._deaf = False  # the utterance in progress began over a prompt to be heard out
         self._speech_end_at: float | None = None
@@ -115,7 +122,8 @@ class Conversation:
 
     async def start(self, flow: Flow, start: CallStart) -> None:
         clock, hours = self.s.clock, self.s.hours
-        self.engine = DialogEngine(flow, today_in(clock, hours.tz), clock, hours)
+        agents = self.s.transfers.agents
+        self.engine = DialogEngine(flow, today_in(clock, hours.tz), clock, hours, agents=agents)
         self.state: DialogState
         self.state, actions = self.engine.start(Start(caller=start.caller, params=start.params))
         if self.state.refused_params:  # the far end tried to set what the flow sets itself
@@ -149,6 +157,11 @@ class Conversation:
             self.endpointer.prompt_finished()
             if self._ending is not None:
                 self.call.end(self._ending)
+            elif self._transfer is not None:
+                self._start_transfer()
+        elif kind == "transfer":
+            self.transferring = value.transferred
+            await self._dialog(value)
         elif kind == "dtmf_timeout":
             if self._digits and self._listen is not None:
                 await self._submit_digits()
@@ -315,6 +328,10 @@ class Conversation:
                     self._ending = reason
                 else:
                     self.call.end(reason)
+            elif isinstance(action, Transfer):
+                self._listen, self._transfer = None, action
+                if not self.player.playing:  # else once "please hold" has been heard
+                    self._start_transfer()
             elif isinstance(action, Turn):
                 self._turn(action)
             elif isinstance(action, Survey):
@@ -328,6 +345,18 @@ class Conversation:
         pause = b"\x00" * (self.rate // 10)  # a short pause between prompts
         self.player.enqueue(pause, barge_in=say.barge_in)
         self.endpointer.prompt_started()
+
+    def _start_transfer(self) -> None:
+        action, self._transfer = self._transfer, None
+        assert action is not None
+        self.transferring = True
+        self.call.spawn(self._transferring(action), "transfer")
+
+    async def _transferring(self, action: Transfer) -> None:
+        error = await transfer(self.call, action)  # ivr.call.transfer
+        if error is not None:
+            log.info("call %s: the transfer failed: %s", self.call.call_id, error)
+        self.call.post("transfer", TransferDone(error is None, error))
 
     def _listen_for(self, listen: Listen) -> None:
         self._listen = listen

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from ivr.transports.messages import InboundMessage, OutboundMessage
 
@@ -22,3 +23,24 @@ class Leg(Protocol):
     async def send(self, message: OutboundMessage) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class TransferRequest:
+    """Put the caller through to `target`; `context` is the call's for the agent, as
+    headers (``X-IVR-Call-Id``, ``X-IVR-Reason``, ``X-IVR-Intents``, ``X-IVR-Transcript``)."""
+
+    target: str
+    context: tuple[tuple[str, str], ...]
+    timeout_s: float
+
+
+@runtime_checkable
+class TransferLeg(Leg, Protocol):
+    """A leg that can hand its caller to someone else itself (SIP: a REFER). The others'
+    calls are handed over by their provider (`ivr.call.transfer`)."""
+
+    async def transfer(self, request: TransferRequest) -> str | None:
+        """None once the caller is with the target; else why not (refused, failed, no
+        answer within `request.timeout_s`)."""
+        ...

@@ -218,6 +218,22 @@ class CallRecorder:
         self._writer.put(_Item(self._call_id, None, done))
         await asyncio.shield(done)
 
+    def transfer_requested(self, transfer: dict[str, Any]) -> bool:
+        """The ``call.transfer_requested`` webhook event (payload ``{"call": <call_json>,
+        "transfer": ...}``), after the records queued before it; False when this call keeps
+        no records (then there is no outbox to send it from)."""
+        if self._writer is None or not self._started:
+            return False
+
+        async def write(store: Store) -> None:
+            async with store.transaction() as tx:
+                record = await tx.get_call(self._call_id)
+                payload = {"call": call_json(record, self._tz), "transfer": transfer}
+                await tx.add_event("call.transfer_requested", payload)
+
+        self._put(write)
+        return True
+
     def survey(self, score: int) -> None:
         """The caller's post-call survey score (1-5)."""
         self._put(lambda store: store.record_survey(self._call_id, score))

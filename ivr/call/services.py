@@ -31,6 +31,15 @@ class CallLimits:
     too_long_prompt: str = "We have to end the call now. Goodbye."
 
 
+@dataclass(frozen=True)
+class TransferSettings:
+    """Live transfers to agents (`ivr.call.transfer`)."""
+
+    agents: str | None = None  # IVR_AGENT_URI: where transfer nodes put callers through
+    timeout_s: float = 30.0  # IVR_TRANSFER_TIMEOUT_SECONDS: for an agent to take the call
+    api_url: str = ""  # IVR_PUBLIC_URL: the API as agents' desktops reach it (the link)
+
+
 @dataclass
 class CallServices:
     """What every call shares; built once by the app."""
@@ -49,6 +58,7 @@ class CallServices:
     recordings: Path | None = None  # whole-call WAVs go here; None records none
     data_dir: Path | None = None  # unrecognized utterances' WAVs go to its audio/; None: none
     metrics: Metrics = field(default_factory=Metrics)  # for GET /metrics
+    transfers: TransferSettings = field(default_factory=TransferSettings)
     node_id: str = ""  # this server process (IVR_NODE_ID), written on each call record
     shutting_down: bool = False  # set when the server stops: calls cut then say so
 

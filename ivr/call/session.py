@@ -409,12 +409,18 @@ class CallSession:
             self._inbound_room.release()
             await self._inbound(item.value, talk)
         elif item.kind == "closed":
-            self.end_reason = "caller_hangup"
+            self.end_reason = self._hung_up()
         elif item.kind == "error":
             log.warning("call %s: %s", self.call_id, item.value)
             self.end_reason = end_reason(str(item.value))
         else:  # the results of the conversation's own work, and the player's news
             await talk.handle(item.kind, item.value)
+
+    def _hung_up(self) -> str:
+        """The far end left: during a transfer, that is the caller taken away to the agent
+        (`ivr.call.transfer`)."""
+        transferring = self.talk is not None and self.talk.transferring
+        return "transferred" if transferring else "caller_hangup"
 
     async def _inbound(self, msg: InboundMessage, talk: Conversation) -> None:
         if isinstance(msg, CallerAudio):
@@ -428,7 +434,7 @@ class CallSession:
         elif isinstance(msg, Mark):
             talk.echoed(msg.name)  # the caller's playback reached it
         elif isinstance(msg, CallerHangup):
-            self.end_reason = "caller_hangup"
+            self.end_reason = self._hung_up()
         elif isinstance(msg, TransportError):
             self.end_reason = end_reason(f"transport error: {msg.message}")
         elif isinstance(msg, CallStart):

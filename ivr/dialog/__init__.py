@@ -25,6 +25,8 @@ from ivr.dialog.types import (
     Say,
     Start,
     Survey,
+    Transfer,
+    TransferDone,
     Turn,
 )
 
@@ -50,6 +52,8 @@ __all__ = [
     "Say",
     "Start",
     "Survey",
+    "Transfer",
+    "TransferDone",
     "Turn",
     "load_flow",
     "lookup",

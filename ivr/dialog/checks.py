@@ -23,6 +23,7 @@ from ivr.dialog.schema import (
     Node,
     Prompt,
     QuestionNode,
+    TransferNode,
 )
 from ivr.dialog.values import RATING_PHRASES, YESNO_DTMF, placeholders
 from ivr.dialog.variables import ENGINE_VARIABLES
@@ -108,7 +109,7 @@ def _check_node(spec: FlowSpec, name: str, node: Node) -> Iterator[FlowProblem]:
             yield from _check_callback(spec, name, node)
         case AnswerNode():
             yield from _check_answer(name, node)
-        case BranchNode() | HandoffNode() | HangupNode():
+        case BranchNode() | TransferNode() | HandoffNode() | HangupNode():
             pass  # nothing but where they lead
         case _:
             assert_never(node)
@@ -207,8 +208,10 @@ def _provided(node: Node) -> Iterator[str]:
         case AnswerNode():
             if node.fetch is not None:
                 yield from node.fetch.values or [node.fetch.item]
-        case MenuNode() | BranchNode() | CallbackNode() | HandoffNode() | HangupNode():
-            pass  # a callback's id is the engine's (ENGINE_VARIABLES)
+        case MenuNode() | BranchNode() | CallbackNode() | TransferNode():
+            pass  # a callback's id, a transfer's error: the engine's (ENGINE_VARIABLES)
+        case HandoffNode() | HangupNode():
+            pass
         case _:
             assert_never(node)
 

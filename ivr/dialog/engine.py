@@ -1,8 +1,9 @@
 """The dialog engine: a pure function of (state, event) → actions. No I/O, no asyncio.
 
-The call pipeline executes the actions (Say, Listen, Fetch, Handoff, Disconnect; Turn is for the
-transcript) and feeds what happens back as events (Recognized, DtmfEntered, NoInput,
-FetchDone). Matching uses the flow's compiled grammars (`ivr.grammar`).
+The call pipeline executes the actions (Say, Listen, Fetch, BookCallback, Transfer, Handoff,
+Disconnect; Turn is for the transcript) and feeds what happens back as events (Recognized,
+DtmfEntered, NoInput, FetchDone, TransferDone). Matching uses the flow's compiled grammars
+(`ivr.grammar`).
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from ivr.dialog.schema import (
     BranchNode,
     CallbackNode,
     FetchSpec,
-    FlowSpec,
     HandoffNode,
     HangupNode,
     MenuNode,
     Node,
     Prompt,
     QuestionNode,
+    TransferNode,
 )
 from ivr.dialog.state import DialogState, Interp, Pending
 from ivr.dialog.types import (
@@ -45,10 +46,12 @@ from ivr.dialog.types import (
     Say,
     Start,
     Survey,
+    Transfer,
+    TransferDone,
     Turn,
 )
 from ivr.dialog.values import PHONE_DIGITS, render, spell
-from ivr.dialog.variables import is_internal, is_reserved
+from ivr.dialog.variables import assigned_variables, booking_variables, is_internal, is_reserved
 from ivr.dialog.when import BusinessHours
 
 ALWAYS_OPEN = BusinessHours.parse("24/7", "UTC")
@@ -66,7 +69,8 @@ class _Out:
 class DialogEngine:
     """Runs one flow. `clock` (timezone-aware) and `hours` resolve callback times and say
     whether agents are in; `today` is the date for date answers (default: `clock`'s date in
-    the hours' zone). All injectable for tests."""
+    the hours' zone); `agents` is where transfer nodes put callers through (the server's
+    IVR_AGENT_URI; a node's own target wins; None: they transfer nowhere). All injectable."""
 
     def __init__(
         self,
@@ -74,8 +78,10 @@ class DialogEngine:
         today: Callable[[], date] | None = None,
         clock: Clock = system_clock,
         hours: BusinessHours = ALWAYS_OPEN,
+        agents: str | None = None,
     ) -> None:
         self.flow = flow
+        self.agents = agents
         self.spec = flow.spec
         self.clock = clock
         self.hours = hours
@@ -108,6 +114,9 @@ class DialogEngine:
         if isinstance(event, FetchDone):
             if state.waiting == "fetch":
                 self._fetch_done(state, event, out)
+        elif isinstance(event, TransferDone):
+            if state.waiting == "transfer":
+                self._transfer_done(state, event, out)
         elif state.waiting == "input":
             if isinstance(event, NoInput):
                 self._failed(state, "no_input", "", out)
@@ -176,6 +185,8 @@ class DialogEngine:
             case AnswerNode():
                 self._announce(state, node, out)
                 return self._fetch(state, node, out)
+            case TransferNode():
+                return self._transfer(state, node, out, reason)
             case HandoffNode():
                 self._announce(state, node, out, final=True)
                 self._end(state, out, Handoff(reason or node.reason))
@@ -210,6 +221,30 @@ class DialogEngine:
         out.actions.append(Fetch(f.source, f.item, f.url, params, f.timeout_ms))
         state.waiting = "fetch"
         return None
+
+    def _transfer(self, state: DialogState, node: TransferNode, out: _Out, reason: str | None
+                  ) -> str | None:  # fmt: skip
+        """Ask the pipeline to put the caller through (None), or go on to `failed` at once
+        when there is nowhere to transfer to."""
+        target = node.target or self.agents
+        if target is None:
+            return node.failed
+        self._announce(state, node, out, final=True)  # "Please hold": heard before the move
+        why = reason or state.variables.get("handoff_reason") or node.reason
+        out.actions.append(Transfer(target, why, tuple(state.intents), node.timeout_ms))
+        state.waiting = "transfer"
+        return None
+
+    def _transfer_done(self, state: DialogState, ev: TransferDone, out: _Out) -> None:
+        node = self._node(state)
+        assert isinstance(node, TransferNode)  # only a transfer node waits for one
+        if ev.transferred:  # the caller is with a person: nothing more to say
+            self._end(state, out, Disconnect("transferred"))
+            return
+        state.variables["transfer_error"] = ev.error or "failed"
+        if node.fallback is not None:
+            self._say(state, out, node.fallback)
+        self._goto(state, node.failed, out, state.variables.get("handoff_reason") or node.reason)
 
     def _book(self, state: DialogState, node: CallbackNode, out: _Out) -> bool:
         """Ask the pipeline to book the callback (True), or say why not and go on (False)."""
@@ -265,7 +300,9 @@ class DialogEngine:
                     return 1, None
                 digits = {"digits": node.max_digits, "date": 8, "time": 4, "phone": PHONE_DIGITS[1]}
                 return digits[node.type], node.terminator
-            case AnswerNode() | BranchNode() | CallbackNode() | HandoffNode() | HangupNode():
+            case AnswerNode() | BranchNode() | CallbackNode() | TransferNode():
+                raise AssertionError(f"a {node.kind} node does not listen")
+            case HandoffNode() | HangupNode():
                 raise AssertionError(f"a {node.kind} node does not listen")
             case _:
                 assert_never(node)
@@ -408,7 +445,9 @@ class DialogEngine:
                 self._booked(state, node, ev, out)
             case AnswerNode():
                 self._looked_up(state, node, ev, out)
-            case MenuNode() | QuestionNode() | BranchNode() | HandoffNode() | HangupNode():
+            case MenuNode() | QuestionNode() | BranchNode() | TransferNode():
+                raise AssertionError(f"a {node.kind} node does not wait for a fetch")
+            case HandoffNode() | HangupNode():
                 raise AssertionError(f"a {node.kind} node does not wait for a fetch")
             case _:
                 assert_never(node)
@@ -447,20 +486,3 @@ class DialogEngine:
                 self._goto(state, node.fetch.on_error, out, reason="fulfillment_failed")
                 return
         self._goto(state, node.next, out)
-
-
-def booking_variables(spec: FlowSpec) -> frozenset[str]:
-    """What the flow's callback nodes book from: their number and time variables."""
-    return frozenset(
-        name
-        for node in spec.nodes.values()
-        if isinstance(node, CallbackNode)
-        for name in [*node.number, node.when]
-    )
-
-
-def assigned_variables(spec: FlowSpec) -> frozenset[str]:
-    """What the flow's own nodes set or book from: each question's answer, and
-    `booking_variables`."""
-    answers = {node.var for node in spec.nodes.values() if isinstance(node, QuestionNode)}
-    return booking_variables(spec) | answers

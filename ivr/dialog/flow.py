@@ -29,6 +29,7 @@ from ivr.dialog.schema import (
     MenuNode,
     Node,
     QuestionNode,
+    TransferNode,
 )
 from ivr.dialog.values import DATE_PHRASES, RATING_PHRASES, TIME_PHRASES
 from ivr.dialog.when import phrases as when_phrases
@@ -240,7 +241,9 @@ class _Compiler:
                 return self.build(name, own | extra, negatives=self.negatives)
             case QuestionNode():
                 return self._question(name, node, extra)
-            case AnswerNode() | BranchNode() | CallbackNode() | HandoffNode() | HangupNode():
+            case AnswerNode() | BranchNode() | CallbackNode() | TransferNode():
+                return None  # these do not listen
+            case HandoffNode() | HangupNode():
                 return None  # they do not listen
             case _:
                 assert_never(node)

@@ -16,6 +16,7 @@ from ivr.dialog.schema import (
     HangupNode,
     MenuNode,
     QuestionNode,
+    TransferNode,
 )
 from ivr.dialog.state import DialogState, Interp
 from ivr.dialog.values import YESNO_DTMF, keyed_value, question_value, readback
@@ -127,7 +128,9 @@ class Interpreter:
                 if node.type in ("yesno", "text", "rating"):  # digits/date/time: keys answer
                     return self.intent(state, globals_.get(digits))
                 return None
-            case AnswerNode() | BranchNode() | CallbackNode() | HandoffNode() | HangupNode():
+            case AnswerNode() | BranchNode() | CallbackNode() | TransferNode():
+                return None  # these do not listen
+            case HandoffNode() | HangupNode():
                 return None  # these do not listen
             case _:
                 assert_never(node)
@@ -151,7 +154,9 @@ class Interpreter:
                 if value is None:
                     return None
                 return Interp("value", intent, value, readback(node, value))
-            case AnswerNode() | BranchNode() | CallbackNode() | HandoffNode() | HangupNode():
+            case AnswerNode() | BranchNode() | CallbackNode() | TransferNode():
+                return None  # these do not listen
+            case HandoffNode() | HangupNode():
                 return None  # these do not listen
             case _:
                 assert_never(node)

@@ -33,6 +33,7 @@ from ivr.dialog.schema import (
     MenuNode,
     Node,
     QuestionNode,
+    TransferNode,
 )
 
 
@@ -68,6 +69,8 @@ def successors(node: Node) -> Iterator[Edge]:
         case CallbackNode():
             yield Edge(("next",), node.next)
             yield Edge(("failed",), node.failed)
+        case TransferNode():
+            yield Edge(("failed",), node.failed)  # transferred: the call ends there
         case HandoffNode() | HangupNode():
             pass  # the call ends there
         case _:
@@ -95,7 +98,9 @@ def hearing(node: Node) -> Hearing:
             return Hearing(free=node.faq, faq=node.faq)
         case QuestionNode():
             return Hearing(free=node.type == "text", number=node.type in ("digits", "phone"))
-        case AnswerNode() | BranchNode() | CallbackNode() | HandoffNode() | HangupNode():
-            return Hearing()  # they say, look up, book or end: no Listen
+        case AnswerNode() | BranchNode() | CallbackNode() | TransferNode():
+            return Hearing()  # they say, look up, book or transfer: no Listen
+        case HandoffNode() | HangupNode():
+            return Hearing()
         case _:
             assert_never(node)

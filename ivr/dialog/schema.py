@@ -178,6 +178,25 @@ class CallbackNode(_Node):
     next: str
 
 
+class TransferNode(_Node):
+    """Put the caller through to a person now (a live, blind transfer) at `target`, or at the
+    server's agent address (IVR_AGENT_URI): a SIP call by a REFER, a call over a media stream
+    by the ``call.transfer_requested`` webhook (its provider takes the call away). The
+    `prompt` is said to its end first ("Please hold..."); `reason` goes with the transfer
+    unless the way here gave one (``agent_requested``, ``no_match_max``...). When the transfer
+    fails or no agent answers within `timeout_ms` (default IVR_TRANSFER_TIMEOUT_SECONDS),
+    `fallback` is said and the call goes on at `failed` (in the hotline: the callback
+    booking). With no address to transfer to, the call goes on at `failed` at once, saying
+    nothing here."""
+
+    kind: Literal["transfer"]
+    target: str | None = Field(default=None, min_length=1)  # a SIP URI, e.g. sip:sales@pbx
+    reason: str = "agent_requested"
+    timeout_ms: int | None = Field(default=None, ge=1000, le=600_000)
+    fallback: Prompt | None = None  # said when the transfer fails
+    failed: str
+
+
 class HandoffNode(_Node):
     kind: Literal["handoff"]
     reason: str = "caller_request"
@@ -189,7 +208,14 @@ class HangupNode(_Node):
 
 
 Node = Annotated[
-    MenuNode | QuestionNode | AnswerNode | BranchNode | CallbackNode | HandoffNode | HangupNode,
+    MenuNode
+    | QuestionNode
+    | AnswerNode
+    | BranchNode
+    | CallbackNode
+    | TransferNode
+    | HandoffNode
+    | HangupNode,
     Field(discriminator="kind"),
 ]
 """Every node kind. A new kind is a class added here; then mypy names each `match` over nodes

@@ -50,7 +50,7 @@ class DialogState:
     pending: Pending | None = None
     last_prompts: list[Say] = field(default_factory=list)  # what "repeat" replays
     intents: list[str] = field(default_factory=list)  # history of acted-on intents
-    waiting: Literal["input", "fetch", "ended"] = "input"
+    waiting: Literal["input", "fetch", "transfer", "ended"] = "input"
     end_reason: str | None = None
     refused_params: list[str] = field(default_factory=list)  # call parameters not taken
 

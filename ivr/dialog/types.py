@@ -50,7 +50,16 @@ class FetchDone:
     error: str | None = None
 
 
-Event = Start | Recognized | DtmfEntered | NoInput | FetchDone
+@dataclass(frozen=True)
+class TransferDone:
+    """How a Transfer ended: `transferred` (the caller is with a person: the call ends), else
+    `error` says why not (refused, failed, no answer in time)."""
+
+    transferred: bool
+    error: str | None = None
+
+
+Event = Start | Recognized | DtmfEntered | NoInput | FetchDone | TransferDone
 
 # --- output actions -------------------------------------------------------------------------
 
@@ -102,6 +111,18 @@ class BookCallback:
 
 
 @dataclass(frozen=True)
+class Transfer:
+    """Put the caller through to a person at `target` now (a live, blind transfer); answer
+    with a TransferDone event. `reason` and `intents` (the call's intent history) go with it
+    for the agent; `timeout_ms` None: the server's."""
+
+    target: str
+    reason: str
+    intents: tuple[str, ...]
+    timeout_ms: int | None = None
+
+
+@dataclass(frozen=True)
 class Handoff:
     """Hand the call to a person (for now: the pipeline ends the call politely)."""
 
@@ -133,4 +154,4 @@ class Turn:
     confidence: float | None = None
 
 
-Action = Say | Listen | Fetch | BookCallback | Handoff | Disconnect | Survey | Turn
+Action = Say | Listen | Fetch | BookCallback | Transfer | Handoff | Disconnect | Survey | Turn

@@ -7,6 +7,8 @@ caller's data with `is_internal`.
 
 from __future__ import annotations
 
+from ivr.dialog.schema import CallbackNode, FlowSpec, QuestionNode
+
 ENGINE_VARIABLES = frozenset(
     {
         "caller",  # the validated caller ID, at the start
@@ -16,6 +18,7 @@ ENGINE_VARIABLES = frozenset(
         "handoff_reason",  # on the way to an agent (a choice's or global's reason, no_match_max)
         "callback_reason",  # the reason a callback is booked with
         "callback_id",  # the booked callback's id
+        "transfer_error",  # why a live transfer to an agent failed
     }
 )
 """Only the engine sets these, and every ``*_spoken`` (its read-backs): never call parameters
@@ -34,3 +37,20 @@ def is_reserved(name: str) -> bool:
 def is_internal(name: str) -> bool:
     """Whether `name` is the engine's working value (`INTERNAL_VARIABLES`, or a read-back)."""
     return name in INTERNAL_VARIABLES or name.endswith("_spoken")
+
+
+def booking_variables(spec: FlowSpec) -> frozenset[str]:
+    """What the flow's callback nodes book from: their number and time variables."""
+    return frozenset(
+        name
+        for node in spec.nodes.values()
+        if isinstance(node, CallbackNode)
+        for name in [*node.number, node.when]
+    )
+
+
+def assigned_variables(spec: FlowSpec) -> frozenset[str]:
+    """What the flow's own nodes set or book from: each question's answer, and
+    `booking_variables`."""
+    answers = {node.var for node in spec.nodes.values() if isinstance(node, QuestionNode)}
+    return booking_variables(spec) | answers

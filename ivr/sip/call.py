@@ -27,6 +27,7 @@ import secrets
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from ivr.call.leg import TransferRequest
 from ivr.call.session import CallSession
 from ivr.callerid import caller_number
 from ivr.sip import sdp
@@ -42,6 +43,7 @@ from ivr.sip.message import (
 from ivr.sip.message import (
     caller_number as sip_user,
 )
+from ivr.sip.transfer import refer
 from ivr.sip.transport import Peer
 from ivr.transports.messages import (
     FRAME_MS,
@@ -381,3 +383,7 @@ class SipLeg:
 
     async def close(self) -> None:
         await self._call.hang_up()
+
+    async def transfer(self, request: TransferRequest) -> str | None:
+        """A blind transfer of the caller by REFER (`ivr.sip.transfer`): None once done."""
+        return await refer(self._call, request)

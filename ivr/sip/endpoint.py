@@ -39,6 +39,7 @@ from ivr.sip.message import (
     response,
     target,
 )
+from ivr.sip.transfer import Referral, notified
 from ivr.sip.transport import Peer, SipTransport
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ class SipEndpoint:
         self._answered: OrderedDict[tuple[str, str, str], tuple[bytes, float]] = OrderedDict()
         self._unacked: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._clients: dict[str, asyncio.Task[None]] = {}  # our requests, by branch
+        self.awaiting: dict[str, asyncio.Future[Response]] = {}  # ours that want the answer
+        self.referrals: dict[tuple[str, str], Referral] = {}  # dialog → its REFER in progress
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self, host: str, port: int) -> int:
@@ -101,6 +104,8 @@ class SipEndpoint:
     def _handle(self, message: Request | Response, peer: Peer) -> None:
         try:
             if isinstance(message, Response):
+                if self._answer(message):
+                    return
                 task = self._clients.pop(message.branch, None)
                 if task is not None and message.status >= 200:
                     task.cancel()
@@ -157,8 +162,19 @@ class SipEndpoint:
             call.on_reinvite(req, peer)
         elif req.method == "OPTIONS":
             self._on_options(req, peer)
+        elif req.method == "NOTIFY":
+            notified(self, call, req, peer)  # of our REFER (ivr.sip.transfer)
         else:
             self._unsupported(req, peer)
+
+    def _answer(self, response: Response) -> bool:
+        """A response to a request of ours that waits for it (a REFER): True if it was one."""
+        waiter = self.awaiting.get(response.branch)
+        if waiter is None:
+            return False
+        if response.status >= 200 and not waiter.done():
+            waiter.set_result(response)
+        return True
 
     def _on_ack(self, ack: Request) -> None:
         task = self._unacked.pop((ack.call_id, ack.cseq.sequence), None)

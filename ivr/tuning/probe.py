@@ -37,6 +37,7 @@ from ivr.dialog.schema import (
     HangupNode,
     MenuNode,
     QuestionNode,
+    TransferNode,
 )
 from ivr.dialog.state import DialogState
 from ivr.events import SpeechEnded
@@ -243,8 +244,8 @@ def first_listening(flow: Flow) -> str:
                 name = node.next
             case BranchNode():
                 name = node.default
-            case CallbackNode() | HandoffNode() | HangupNode():
-                break  # the path to a question stops at a booking or the end of the call
+            case CallbackNode() | TransferNode() | HandoffNode() | HangupNode():
+                break  # the path to a question stops at a booking, a transfer or the end
             case MenuNode() | QuestionNode():
                 break  # listens, with no grammar (a free-text question without the globals)
             case _:

@@ -26,6 +26,11 @@ EVENT_DESCRIPTIONS: dict[str, str] = {
     "call.started": "A call was answered; its record is written (`data.call`).",
     "call.ended": "A call ended; `end_reason` says how (also sent for the calls a crashed"
     " server left open, closed at its restart).",
+    "call.transfer_requested": "A call over AudioSocket or a WebSocket media stream reached a"
+    " transfer node: put the caller through to `data.transfer.target` (redirect the channel,"
+    " update the call) within `timeout_seconds`; the call holds, and its stream closing is the"
+    " transfer done (end_reason transferred). Not taken in time: the flow goes on (a callback)."
+    " The agent's desktop reads the call at `transcript_url`.",
     "callback.scheduled": "A new callback was booked: by a caller in a call, or over the API"
     " (POST /v1/callbacks).",
     "callback.updated": "An open callback changed: a repeat caller's new request, a"
