@@ -196,6 +196,8 @@ def _seed(db: Path) -> list[str]:
                                          confidence=0.4, audio=audio)  # fmt: skip
                 if i % 2:
                     await store.end_call(call_id, "hangup", ended_at=T0 + timedelta(minutes=i + 1))
+            events, _ = await store.list_events(limit=200)  # the bookings' webhook events
+            EVENTS.extend({"id": e.id} for e in events)
             return ids
         finally:
             await store.close()
@@ -203,6 +205,8 @@ def _seed(db: Path) -> list[str]:
     return asyncio.run(run())
 
 
+EVENTS: list[dict[str, Any]] = []
+"""The seeded callbacks' outbox events (path parameters of the delivery log's operations)."""
 SEEDED: dict[str, list[dict[str, Any]]] = {}
 """Path parameters of records stored before the server started, by operation path (filled by
 the `server` fixture)."""
@@ -219,6 +223,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             SEEDED[path] = callbacks
         elif path in ("/v1/calls/{id}", "/v1/calls/{id}/audio"):
             SEEDED[path] = calls
+        elif path.startswith("/v1/webhooks/events/{id}"):
+            SEEDED[path] = EVENTS
     SEEDED["/v1/calls/{id}/turns/{seq}/audio"] = [{"id": "call-0", "seq": 3}]
     SEEDED["/v1/flows/{name}"] = [{"name": "hotline"}]
     # Uploads and adopted phrases rewrite the served flow: serve a copy, never the repo's.

@@ -103,10 +103,10 @@ async def test_replay_one_event_or_every_parked_one(api: Api) -> None:
         "POST", f"/v1/webhooks/events/{ids['delivered']}/replay", expect=EventOut
     )
     assert status == 200 and again["state"] == "pending" and again["delivered_at"] is None
-    status, body = await api.call("POST", "/v1/webhooks/events/replay", expect=Replayed)
+    status, body = await api.call("POST", "/v1/webhooks/parked/replay", expect=Replayed)
     assert status == 200 and body == {"replayed": 1}
     assert (await api.store.get_event(ids["parked"])).state == "pending"
-    _, body = await api.call("POST", "/v1/webhooks/events/replay")
+    _, body = await api.call("POST", "/v1/webhooks/parked/replay")
     assert body == {"replayed": 0}  # nothing parked any more
     due = await api.store.claim_due_events(10, datetime.now(UTC) + timedelta(seconds=1))
     assert {ids["delivered"], ids["parked"]} <= {e.id for e in due}
@@ -118,7 +118,7 @@ async def test_scopes_and_bad_queries(api: Api) -> None:
     ids = await _outbox(api)
     status, problem = await api.call("GET", "/v1/webhooks/events", token=READER)
     assert status == 403, problem  # calls and callbacks readers do not see deliveries
-    status, problem = await api.call("POST", "/v1/webhooks/events/replay", token=OPS_TOKEN)
+    status, problem = await api.call("POST", "/v1/webhooks/parked/replay", token=OPS_TOKEN)
     assert status == 403 and "webhooks.write" in problem["detail"], problem
     path = f"/v1/webhooks/events/{ids['parked']}/replay"
     assert (await api.call("POST", path, token=OPS_TOKEN))[0] == 403
@@ -181,7 +181,7 @@ def test_ivr_serve_logs_a_failed_delivery_and_replays_it(tmp_path: Path) -> None
             assert detail["data"]["callback"]["number"] == "+15550109876"
 
             down = False
-            status, body = request(base, "POST", "/v1/webhooks/events/replay")
+            status, body = request(base, "POST", "/v1/webhooks/parked/replay")
             assert status == 200 and body == {"replayed": 1}
             wait_until(lambda: len(receiver.snapshot("/crm")) == 2, 20, "the replayed event")
             first, second = receiver.snapshot("/crm")

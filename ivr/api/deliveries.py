@@ -165,7 +165,7 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "POST",
-        "/v1/webhooks/events/replay",
+        "/v1/webhooks/parked/replay",
         replay_parked,
         "replayParkedWebhookEvents",
         "Every parked event due again now (after a receiver's outage)",

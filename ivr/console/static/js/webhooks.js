@@ -78,7 +78,7 @@ export function webhooksView() {
   async function replayParked() {
     if (!window.confirm("Send every parked event again now?")) return;
     try {
-      const { replayed } = await post("/v1/webhooks/events/replay");
+      const { replayed } = await post("/v1/webhooks/parked/replay");
       notice(status, `${replayed} parked event${replayed === 1 ? "" : "s"} replayed.`, "ok");
     } catch (err) {
       notice(status, describe(err), "error");
