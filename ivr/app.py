@@ -29,6 +29,7 @@ from ivr.appkeys import (
     AUDIOSOCKET_PORT,
     CALL_LISTENERS,
     DISPATCHER,
+    LISTENING,
     METRICS,
     SERVICES,
     SETTINGS,
@@ -143,6 +144,27 @@ async def _start_services(app: web.Application, stack: contextlib.AsyncExitStack
     app[API] = _api_context(settings, services, callbacks, watcher)
     _start_background(app, stack, callbacks, http, watcher)
     # Calls last, once everything they use runs; at shutdown they stop first.
+    await _start_call_listeners(app, services, stack)
+    # Everything loaded so far lives as long as the server: keep it out of the garbage
+    # collector's scans, which otherwise pause every call's event loop as calls add objects.
+    gc.collect()
+    gc.freeze()
+    log.info(
+        "ASR engine: %s; flow %s (version %s); node %s; event loop %s",
+        asr.engine.describe(),
+        flows.flow.name,
+        flows.flow.version,
+        node_id,
+        type(asyncio.get_running_loop()).__module__.split(".")[0],
+    )
+
+
+async def _start_call_listeners(
+    app: web.Application, services: CallServices, stack: contextlib.AsyncExitStack
+) -> None:
+    """AudioSocket, then SIP (IVR_SIP_PORT, ivr/sip), each stopped by `stack`; what they
+    listen on goes in app[LISTENING] for the start-up line."""
+    settings = app[SETTINGS]
     audiosocket = StreamServer(services, AUDIOSOCKET)
     try:
         app[AUDIOSOCKET_PORT] = await audiosocket.start(settings.host, settings.audiosocket_port)
@@ -150,20 +172,10 @@ async def _start_services(app: web.Application, stack: contextlib.AsyncExitStack
         raise _port_error("AudioSocket", settings.audiosocket_port, exc) from exc
     stack.push_async_callback(audiosocket.close)
     app[CALL_LISTENERS] = [audiosocket]
-    await start_sip(services, settings, stack)  # IVR_SIP_PORT (ivr/sip); `stack` stops it
-    # Everything loaded so far lives as long as the server: keep it out of the garbage
-    # collector's scans, which otherwise pause every call's event loop as calls add objects.
-    gc.collect()
-    gc.freeze()
-    log.info(
-        "ASR engine: %s; flow %s (version %s); AudioSocket on port %d; node %s; event loop %s",
-        asr.engine.describe(),
-        flows.flow.name,
-        flows.flow.version,
-        app[AUDIOSOCKET_PORT],
-        node_id,
-        type(asyncio.get_running_loop()).__module__.split(".")[0],
-    )
+    listening = app[LISTENING] = [f"audiosocket tcp {address(*a)}" for a in audiosocket.addresses]
+    sip = await start_sip(services, settings, stack)
+    if sip is not None:
+        listening.append(f"sip udp+tcp {address(*sip.transport.address)}")
 
 
 def _api_context(
@@ -378,6 +390,21 @@ async def _drain_on_sigterm(app: web.Application) -> None:
     drain_on_sigterm(app)
 
 
+def address(host: str, port: int, *_: object) -> str:
+    """`host:port`, an IPv6 host in brackets (a socket's address: its flow info and scope
+    id ignored)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def log_listening(app: web.Application, socks: list[socket.socket]) -> None:
+    """The start-up line naming every address the server listens on, once all of them do
+    (ports of 0 as the ones bound): ``listening: http://127.0.0.1:8080 audiosocket tcp
+    127.0.0.1:9092 sip udp+tcp 127.0.0.1:5060``."""
+    http = [f"http://{address(*sock.getsockname())}" for sock in socks]
+    where = [*http, *app.get(LISTENING, [])]
+    log.info("listening: %s", " ".join(where), extra={"event": "listening", "addresses": where})
+
+
 def listen(host: str, port: int) -> list[socket.socket]:
     """The HTTP server's sockets, bound before anything loads (as aiohttp would: every
     address `host` resolves to), so that a port in use fails start-up at once."""
@@ -427,7 +454,8 @@ def run(settings: Settings) -> None:
         web.run_app(
             app,
             sock=socks,
-            print=None,
+            # Called once every site listens (instead of aiohttp's "Running on" banner).
+            print=lambda _banner: log_listening(app, socks),
             loop=new_event_loop(settings.event_loop),
             **server_options(settings),  # the header timeout (ivr/server/http.py)
         )

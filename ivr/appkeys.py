@@ -34,6 +34,9 @@ SERVED_FLOWS: web.AppKey[dict[str, FlowWatcher]] = web.AppKey("served_flows")
 AUDIOSOCKET_PORT: web.AppKey[int] = web.AppKey("audiosocket_port")
 CALL_LISTENERS: web.AppKey[list[StreamServer]] = web.AppKey("call_listeners")
 """The call listeners besides HTTP (AudioSocket's): a shutdown stops them taking calls."""
+LISTENING: web.AppKey[list[str]] = web.AppKey("listening")
+"""What the call listeners besides HTTP listen on ("audiosocket tcp 127.0.0.1:9092", "sip
+udp+tcp …"), for the start-up line that names every address (`ivr.app`)."""
 WEBHOOKS: web.AppKey[WebhookDeliverer] = web.AppKey("webhooks")
 DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("dispatcher")
 STORE_PROBE: web.AppKey[StoreProbe] = web.AppKey("store_probe")

@@ -216,10 +216,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "sip_port": args.sip_port,
         "data_dir": args.data_dir,
     }
+    settings = load_settings(args.config, **overrides)
+    # The settings name the log format: lines, or JSON objects (IVR_LOG_FORMAT).
+    setup_logging(logging.DEBUG if args.verbose else logging.INFO, settings.log_format)
     try:
-        run(load_settings(args.config, **overrides))
+        run(settings)
     except StartupError as exc:  # everything it started has stopped: a supervisor restarts
-        print(f"ivr serve: {exc}", file=sys.stderr)
+        if settings.log_format == "json":  # every line on stderr a JSON record
+            logging.getLogger("ivr.app").critical(
+                "ivr serve: %s", exc, extra={"event": "startup_failed"}
+            )
+        else:
+            print(f"ivr serve: {exc}", file=sys.stderr)
         return 2
     return 0
 

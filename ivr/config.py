@@ -196,6 +196,13 @@ class Settings(BaseSettings):
     # previous response); an idle keep-alive connection is closed then too.
     header_timeout_seconds: float = Field(10, gt=0)
 
+    # Logs (ivr/logs.py): "text" lines, or "json", one object a line (call id, caller, node,
+    # event and request id as fields). The access log: "quiet" leaves out the successful
+    # requests for console files (/console/static/), /metrics and the health probes (/livez,
+    # /readyz, /healthz); "all" logs those too; "off" logs no request.
+    log_format: Literal["text", "json"] = "text"
+    access_log: Literal["quiet", "all", "off"] = "quiet"
+
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:

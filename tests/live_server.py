@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,6 +24,16 @@ FEED_TOKEN = "live-server-feed-token-0123456789"
 """A calls.read token every test server accepts besides the test's own IVR_API_TOKENS: call
 feeds need one (`Caller(..., token=FEED_TOKEN)`, `ivr dial --token`, `events_url`)."""
 FEED_TOKEN_ENTRY = token_entry("feed", FEED_TOKEN, ["calls.read"])
+
+
+LISTENING = re.compile(r"listening: (.*?)(?:\"|$)", re.M)
+"""The start-up line naming every address (ivr.app.log_listening), as text or in JSON."""
+
+
+def listening(log: str) -> str | None:
+    """The addresses of the server's start-up line in `log`, else None."""
+    found = LISTENING.search(log)
+    return found.group(1) if found else None
 
 
 def free_port() -> int:
@@ -53,10 +64,27 @@ class LiveServer:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def log_lines(self) -> list[str]:
+        return self.log_text().splitlines()
+
+
+def _bound(server: LiveServer, deadline: float) -> None:
+    """The ports a server given port 0 took, from its start-up line."""
+    while (where := listening(server.log_text())) is None:
+        if server.proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"ivr serve did not start:\n{server.log_text()}")
+        time.sleep(0.2)
+    http = re.search(r"http://127\.0\.0\.1:(\d+)", where)
+    audiosocket = re.search(r"audiosocket tcp 127\.0\.0\.1:(\d+)", where)
+    assert http and audiosocket, where
+    server.port, server.audiosocket_port = int(http.group(1)), int(audiosocket.group(1))
+
 
 @contextmanager
-def live_server(tmp: Path, **env: str) -> Iterator[LiveServer]:
-    port, as_port = free_port(), free_port()
+def live_server(tmp: Path, *, ephemeral: bool = False, **env: str) -> Iterator[LiveServer]:
+    """`ivr serve` on free ports (`ephemeral`: on port 0, the ones it took read from its
+    start-up line), until the block ends."""
+    port, as_port = (0, 0) if ephemeral else (free_port(), free_port())
     log = tmp / "server.log"
     full_env = {
         **os.environ,
@@ -99,6 +127,8 @@ def live_server(tmp: Path, **env: str) -> Iterator[LiveServer]:
     server = LiveServer(port, as_port, proc, log)
     try:
         deadline = time.monotonic() + 90
+        if ephemeral:
+            _bound(server, deadline)
         while True:
             try:
                 server.health()

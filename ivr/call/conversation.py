@@ -120,6 +120,12 @@ class Conversation:
     def player(self) -> Player:
         return self.call.player
 
+    @property
+    def node(self) -> str | None:
+        """The dialog's node now (None before the flow starts): on the call's log records."""
+        state: DialogState | None = getattr(self, "state", None)
+        return state.node if state is not None else None
+
     async def start(self, flow: Flow, start: CallStart) -> None:
         clock, hours = self.s.clock, self.s.hours
         agents = self.s.transfers.agents
@@ -132,6 +138,7 @@ class Conversation:
                 "call %s: call parameters not taken (the flow sets them): %s",
                 self.call.call_id,
                 names,
+                extra={"event": "params_refused"},
             )
         await self._act(actions)
 
@@ -204,6 +211,7 @@ class Conversation:
                     "call %s: %.1f s of speech over a prompt that cannot be interrupted: not taken",
                     self.call.call_id,
                     event.end - event.start,
+                    extra={"event": "speech_not_taken"},
                 )
             elif self._listen is not None:
                 # The caller answered: no "no input" while the recognizer works on it (a
@@ -230,6 +238,7 @@ class Conversation:
                 by,
                 cut.heard_by,
                 cut.prompt.text[:80],
+                extra={"event": "barge_in"},
             )
         return cut
 
@@ -240,13 +249,19 @@ class Conversation:
                 audio, listen.grammar, rate=self.rate, hint=listen.hint
             )
         except Exception:  # the caller hears a no-match reprompt rather than silence
-            log.exception("call %s: recognition failed", self.call.call_id)
+            log.exception(
+                "call %s: recognition failed", self.call.call_id, extra={"event": "asr_failed"}
+            )
             result = RecognitionResult("", 0.0, "error")
         if result.text:
             try:  # the sentence embedding, off the loop: the dialog then finds it cached
                 await self.s.asr.run(prepare_meaning, result.text)
             except Exception:
-                log.exception("call %s: sentence embedding failed", self.call.call_id)
+                log.exception(
+                    "call %s: sentence embedding failed",
+                    self.call.call_id,
+                    extra={"event": "embedding_failed"},
+                )
         mode = "grammar" if listen.grammar is not None else "free"
         self.s.metrics.asr_time(mode, time.perf_counter() - started)
         self.call.post("asr", (utterance, result, audio))
@@ -398,10 +413,16 @@ class Conversation:
                     transcript=transcript,
                 )
             except InvalidNumber as exc:  # no number to call: the caller hears the fallback
-                log.warning("call %s: %s", self.call.call_id, exc)
+                log.warning(
+                    "call %s: %s", self.call.call_id, exc, extra={"event": "booking_failed"}
+                )
                 done = FetchDone(error=f"booking failed: {exc}")
             except Exception as exc:  # the store is down: the caller hears the fallback
-                log.exception("call %s: booking a callback failed", self.call.call_id)
+                log.exception(
+                    "call %s: booking a callback failed",
+                    self.call.call_id,
+                    extra={"event": "booking_failed"},
+                )
                 done = FetchDone(error=f"booking failed: {exc}")
             else:
                 done = FetchDone({"callback_id": cb.id})

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ivr.audio.codecs import Encoding
+from ivr.call import calllog
 from ivr.call.conversation import Conversation
 from ivr.call.lag import InboundLag
 from ivr.call.leg import Leg
@@ -32,6 +33,7 @@ from ivr.call.recorder import CallRecorder
 from ivr.call.recording import CallAudio, recording_path
 from ivr.call.registry import Admission
 from ivr.call.services import CallLimits, CallServices
+from ivr.logs import CALL, CallFields, event
 from ivr.transports.messages import (
     CallerAudio,
     CallerHangup,
@@ -80,7 +82,11 @@ class CallSession:
         self.s = services
         self.call_id = call_id or new_call_id()
         self.provider_call_id: str | None = None
+        self.caller: str | None = None  # from the far end's start message
         self.end_reason = "unknown"
+        self._began = time.monotonic()  # the far end is connected: the call's duration
+        # The call's fields on every record made while it is served (ivr.logs).
+        self.log_fields = CallFields(self.call_id, node=self._node)
         self._inputs: asyncio.Queue[_Input] = asyncio.Queue()
         # Caller messages waiting in _inputs: the receiver stops reading the socket at this
         # many, so a far end that floods frames fills its own TCP window, not our memory.
@@ -102,6 +108,9 @@ class CallSession:
     @player.setter
     def player(self, player: Player) -> None:
         self._player = player
+
+    def _node(self) -> str | None:
+        return self.talk.node if self.talk is not None else None
 
     @property
     def turn_latencies(self) -> list[float]:
@@ -128,15 +137,25 @@ class CallSession:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def run(self) -> str:
+        # Every record of the call (this task's and those it starts) carries its fields.
+        fields = CALL.set(self.log_fields)
+        try:
+            return await self._run()
+        finally:
+            CALL.reset(fields)
+
+    async def _run(self) -> str:
         start = await self._start()
         if start is None:
             return self.end_reason
+        self.caller = self.log_fields.caller = start.caller
         admission = self.s.registry.admit(self.call_id, self.provider_call_id)
         if admission is Admission.DUPLICATE:
             log.warning(
                 "call %s refused: a call with the far-end id %r is in progress",
                 self.call_id,
                 self.provider_call_id,
+                extra=event("call_refused"),
             )
             return await self._abort("duplicate call id")
         if admission is Admission.BUSY:
@@ -204,7 +223,7 @@ class CallSession:
                         self._say_now(self.s.limits.too_long_prompt, start.rate), PROMPT_LIMIT_S
                     )
             else:
-                log.exception("call %s failed", self.call_id)
+                log.exception("call %s failed", self.call_id, extra=event("call_failed"))
                 self.end_reason = "internal_error"
         except ConnectionError as exc:  # a send to the leg: the caller is gone
             log.info("call %s: the connection was lost: %r", self.call_id, exc)
@@ -214,15 +233,15 @@ class CallSession:
             self.end_reason = "server_shutdown" if self.s.shutting_down else "connection_lost"
             return True
         except BaseException:  # anything at all: the call still ends, and ends cleanly
-            log.exception("call %s failed", self.call_id)
+            log.exception("call %s failed", self.call_id, extra=event("call_failed"))
             if self.end_reason == "unknown":
                 self.end_reason = "internal_error"
         return False
 
     async def _abort(self, reason: str) -> str:
         """End a call that never got a slot (no start, a bad one, a duplicate id)."""
-        log.warning("call on %s ended: %s", self.leg.name, reason)
         self.end_reason = reason
+        self._log_end(logging.WARNING)
         self.s.metrics.call_ended(reason)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.leg.send(EndCall(reason)), LEG_LIMIT_S)
@@ -246,6 +265,8 @@ class CallSession:
             self.publish({"event": "hangup", "reason": "busy"})
             self.s.registry.end(self.call_id)
             self.s.metrics.call_ended("busy")
+            self.end_reason = "busy"
+            self._log_end(logging.INFO)
 
     async def _say_now(self, text: str, rate: int) -> None:
         """A prompt outside the flow (busy, call too long), played to the end."""
@@ -318,7 +339,11 @@ class CallSession:
                 step()
             except Exception:
                 log.exception("call %s: releasing it failed", self.call_id)
-        log.info("call %s ended: %s", self.call_id, self.end_reason)
+        self._log_end(logging.INFO)
+
+    def _log_end(self, level: int) -> None:
+        took = time.monotonic() - self._began
+        calllog.ended(level, self.call_id, self.end_reason, self.caller, took, self.leg.name)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         """A task of the call ended: one that failed ends the call (never silently)."""
@@ -365,6 +390,8 @@ class CallSession:
             provider_call_id=self.provider_call_id,
             node_id=self.s.node_id or None,
         )
+        flow_id = (flow.name, flow.version)
+        calllog.started(self.call_id, start.caller, self.leg.name, flow_id, self.provider_call_id)
         self.publish(
             {
                 "event": "call_started",
@@ -411,7 +438,7 @@ class CallSession:
         elif item.kind == "closed":
             self.end_reason = self._hung_up()
         elif item.kind == "error":
-            log.warning("call %s: %s", self.call_id, item.value)
+            log.warning("call %s: %s", self.call_id, item.value, extra=event("call_error"))
             self.end_reason = end_reason(str(item.value))
         else:  # the results of the conversation's own work, and the player's news
             await talk.handle(item.kind, item.value)

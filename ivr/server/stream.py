@@ -76,6 +76,12 @@ class StreamServer:
         self._server = await asyncio.start_server(self._handle, host, port)
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """The (host, port) of each socket it listens on."""
+        sockets = self._server.sockets if self._server is not None else ()
+        return [(str(a[0]), int(a[1])) for a in (s.getsockname() for s in sockets)]
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None

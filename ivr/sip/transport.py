@@ -76,6 +76,12 @@ class SipTransport:
         self._udp, self.host, self.port = udp, host, port
         return port
 
+    @property
+    def address(self) -> tuple[str, int]:
+        """The address UDP is bound to (TCP listens on the same), once started."""
+        name = self._udp.get_extra_info("sockname") if self._udp is not None else None
+        return (str(name[0]), int(name[1])) if name else (self.host, self.port)
+
     async def close(self) -> None:
         if self._tcp is not None:
             self._tcp.close()
