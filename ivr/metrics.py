@@ -52,6 +52,7 @@ OUTCOMES = (
     "caller_goodbye",
     "caller_hangup",
     "handoff",
+    "transferred",  # put through to an agent (a transfer node)
     "busy",
     "idle_timeout",
     "max_duration",
