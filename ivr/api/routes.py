@@ -6,9 +6,8 @@ Handlers only parse, call the callback service or the store, and render with
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from functools import cache
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -31,14 +30,19 @@ from ivr.api.models import (
     RescheduleRequest,
 )
 from ivr.api.openapi import build_document
-from ivr.api.operation import Operation, OperationHandler, endpoint, parse_query, read_body
+from ivr.api.operation import (
+    Operation,
+    OperationHandler,
+    endpoint,
+    paged,
+    parse_query,
+    read_body,
+)
 from ivr.api.request_id import add_request_ids
 from ivr.appkeys import API, FEEDS, TOKEN_GUARD
 from ivr.auth import Principal
 from ivr.callbacks import AlreadyOpen, InvalidNumber, call_json, callback_json
 from ivr.store import NotFound
-
-T = TypeVar("T")
 
 CALLBACK_ID = {
     "id": {
@@ -50,22 +54,10 @@ CALLBACK_ID = {
 CALL_ID = {"id": {"type": "string", "minLength": 1, "description": "the call's id"}}
 
 
-async def _page(result: Awaitable[T], cursor: str | None) -> T:
-    """The store's ValueError for a cursor it did not hand out → 400 naming `cursor`
-    (limit and filters are validated before, so with no cursor it is a bug: let it raise)."""
-    try:
-        return await result
-    except ValueError:
-        if cursor is None:
-            raise
-        error = [("cursor", "not a cursor this list returned")]
-        raise ApiError(400, "invalid cursor", error, code="invalid_cursor") from None
-
-
 async def list_callbacks(request: web.Request, who: Principal) -> Any:
     api = request.app[API]
     q = parse_query(request.query, CallbackListQuery)
-    items, next_cursor = await _page(
+    items, next_cursor = await paged(
         api.store.list_callbacks(
             status=q.status,
             due_before=q.due_before,
@@ -134,7 +126,7 @@ async def cancel_callback(request: web.Request, who: Principal) -> Any:
 async def list_calls(request: web.Request, who: Principal) -> Any:
     api = request.app[API]
     q = parse_query(request.query, CallListQuery)
-    items, next_cursor = await _page(
+    items, next_cursor = await paged(
         api.store.list_calls(
             limit=q.limit,
             cursor=q.cursor,

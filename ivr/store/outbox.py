@@ -103,18 +103,20 @@ class OutboxQueries(Queries):
             raise NotFound("event", id)
         return _event(rows[0])
 
-    async def mark_delivered(self, id: str, *, now: datetime | None = None) -> Event:
+    async def _set(self, id: str, assignments: str, *args: Any) -> Event:
+        """`UPDATE outbox SET assignments` ($2… are `args`) of one event; NotFound if none."""
         id = uuid_id("event", id)
         async with self._unit() as c:
             rows = await c.fetch(
-                "UPDATE outbox SET delivered_at = COALESCE(delivered_at, $2), last_error = NULL"
-                " WHERE id = $1 RETURNING *",
-                id,
-                now_or(now),
+                f"UPDATE outbox SET {assignments} WHERE id = $1 RETURNING *", id, *args
             )
         if not rows:
             raise NotFound("event", id)
         return _event(rows[0])
+
+    async def mark_delivered(self, id: str, *, now: datetime | None = None) -> Event:
+        assignments = "delivered_at = COALESCE(delivered_at, $2), last_error = NULL"
+        return await self._set(id, assignments, now_or(now))
 
     async def mark_failed(self, id: str, error: str, retry_at: datetime) -> Event:
         id = uuid_id("event", id)
@@ -164,17 +166,7 @@ class OutboxQueries(Queries):
         return items, encode_cursor(items[-1].created_at, items[-1].id) if more else None
 
     async def replay_event(self, id: str, *, now: datetime | None = None) -> Event:
-        id = uuid_id("event", id)
-        async with self._unit() as c:
-            rows = await c.fetch(
-                "UPDATE outbox SET next_attempt_at = $2, delivered_at = NULL"
-                " WHERE id = $1 RETURNING *",
-                id,
-                now_or(now),
-            )
-        if not rows:
-            raise NotFound("event", id)
-        return _event(rows[0])
+        return await self._set(id, "next_attempt_at = $2, delivered_at = NULL", now_or(now))
 
     async def replay_parked(self, *, now: datetime | None = None) -> int:
         async with self._unit() as c:
