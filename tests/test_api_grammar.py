@@ -36,6 +36,7 @@ async def client(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Clie
             "data_dir": tmp_path_factory.mktemp("api-grammar"),
             "host": "127.0.0.1",
             "audiosocket_port": 0,
+            "sip_port": 0,  # no SIP: 5060 may be another process's
             "asr_workers": 1,
             "api_tokens": tokens,
         }

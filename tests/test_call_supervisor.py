@@ -63,6 +63,7 @@ async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
         data_dir=tmp / "data",
         host="127.0.0.1",
         audiosocket_port=0,
+        sip_port=0,  # no SIP: 5060 may be another process's
         max_calls=MAX_CALLS,
         end_silence_ms=500,
         timezone="UTC",

@@ -240,6 +240,7 @@ async def ivr_app(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
         data_dir=tmp_path / "data",
         host="127.0.0.1",
         audiosocket_port=0,
+        sip_port=0,  # no SIP: 5060 may be another process's
         timezone="UTC",
         business_hours="24/7",
     )
