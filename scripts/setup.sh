@@ -12,7 +12,7 @@ packages="python3 python3-venv python3-dev espeak-ng libespeak-ng1 libsndfile1 s
 extras=""
 if [ "${1:-}" = "--test" ]; then
   packages="$packages flite asterisk-core-sounds-en-wav postgresql chromium"
-  packages="$packages baresip-core sip-tester kamailio"  # real SIP software (tests/test_e2e_sip.py)
+  packages="$packages baresip-core sip-tester kamailio"  # real SIP software (tests/test_e2e_sip.py, test_e2e_kamailio.py)
   extras="[test]"
 fi
 

@@ -63,3 +63,11 @@ class ApiContext:
     def served_flow(self) -> FlowWatcher | None:
         """The flow calls are answered with."""
         return next(iter(self.flows.values()), None)
+
+    def number(self, raw: str | None) -> str | None:
+        """A number a request filters by, as numbers are kept (E.164: `15551230001` and
+        `(555) 123-0001` find `+15551230001`); text that is no number as given (it finds
+        nothing)."""
+        if raw is None:
+            return None
+        return self.callbacks.policy.number(raw) or raw

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
 from ivr.api.errors import ApiError
-from ivr.api.models import Name, Number
+from ivr.api.models import NUMBER_FILTER, Name, Number
 from ivr.api.operation import Operation, parse_query
 from ivr.appkeys import API, FEEDS
 from ivr.auth import PROTOCOL, Principal, websocket_principal
@@ -66,7 +66,7 @@ class LiveCallList(_Output):
 class LiveCallsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)  # parse_query drops unknown ones
 
-    caller: Number | SkipJsonSchema[None] = Field(None, description="the caller's number")
+    caller: Number | SkipJsonSchema[None] = Field(None, description=NUMBER_FILTER)
     transport: Name | SkipJsonSchema[None] = Field(None, description="e.g. browser")
 
 
@@ -85,10 +85,11 @@ def _time(epoch: float | None, request: web.Request) -> str | None:
 
 async def list_live_calls(request: web.Request, who: Principal) -> Any:
     q = parse_query(request.query, LiveCallsQuery)
+    caller = request.app[API].number(q.caller)
     calls = [
         call
         for call in _calls(request).live_calls()
-        if q.caller in (None, call["caller"]) and q.transport in (None, call["transport"])
+        if caller in (None, call["caller"]) and q.transport in (None, call["transport"])
     ]
     for call in calls:
         call["started_at"] = _time(call["started_at"], request)

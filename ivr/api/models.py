@@ -92,6 +92,10 @@ DueTime = Annotated[
 _PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 Name = Annotated[str, Field(min_length=1, max_length=100, pattern=_PRINTABLE)]
 Number = Annotated[str, Field(min_length=1, max_length=64, pattern=_PRINTABLE)]
+NUMBER_FILTER = (
+    "the caller's number, in any spelling: +15551230001, 15551230001 and (555) 123-0001 are"
+    " one (national numbers are IVR_DEFAULT_REGION's; numbers are kept in E.164)"
+)
 # A cursor is base64url text: its alphabet and length keep a request line well inside
 # aiohttp's 8190 bytes (a 1000-character cursor of other characters could be 12 kB encoded).
 Cursor = Annotated[
@@ -133,13 +137,13 @@ class CallbackListQuery(_Input):
     )
     due_after: Instant | SkipJsonSchema[None] = Field(None, description="due at or after")
     due_before: Instant | SkipJsonSchema[None] = Field(None, description="due before")
-    number: Number | SkipJsonSchema[None] = Field(None, description="the caller's number")
+    number: Number | SkipJsonSchema[None] = Field(None, description=NUMBER_FILTER)
     limit: Limit = 50
     cursor: Cursor | SkipJsonSchema[None] = None
 
 
 class CallListQuery(_Input):
-    caller: Number | SkipJsonSchema[None] = Field(None, description="the caller's number")
+    caller: Number | SkipJsonSchema[None] = Field(None, description=NUMBER_FILTER)
     started_after: Instant | SkipJsonSchema[None] = Field(None, description="started at or after")
     started_before: Instant | SkipJsonSchema[None] = Field(None, description="started before")
     provider_call_id: str | SkipJsonSchema[None] = Field(
@@ -158,8 +162,11 @@ Reason = Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[^\x00]+$
 
 class BookRequest(_Input):
     number: Number = Field(
-        description="the number to call back, e.g. +4930123456 (spaces, dashes, dots and"
-        " brackets are dropped); anything but an optional + and 3 to 15 digits is a 422",
+        description="the number to call back, e.g. +4930123456, kept in E.164: spaces,"
+        " dashes, dots and brackets are dropped, and a national number is IVR_DEFAULT_REGION's"
+        " ((555) 123-0001 is +15551230001 in the US), so each spelling of a number is its one"
+        " open callback; a number too short for E.164 (an extension) is kept as given;"
+        " anything but an optional + and 3 to 15 digits is a 422",
         examples=["+4930123456"],
     )
     due_at: DueTime = Field(

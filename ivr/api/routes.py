@@ -62,7 +62,7 @@ async def list_callbacks(request: web.Request, who: Principal) -> Any:
             status=q.status,
             due_before=q.due_before,
             due_after=q.due_after,
-            number=q.number,
+            number=api.number(q.number),
             limit=q.limit,
             cursor=q.cursor,
         ),
@@ -130,7 +130,7 @@ async def list_calls(request: web.Request, who: Principal) -> Any:
         api.store.list_calls(
             limit=q.limit,
             cursor=q.cursor,
-            caller=q.caller,
+            caller=api.number(q.caller),
             started_after=q.started_after,
             started_before=q.started_before,
             provider_call_id=q.provider_call_id,

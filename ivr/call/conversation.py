@@ -129,7 +129,9 @@ class Conversation:
     async def start(self, flow: Flow, start: CallStart) -> None:
         clock, hours = self.s.clock, self.s.hours
         agents = self.s.transfers.agents
-        self.engine = DialogEngine(flow, today_in(clock, hours.tz), clock, hours, agents=agents)
+        self.engine = DialogEngine(
+            flow, today_in(clock, hours.tz), clock, hours, queues=self.s.queues, agents=agents
+        )
         self.state: DialogState
         self.state, actions = self.engine.start(Start(caller=start.caller, params=start.params))
         if self.state.refused_params:  # the far end tried to set what the flow sets itself
@@ -391,7 +393,7 @@ class Conversation:
     async def _book(self, action: BookCallback) -> None:
         done = FetchDone(error="callbacks are not configured")
         if self.s.callbacks is not None:
-            internal = ("open_now", "business_hours", "handoff_reason")
+            internal = ("open_now", "business_hours", "closed_today", "handoff_reason")
             given = {
                 k: v
                 for k, v in action.variables.items()

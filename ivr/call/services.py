@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from ivr.asr.runner import AsrRunner
 from ivr.call.recorder import StoreWriter
 from ivr.call.registry import CallRegistry
 from ivr.callbacks import Callbacks
+from ivr.callerid import DEFAULT_REGION
 from ivr.clock import Clock, system_clock
 from ivr.dialog.engine import ALWAYS_OPEN
 from ivr.dialog.flow import Flow
@@ -54,7 +56,9 @@ class CallServices:
     records: StoreWriter | None = None  # writes every call's records (batched) to `store`
     callbacks: Callbacks | None = None  # agent callbacks; None: booking fails politely
     hours: BusinessHours = ALWAYS_OPEN  # when agents work (callback times, after-hours)
+    queues: Mapping[str, BusinessHours] = field(default_factory=dict)  # a node's `queue:`
     clock: Clock = system_clock  # the calendar: business hours, callback times, dates
+    region: str = DEFAULT_REGION  # whose national numbers caller IDs are (E.164 from them)
     recordings: Path | None = None  # whole-call WAVs go here; None records none
     data_dir: Path | None = None  # unrecognized utterances' WAVs go to its audio/; None: none
     metrics: Metrics = field(default_factory=Metrics)  # for GET /metrics

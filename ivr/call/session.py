@@ -20,7 +20,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ivr.audio.codecs import Encoding
@@ -33,6 +33,7 @@ from ivr.call.recorder import CallRecorder
 from ivr.call.recording import CallAudio, recording_path
 from ivr.call.registry import Admission
 from ivr.call.services import CallLimits, CallServices
+from ivr.callerid import caller_number
 from ivr.logs import CALL, CallFields, event
 from ivr.transports.messages import (
     CallerAudio,
@@ -208,7 +209,17 @@ class CallSession:
             return None
         if first.call_id and first.call_id != self.call_id:
             self.provider_call_id = first.call_id
-        return first
+        return self._e164(first)
+
+    def _e164(self, start: CallStart) -> CallStart:
+        """The caller ID in E.164, national numbers read as IVR_DEFAULT_REGION's (the
+        transports checked it is a number; they know no region), and so the far end's own
+        copy of it among the parameters."""
+        region = self.s.region
+        params = dict(start.params)
+        if params.get("caller"):
+            params["caller"] = caller_number(params["caller"], region) or params["caller"]
+        return replace(start, caller=caller_number(start.caller, region), params=params)
 
     async def _supervise(self, start: CallStart) -> bool:
         """Serve the call; whatever ends it becomes its end reason. True if cancelled."""

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ivr.callerid import caller_number
+from ivr.callerid import DEFAULT_REGION, caller_number
 from ivr.config import Settings
 from ivr.store import Attempt, Call, Callback, Conflict, Store, TurnRecord
 
@@ -59,6 +59,7 @@ class CallbackPolicy:
     expiry: timedelta = timedelta(hours=72)
     lease: timedelta = timedelta(minutes=10)
     vip_numbers: frozenset[str] = frozenset()
+    region: str = DEFAULT_REGION  # whose national numbers those without + are (E.164)
 
     @classmethod
     def from_settings(cls, s: Settings) -> CallbackPolicy:
@@ -69,11 +70,22 @@ class CallbackPolicy:
             expiry=timedelta(hours=s.callback_expiry_hours),
             lease=timedelta(seconds=s.dispatch_lease_seconds),
             vip_numbers=frozenset(s.vip_numbers),
+            region=s.default_region,
         )
+
+    def __post_init__(self) -> None:  # the list as written, in the form numbers are booked
+        vips = (self.number(n) or n for n in self.vip_numbers)
+        object.__setattr__(self, "vip_numbers", frozenset(vips))
+
+    def number(self, raw: str | None) -> str | None:
+        """`raw` as numbers are kept (E.164, national ones read as `region`'s); None when it
+        is not a number."""
+        return caller_number(raw, self.region)
 
     def priority(self, number: str, segment: str | None = None) -> int:
         """VIP callers (config list, or a "vip" segment from the account) come first."""
-        return VIP_PRIORITY if number in self.vip_numbers or segment == "vip" else 0
+        vip = self.number(number) in self.vip_numbers
+        return VIP_PRIORITY if vip or segment == "vip" else 0
 
 
 def iso(value: datetime | None, tz: ZoneInfo) -> str | None:
@@ -185,9 +197,10 @@ class Callbacks:
         only_new: bool = False,
     ) -> tuple[Callback, bool]:
         """Schedule a callback, or update the number's open one: (callback, created).
-        `number` as a caller ID is checked (separators dropped); InvalidNumber otherwise.
+        `number` as a caller ID is checked and written in E.164 (`CallbackPolicy.number`), so
+        each spelling of a number is its one open callback; InvalidNumber when it is none.
         `only_new`: AlreadyOpen instead of updating an open one (the change rolled back)."""
-        valid = caller_number(number)
+        valid = self.policy.number(number)
         if valid is None:  # an agent would dial it: only a number is booked
             raise InvalidNumber(number)
         number = valid

@@ -13,6 +13,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from itertools import groupby, pairwise
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ivr.dialog.closed import NO_CLOSURES, ClosedDays
+
 DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 END_OF_DAY = time.max  # a range closing at "24:00": datetime.time cannot say 24:00
 DAY_START = time(9)  # "tomorrow" with no time: callers mean the start of the working day
@@ -35,12 +37,18 @@ def _in_zone(at: datetime, tz: ZoneInfo) -> datetime:
     return at.replace(tzinfo=tz) if at.tzinfo is None else at.astimezone(tz)
 
 
+DEFAULT_QUEUE = "default"
+"""The queue a call is for until a node of its flow names another (`queue:`)."""
+
+
 @dataclass(frozen=True)
 class BusinessHours:
-    """Open ranges per weekday (0 = Monday), each (open, close): open <= t < close."""
+    """Open ranges per weekday (0 = Monday), each (open, close): open <= t < close; never on
+    a day `closed` names (a public holiday, a dated closure)."""
 
     tz: ZoneInfo
     days: tuple[tuple[Range, ...], ...]
+    closed: ClosedDays = NO_CLOSURES
 
     def __post_init__(self) -> None:
         if len(self.days) != 7:
@@ -49,7 +57,7 @@ class BusinessHours:
             raise WhenError("business hours: no open day")
 
     @classmethod
-    def parse(cls, spec: str, tz: str) -> BusinessHours:
+    def parse(cls, spec: str, tz: str, closed: ClosedDays = NO_CLOSURES) -> BusinessHours:
         """E.g. "mon-fri 09:00-12:00 13:00-18:00, sat 10:00-14:00, sun closed" or "24/7"."""
         try:
             zone = ZoneInfo(tz)
@@ -58,7 +66,7 @@ class BusinessHours:
         where = f"business hours {spec!r}"
         text = re.sub(r"\s*-\s*", "-", spec.strip().lower())
         if text == "24/7":
-            return cls(zone, tuple(((time(0), END_OF_DAY),) for _ in range(7)))
+            return cls(zone, tuple(((time(0), END_OF_DAY),) for _ in range(7)), closed)
         days: list[list[Range]] = [[] for _ in range(7)]
         group: list[str] = []  # day tokens waiting for their hours
         done = False  # whether `group` got hours (or "closed")
@@ -82,22 +90,35 @@ class BusinessHours:
                     raise WhenError(
                         f"{where}: {DAY_NAMES[day]} hours {_hhmm(a)} and {_hhmm(b)} overlap"
                     )
-        return cls(zone, tuple(tuple(spans) for spans in days))
+        return cls(zone, tuple(tuple(spans) for spans in days), closed)
 
     def is_open(self, at: datetime) -> bool:
         local = _in_zone(at, self.tz)
         t = local.time()
-        return any(o <= t and (t < c or c == END_OF_DAY) for o, c in self.days[local.weekday()])
+        return any(o <= t and (t < c or c == END_OF_DAY) for o, c in self.opening(local.date()))
+
+    def opening(self, day: date) -> tuple[Range, ...]:
+        """The day's open ranges: its weekday's, or none on a closed day."""
+        spans = self.days[day.weekday()]
+        return () if spans and self.closed.reason(day) is not None else spans
+
+    def closed_on(self, at: datetime) -> str | None:
+        """Why the day of `at` (in self.tz) is closed, as said: a public holiday's name, a
+        closure's; None on an ordinary day, open or not."""
+        return self.closed.reason(_in_zone(at, self.tz).date())
 
     def next_open(self, at: datetime) -> datetime:
         """`at` (in self.tz) when open, else the next opening. Candidates are built on the wall
-        clock, day by day, so a DST change between now and then cannot shift them."""
+        clock, day by day, so a DST change between now and then cannot shift them; closed
+        days (holidays, closures) are passed over."""
         local = _in_zone(at, self.tz)
         if self.is_open(local):
             return local
-        for ahead in range(8):  # a week and a day: reaches every weekday after today's closing
+        # A week and a day reaches every weekday after today's closing; closures and a
+        # year's holidays put an opening off by at most the days they close.
+        for ahead in range(8 + self.closed.span() + (366 if self.closed.country else 0)):
             day = local.date() + timedelta(days=ahead)
-            for opens, _ in self.days[day.weekday()]:
+            for opens, _ in self.opening(day):
                 start = _wall(day, opens, self.tz)
                 if start > local:
                     return start
@@ -115,7 +136,16 @@ class BusinessHours:
                 days = " and ".join(names) if len(names) < 3 else f"{names[0]} to {names[-1]}"
                 said = " and ".join(f"{_clock(o)} to {_clock(c)}" for o, c in spans)
                 parts.append(f"{days}, {'all day' if spans == all_day else said}")
-        return "; ".join(parts)
+        return ", ".join(filter(None, ("; ".join(parts), self.closed.describe())))
+
+
+def agents_in(hours: BusinessHours, now: datetime) -> dict[str, str]:
+    """The call variables that say whether agents are in `now`: open_now ("yes"/"no"),
+    business_hours (their hours as said) and, on a holiday or closure, closed_today (its
+    name, as said: "Thanksgiving Day")."""
+    out = {"open_now": "yes" if hours.is_open(now) else "no", "business_hours": hours.describe()}
+    closed = hours.closed_on(now)
+    return out if closed is None else {**out, "closed_today": closed}
 
 
 def _parse_days(tokens: list[str], where: str) -> list[int]:
@@ -318,7 +348,7 @@ def _moment(said: _Said, now: datetime, hours: BusinessHours) -> datetime | None
         if said.part is not None:
             start, end = PARTS[said.part]
         else:  # a day alone: 09:00, or the day's opening when that is later
-            opens = [o for o, _ in hours.days[day.weekday()]]
+            opens = [o for o, _ in hours.opening(day)]
             start, end = max([DAY_START, *opens[:1]]), END_OF_DAY
         if _wall(day, end, hours.tz) <= now:
             return None
