@@ -53,7 +53,7 @@ from ivr.config import Settings, ensure_node_id
 from ivr.console import add_console_routes
 from ivr.dialog.flow import Flow, FlowError
 from ivr.dialog.store import FlowStore
-from ivr.dialog.when import BusinessHours
+from ivr.dialog.when import DEFAULT_QUEUE
 from ivr.flows_watch import FlowWatcher
 from ivr.fulfillment import Fulfillment
 from ivr.grammar import GrammarError, warm_meaning
@@ -118,6 +118,7 @@ async def _start_services(app: web.Application, stack: contextlib.AsyncExitStack
     records = StoreWriter(store)
     stack.push_async_callback(records.close)  # after the calls: their teardowns wrote ends
     callbacks = Callbacks(store, CallbackPolicy.from_settings(settings))
+    calendar = settings.business_calendar()  # each queue's hours, holidays and closures
     http = aiohttp.ClientSession()
     stack.push_async_callback(http.close)
     services = app[SERVICES] = CallServices(
@@ -131,8 +132,10 @@ async def _start_services(app: web.Application, stack: contextlib.AsyncExitStack
         metrics=metrics,
         limits=_call_limits(settings),
         store=store,
-        hours=BusinessHours.parse(settings.business_hours, settings.timezone),
+        hours=calendar[DEFAULT_QUEUE],
+        queues=calendar,
         clock=shifted_clock(settings.clock_start),
+        region=settings.default_region,  # caller IDs in E.164
         recordings=_recordings_dir(settings) if settings.record_calls else None,
         data_dir=settings.data_dir,  # unrecognized utterances' audio (DATA_DIR/audio)
         node_id=node_id,  # on each call record: after a crash, this node closes its own
@@ -267,7 +270,14 @@ async def _load_flow_and_asr(
     engine = engine_from_settings(settings, processes=settings.asr_workers)
     asr = AsrRunner(engine, settings.asr_workers, settings.asr_queue)
     stack.callback(asr.close)  # the engine's worker processes too
-    flows.check = functools.partial(check_flow_grammars, engine=engine)
+    grammars_ok = functools.partial(check_flow_grammars, engine=engine)
+    queues = frozenset([DEFAULT_QUEUE, *settings.queues])
+
+    def check(flow: Flow) -> None:
+        check_flow_queues(flow, queues)
+        grammars_ok(flow)
+
+    flows.check = check
     flows.check(flows.flow)
     warm = getattr(engine, "warm", None)
     if warm is not None:  # worker processes up, the flow's grammars compiled in each
@@ -354,6 +364,19 @@ def word_checker(engine: Engine) -> Engine:
 
         return PocketsphinxEngine()
     return engine
+
+
+def check_flow_queues(flow: Flow, queues: frozenset[str]) -> None:
+    """Every queue the flow's nodes name (`queue:`) must be configured (IVR_QUEUES), so a
+    misspelt one is no silent default hours."""
+    errors = [
+        f"{flow.source}: nodes.{name}.queue: {node.queue!r} is not a configured queue"
+        f" (IVR_QUEUES; there are: {', '.join(sorted(queues))})"
+        for name, node in flow.spec.nodes.items()
+        if node.queue is not None and node.queue not in queues
+    ]
+    if errors:
+        raise FlowError(errors)
 
 
 def check_flow_grammars(flow: Flow, engine: Engine) -> None:

@@ -6,15 +6,16 @@ import os
 import re
 import secrets
 import socket
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -22,8 +23,12 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ivr.callerid import DEFAULT_REGION, caller_number, check_region
 from ivr.webhooks.endpoints import WebhookEndpoint, check_secret, check_unique, parse_endpoints
 from ivr.yamlio import YamlLimitError, load_yaml
+
+if TYPE_CHECKING:
+    from ivr.dialog.when import BusinessHours
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,6 +92,32 @@ def _tokens(value: object) -> object:
 
 
 CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
+
+
+def _closure_list(value: object) -> object:
+    """Closures as a comma list (IVR_CLOSURES) or a YAML list, whose bare dates YAML reads
+    as dates: back to their text."""
+    items = _comma_list(value)
+    if isinstance(items, list):
+        return [item.isoformat() if isinstance(item, date) else item for item in items]
+    return items
+
+
+ClosureList = Annotated[list[str], NoDecode, BeforeValidator(_closure_list)]
+
+
+class QueueSettings(BaseModel):
+    """A queue of agents with hours of their own (IVR_QUEUES): what it leaves out is the
+    service's (business_hours, holidays_country, holidays_subdivision, closures); an empty
+    holidays_country or closures list gives the queue none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    business_hours: str | None = None
+    holidays_country: str | None = None
+    holidays_subdivision: str | None = None
+    closures: ClosureList | None = None
+
 
 NODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 
@@ -160,6 +191,19 @@ class Settings(BaseSettings):
     # The calendar starts at this instant (RFC 3339 with offset) and runs on: demos, tests.
     clock_start: datetime | None = None
     business_hours: str = "mon-fri 08:00-20:00, sat 09:00-17:00"
+    # Days agents are out though business_hours say they work: the public holidays of a
+    # country (ISO 3166-1, e.g. US) and its subdivision (e.g. CA), from the `holidays`
+    # package, and dated closures: 2026-12-24, 2026-12-27/2027-01-01, each with an optional
+    # name to say ("2026-12-24 our staff party").
+    holidays_country: str | None = None
+    holidays_subdivision: str | None = None
+    closures: ClosureList = Field(default_factory=list)
+    # Queues a flow's nodes name (`queue: billing`), each with its own hours; the rest is
+    # the "default" queue above. YAML mapping, or JSON in IVR_QUEUES.
+    queues: dict[str, QueueSettings] = Field(default_factory=dict)
+    # Telephone numbers without + are this country's (ISO 3166-1): caller IDs, keyed
+    # numbers, the VIP list and the API's numbers and filters are all kept in E.164.
+    default_region: str = DEFAULT_REGION
     vip_numbers: CommaList = Field(default_factory=list)  # callbacks from these come first
     callback_max_attempts: int = Field(3, ge=1, le=20)
     callback_retry_minutes: float = Field(30, gt=0)  # after no answer / busy
@@ -221,12 +265,67 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _hours(self) -> Settings:
-        from ivr.dialog.when import BusinessHours, WhenError  # parsed where it is used
+        self.business_calendar()  # each queue's hours, holidays and closures parse
+        return self
 
-        try:
-            BusinessHours.parse(self.business_hours, self.timezone)
-        except WhenError as exc:
-            raise ValueError(str(exc)) from None
+    def business_calendar(self) -> dict[str, BusinessHours]:
+        """Each queue's hours by its name: "default" (business_hours, holidays_country,
+        holidays_subdivision, closures), then those of `queues`, each with what it leaves out
+        from the default. ValueError naming the queue and what is wrong."""
+        from ivr.dialog.closed import ClosedDays, ClosedError  # parsed where they are used
+        from ivr.dialog.when import DEFAULT_QUEUE, BusinessHours, WhenError
+
+        def hours(where: str, q: QueueSettings) -> BusinessHours:
+            country = self.holidays_country if q.holidays_country is None else q.holidays_country
+            if q.holidays_country is not None and q.holidays_subdivision is None:
+                subdivision = None  # another country's: not the default's subdivision
+            else:
+                subdivision = q.holidays_subdivision or self.holidays_subdivision
+            closures = self.closures if q.closures is None else q.closures
+            try:
+                closed = ClosedDays.parse(country, subdivision, closures)
+                return BusinessHours.parse(
+                    q.business_hours or self.business_hours, self.timezone, closed
+                )
+            except (WhenError, ClosedError) as exc:
+                raise ValueError(f"{where}{exc}") from None
+
+        out = {DEFAULT_QUEUE: hours("", QueueSettings())}
+        for name, queue in self.queues.items():
+            out[name] = hours(f"queue {name}: ", queue)
+        return out
+
+    @field_validator("queues")
+    @classmethod
+    def _queue_names(cls, value: dict[str, QueueSettings]) -> dict[str, QueueSettings]:
+        from ivr.dialog.schema import QUEUE_PATTERN
+        from ivr.dialog.when import DEFAULT_QUEUE
+
+        for name in value:
+            if name == DEFAULT_QUEUE:
+                raise ValueError(
+                    f"queue {name!r} is the service's own hours (business_hours...): name"
+                    " the others only"
+                )
+            if not re.fullmatch(QUEUE_PATTERN, name):
+                raise ValueError(f"queue name {name!r}: letters, digits, _ . - (64 at most)")
+        return value
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        return check_region(value)
+
+    @model_validator(mode="after")
+    def _vips(self) -> Settings:
+        """The VIP list as numbers are booked: E.164, national ones as default_region's."""
+        numbers = []
+        for raw in self.vip_numbers:
+            number = caller_number(raw, self.default_region)
+            if number is None:
+                raise ValueError(f"vip_numbers: {raw!r} is not a telephone number")
+            numbers.append(number)
+        self.vip_numbers = numbers
         return self
 
     @field_validator("rtp_ports")

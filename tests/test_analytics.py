@@ -402,6 +402,7 @@ def test_agent_path_of_the_hotline_flow() -> None:
         "callback_number",
         "confirm_callback_number", "ask_callback_number", "ask_callback_time",
         "confirm_callback", "book_callback",
+        "callback_closed_today", "callback_out_of_hours",  # a holiday's prompt, the hour's
     }  # fmt: skip
     assert "goodbye" not in FACTS.agent_nodes and "offer_callback" not in FACTS.agent_nodes
     assert FACTS.reasons == {"agent": "agent_requested"}

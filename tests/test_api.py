@@ -321,6 +321,26 @@ async def test_book_a_callback_from_a_crm(api: Api) -> None:
     assert status == 201 and bare["reason"] is None and bare["number"] == "5551234"
 
 
+async def test_each_spelling_of_a_number_is_one_callback_and_one_filter(api: Api) -> None:
+    """E.164 at the API's edges (national numbers: IVR_DEFAULT_REGION, here the US): a CRM's
+    booking, then the same number written otherwise is its open callback (409), and every
+    spelling filters the lists to it."""
+    book = {"number": "(555) 123-0001", "due_at": "2030-02-01T10:00:00Z"}
+    status, got = await api.call("POST", "/v1/callbacks", json=book, expect=CallbackOut)
+    assert status == 201 and got["number"] == "+15551230001", got
+    await api.store.start_call("call-e164", transport="test", caller="+15551230001", started_at=T0)
+    for spelling in ("+15551230001", "15551230001", "555.123.0001", "+1 555 123 0001"):
+        status, problem = await api.call("POST", "/v1/callbacks", json={**book, "number": spelling})
+        assert status == 409 and problem["code"] == "callback_open", problem
+        assert got["id"] in problem["detail"] and fields(problem) == ["number"]
+        status, page = await api.call("GET", "/v1/callbacks", params={"number": spelling})
+        assert status == 200 and [c["id"] for c in page["items"]] == [got["id"]], spelling
+        status, page = await api.call("GET", "/v1/calls", params={"caller": spelling})
+        assert status == 200 and [c["id"] for c in page["items"]] == ["call-e164"], spelling
+    status, page = await api.call("GET", "/v1/callbacks", params={"number": "nobody"})
+    assert status == 200 and page["items"] == []  # no number: it finds nothing, as before
+
+
 @pytest.mark.parametrize(
     ("body", "named"),
     [

@@ -8,7 +8,7 @@ DtmfEntered, NoInput, FetchDone, TransferDone). Matching uses the flow's compile
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal, assert_never
@@ -52,7 +52,7 @@ from ivr.dialog.types import (
 )
 from ivr.dialog.values import PHONE_DIGITS, render, spell
 from ivr.dialog.variables import assigned_variables, booking_variables, is_internal, is_reserved
-from ivr.dialog.when import BusinessHours
+from ivr.dialog.when import BusinessHours, agents_in
 
 ALWAYS_OPEN = BusinessHours.parse("24/7", "UTC")
 
@@ -79,13 +79,15 @@ class DialogEngine:
         clock: Clock = system_clock,
         hours: BusinessHours = ALWAYS_OPEN,
         agents: str | None = None,
+        queues: Mapping[str, BusinessHours] | None = None,
     ) -> None:
         self.flow = flow
         self.agents = agents
         self.spec = flow.spec
         self.clock = clock
-        self.hours = hours
-        self.interpret = Interpreter(flow, today or today_in(clock, hours.tz), clock, hours)
+        self.hours = hours  # the default queue's; `queues`: those a node may name (`queue:`)
+        today = today or today_in(clock, hours.tz)
+        self.interpret = Interpreter(flow, today, clock, hours, queues)
         self.booked_from = booking_variables(flow.spec)
         self.assigned = assigned_variables(flow.spec)
         # A parameter may set what the flow assigns only where the flow takes it as an input.
@@ -98,8 +100,7 @@ class DialogEngine:
         if event.caller:
             variables["caller"] = event.caller
             variables["caller_spoken"] = spell(event.caller)
-        variables["open_now"] = "yes" if self.hours.is_open(self.clock()) else "no"
-        variables["business_hours"] = self.hours.describe()
+        self._agents_now(variables)
         state = DialogState(self.spec.start, self.flow.version, variables)
         state.refused_params = sorted(  # a transport's own copy of the caller ID is no news
             k for k, v in event.params.items() if not self._param_ok(k) and variables.get(k) != v
@@ -125,6 +126,10 @@ class DialogEngine:
             elif isinstance(event, DtmfEntered):
                 self._dtmf(state, event, out)
         return self._finish(state, out)
+
+    def _agents_now(self, variables: dict[str, str]) -> None:
+        variables.pop("closed_today", None)  # the queue's own say (`agents_in`)
+        variables.update(agents_in(self.interpret.hours_of(variables), self.clock()))
 
     def _param_ok(self, name: str) -> bool:
         return not is_reserved(name) and name not in self.not_params
@@ -159,6 +164,9 @@ class DialogEngine:
         for _ in range(MAX_HOPS):
             node = self.spec.nodes[name]
             state.node, state.no_input, state.no_match, state.pending = name, 0, 0, None
+            if node.queue is not None:  # the call is for this queue now: its agents' hours
+                state.variables["queue"] = node.queue
+                self._agents_now(state.variables)
             step = self._enter(state, node, out, reason)
             if step is None:
                 return
@@ -256,7 +264,7 @@ class DialogEngine:
                 self._say(state, out, node.fallback)
             return False
         reason = v.get("handoff_reason") or "caller_request"
-        if reason == "agent_requested" and not self.hours.is_open(self.clock()):
+        if reason == "agent_requested" and not self.interpret.hours_of(v).is_open(self.clock()):
             reason = "after_hours"
         v["callback_reason"] = reason
         out.actions.append(BookCallback(number, due_at, reason, tuple(state.intents), dict(v)))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from typing import assert_never
 
@@ -20,7 +20,7 @@ from ivr.dialog.schema import (
 )
 from ivr.dialog.state import DialogState, Interp
 from ivr.dialog.values import YESNO_DTMF, keyed_value, question_value, readback
-from ivr.dialog.when import BusinessHours, Slot, resolve, resolve_keys
+from ivr.dialog.when import DEFAULT_QUEUE, BusinessHours, Slot, resolve, resolve_keys
 from ivr.grammar import Grammar, GrammarError, Match, normalize
 
 TEXT_MIN_CONFIDENCE = 0.35  # free-text answers below this recognizer confidence are no-match
@@ -36,12 +36,19 @@ class Interpreter:
         today: Callable[[], date],
         clock: Callable[[], datetime],
         hours: BusinessHours,
+        queues: Mapping[str, BusinessHours] | None = None,
     ) -> None:
         self.flow = flow
         self.spec = flow.spec
         self.today = today
         self.clock = clock  # callback times ("when" questions) are resolved against these
-        self.hours = hours
+        self.hours = hours  # the default queue's
+        self.queues = dict(queues or {})  # each named queue's (one not named here: default)
+
+    def hours_of(self, variables: Mapping[str, str]) -> BusinessHours:
+        """The hours of the queue the call is for (its `queue` variable, set by the nodes
+        that name one), else the default queue's."""
+        return self.queues.get(variables.get("queue") or DEFAULT_QUEUE, self.hours)
 
     def speech(self, state: DialogState, text: str, conf: float) -> tuple[Interp | None, str]:
         """The interpretation of recognized text (None: no-match) and the matcher's reason.
@@ -117,7 +124,7 @@ class Interpreter:
                 cid = next((c for c, ch in node.choices.items() if ch.dtmf == digits), None)
                 return self.intent(state, cid or globals_.get(digits))
             case QuestionNode() if node.type == "when":
-                slot = resolve_keys(digits, self.clock(), self.hours)
+                slot = resolve_keys(digits, self.clock(), self.hours_of(state.variables))
                 if slot is not None:
                     return _slot(digits, slot)
                 return self.intent(state, globals_.get(digits))
@@ -148,7 +155,8 @@ class Interpreter:
                     return None
                 return Interp("choice", intent, title=self.flow.title(intent, node))
             case QuestionNode() if node.type == "when":
-                return _slot(intent, resolve(intent, self.clock(), self.hours))
+                hours = self.hours_of(state.variables)
+                return _slot(intent, resolve(intent, self.clock(), hours))
             case QuestionNode():
                 value = question_value(node, intent, self.today())
                 if value is None:

@@ -26,6 +26,7 @@ Text = Annotated[str, BeforeValidator(_scalar)]
 Phrases = Annotated[list[str], BeforeValidator(_items)]
 DtmfKey = Annotated[str, BeforeValidator(_scalar), Field(pattern=r"^[0-9*#]{1,8}$")]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+QUEUE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 class _Model(BaseModel):
@@ -117,6 +118,11 @@ class _Node(_WithPrompts):
     barge_in: bool = True
     globals: bool = True
     escalation: str | None = None  # where this node's no-input/no-match maximum goes
+    # The agents' queue the call is for from this node on (IVR_QUEUES; "default": the
+    # service's own hours): its hours, holidays and closures set open_now, business_hours
+    # and closed_today here, and the callback times offered after. Put it on the node that
+    # leads to people (an escalation branch, a transfer, a callback).
+    queue: str | None = Field(default=None, pattern=QUEUE_PATTERN)
 
 
 class MenuNode(_Node):

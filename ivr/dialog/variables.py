@@ -15,6 +15,8 @@ ENGINE_VARIABLES = frozenset(
         "caller_spoken",  # its read-back
         "open_now",  # "yes" / "no": agents are in (business hours), at the start
         "business_hours",  # the hours, as said
+        "closed_today",  # why agents are out all day (a holiday's name, a closure's), if so
+        "queue",  # the agents' queue the call is for, once a node names one
         "handoff_reason",  # on the way to an agent (a choice's or global's reason, no_match_max)
         "callback_reason",  # the reason a callback is booked with
         "callback_id",  # the booked callback's id
@@ -24,7 +26,7 @@ ENGINE_VARIABLES = frozenset(
 """Only the engine sets these, and every ``*_spoken`` (its read-backs): never call parameters
 or fetch results."""
 
-INTERNAL_VARIABLES = ENGINE_VARIABLES - {"caller", "callback_id"}
+INTERNAL_VARIABLES = ENGINE_VARIABLES - {"caller", "callback_id", "queue"}
 """Of those, what the engine sets for its own prompts and branches rather than the caller's
 data: not sent with fetches."""
 
