@@ -62,6 +62,9 @@ async def healthz(request: web.Request) -> web.Response:
             "asr": _without_paths(services.asr.engine.describe()),
             "flow": services.flow.name,
             "flow_version": services.flow.version,
+            # IVR_TIMEZONE: the zone the API's times are given in (their offsets say only
+            # how far from UTC), which the console shows every time in
+            "timezone": request.app[SETTINGS].timezone,
             **services.registry.stats(),
             "audiosocket_port": request.app[AUDIOSOCKET_PORT],
             "webhooks": request.app[WEBHOOKS].stats(),

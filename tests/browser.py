@@ -60,12 +60,19 @@ class PageErrors:
 
 @asynccontextmanager
 async def console_page(
-    browser: Browser, base_url: str, token: str | None
+    browser: Browser,
+    base_url: str,
+    token: str | None,
+    *,
+    width: int = 1400,
+    height: int = 900,
+    timezone_id: str = "UTC",
 ) -> AsyncIterator[tuple[Page, PageErrors]]:
-    """A fresh browser context on /console (signed in with `token`, as if entered before)."""
-    # UTC: what the tests type into date-time inputs is then what the API receives
+    """A fresh browser context on /console (signed in with `token`, as if entered before),
+    `width` px wide, its clock in `timezone_id` (the console's own times are in the
+    service's zone whatever the browser's)."""
     context = await browser.new_context(
-        viewport={"width": 1400, "height": 900}, timezone_id="UTC", locale="en-US"
+        viewport={"width": width, "height": height}, timezone_id=timezone_id, locale="en-US"
     )
     if token is not None:
         await context.add_init_script(

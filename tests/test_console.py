@@ -35,7 +35,7 @@ from browser import (
     show_tab,
 )
 from live_server import FEED_TOKEN, LiveServer, free_port, live_server
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Dialog, Page, expect
 from speech import flite
 
 from ivr.api import hash_token
@@ -104,11 +104,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     tokens = f"{AGENT}:{hash_token(TOKEN)}:*,reader:{hash_token(READER)}:callbacks.read"
     # The CRM's receiver is down (nothing listens there): each event is parked at its first
     # failed POST, as after an outage, for the webhooks page to show and replay.
-    down = {
-        "IVR_WEBHOOK_URLS": f"http://127.0.0.1:{free_port()}/crm",
-        "IVR_WEBHOOK_MAX_ATTEMPTS": "1",
-    }
-    with live_server(tmp, IVR_API_TOKENS=tokens, IVR_FLOW=str(flow), **down) as live:
+    crm = f"http://127.0.0.1:{free_port()}/crm"
+    with live_server(
+        tmp,
+        IVR_API_TOKENS=tokens,
+        IVR_FLOW=str(flow),
+        IVR_WEBHOOK_URLS=crm,
+        IVR_WEBHOOK_MAX_ATTEMPTS="1",
+    ) as live:
         yield live
 
 
@@ -326,8 +329,9 @@ async def test_callbacks_are_worked_from_the_queue(browser: Browser, server: Liv
         await row(moved).locator('input[name="due_at"]').fill("2031-02-03T10:30")
         await row(moved).locator('button[data-action="reschedule"]').click()
         await status.locator("text=rescheduled").wait_for()
+        page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))  # asks first
         await row(dropped).locator('button[data-action="cancel"]').click()
-        await status.locator("text=cancelled").wait_for()
+        await status.locator("text=now cancelled").wait_for()
         # the filter finds the finished one again
         await page.locator('#cb-filters input[value="completed"]').check()
         await page.fill("#cb-number", NUMBERS[0])
@@ -353,9 +357,9 @@ async def test_parked_webhooks_are_inspected_and_replayed(
     """The seeded bookings' callback.scheduled events were parked by real failed POSTs."""
 
     async def parked() -> list[Any]:
-        return (await api(server, "/v1/webhooks/events?state=parked&type=callback.scheduled"))[
-            "items"
-        ]
+        page = await api(server, "/v1/webhooks/events?state=parked&type=callback.scheduled")
+        items: list[Any] = page["items"]
+        return items
 
     deadline = time.monotonic() + 30
     while len(await parked()) < len(NUMBERS):
@@ -419,12 +423,19 @@ async def test_flow_is_validated_saved_and_tested(browser: Browser, server: Live
         assert "nowhere" in await problem.inner_text()
         assert await page.locator(f'.gutter span.bad[data-line="{line}"]').count() == 1
         await screenshot(page, "grammar-problems")
-        # saving it is refused (422) with the problem listed; nothing changes
+        # saving asks first: dismissed, nothing is sent
+        page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.dismiss()))
         await page.click("#flow-save")
-        await page.locator("#flow-status").get_by_text("Not saved").wait_for()
+        await page.locator("#flow-status").get_by_text("the save was cancelled").wait_for()
+        # accepted, it is refused (422) with the problem listed; nothing changes
+        page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await page.click("#flow-save")
+        await page.locator("#flow-status").get_by_text("Not saved:").wait_for()
+        await expect(page.locator("#flow-status")).not_to_contain_text("cancelled")
         # a good edit is saved and served
         edited = "# edited from the console\n" + original
         await area.fill(edited)
+        page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
         await page.click("#flow-save")
         await page.locator("#flow-status").get_by_text("Saved").wait_for()
         # the tester: typed, then spoken into the (fake) microphone
@@ -518,3 +529,205 @@ async def test_analytics_page(browser: Browser, server: LiveServer) -> None:
         assert errors.messages == []
     if served["unrecognized"] and adopt:
         assert "password help" in (await api(server, "/v1/flows/hotline"))["text"]
+
+
+# --- time zones, the call timeline, narrow screens (issue 13) ---------------------------------
+
+BROWSER_ZONE = "America/Los_Angeles"  # not the service's (UTC): the console must not use it
+
+
+async def no_overflow(page: Page, selector: str) -> None:
+    """Nothing inside `selector` sticks out of it, and the page does not scroll sideways."""
+    out = await page.evaluate(
+        """sel => {
+            const root = document.documentElement;
+            const bad = [];
+            if (root.scrollWidth > root.clientWidth) {
+                bad.push(`page ${root.scrollWidth} > ${root.clientWidth}`);
+            }
+            for (const box of document.querySelectorAll(sel)) {
+                const edge = box.getBoundingClientRect();
+                for (const el of box.querySelectorAll("button, input, select")) {
+                    const r = el.getBoundingClientRect();
+                    if (r.width && (r.right > edge.right + 0.5 || r.left < edge.left - 0.5)) {
+                        const where = `${r.left}..${r.right} not in ${edge.left}..${edge.right}`;
+                        bad.push(`${el.outerHTML.slice(0, 60)}: ${where}`);
+                    }
+                }
+            }
+            return bad;
+        }""",
+        selector,
+    )
+    assert out == [], out
+
+
+async def test_healthz_names_the_service_time_zone(server: LiveServer) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base(server)}/healthz") as r:  # no token: the console's sign-in
+            assert r.status == 200
+            assert (await r.json())["timezone"] == "UTC"
+
+
+async def test_transcript_lines_show_diagnostics_as_diagnostics(
+    browser: Browser, server: LiveServer
+) -> None:
+    """What the recognizer reports (nothing heard, [unk] sounds, a no-match and its reason)
+    is a muted italic note, never quoted as the caller's words."""
+    at = "2030-01-07T08:15:30+00:00"
+    events = [
+        {"event": "recognized", "text": "", "confidence": 0.12, "at": at},
+        {"event": "recognized", "text": "[unk] [unk]", "confidence": 0.31, "at": at},
+        {"event": "recognized", "text": "my [unk] bill", "intent": "bill", "confidence": 0.7},
+        {"event": "no_match", "text": "no grammar phrase matched", "at": at},
+        {"event": "no_input", "text": "", "at": at},
+    ]
+    async with console_page(browser, base(server), TOKEN, timezone_id=BROWSER_ZONE) as (
+        page,
+        errors,
+    ):
+        await page.wait_for_selector('#main[data-ready="live"]')
+        lines = await page.evaluate(
+            """events => import("/console/static/js/transcript.js").then(m => {
+                const ol = m.transcript(events);
+                ol.id = "probe";
+                document.querySelector("#live-active").append(ol);
+                return [...ol.children].map(li => ({
+                    diag: li.classList.contains("diag"),
+                    what: li.querySelector(".what").textContent,
+                    who: li.querySelector(".who").textContent,
+                    tags: li.querySelector(".tags")?.textContent || "",
+                    at: li.querySelector("time")?.textContent || "",
+                    italic: getComputedStyle(li.querySelector(".what")).fontStyle,
+                }));
+            })""",
+            events,
+        )
+        await screenshot(page, "transcript-diagnostics")
+        assert errors.messages == []
+    silence, unknown, words, no_match, no_input = lines
+    for diag in (silence, unknown, no_match, no_input):
+        assert diag["diag"] and diag["italic"] == "italic" and "“" not in diag["what"], diag
+        assert diag["who"] != "caller", diag
+    assert "silence" in silence["what"] and "12%" in silence["tags"]
+    assert "unintelligible" in unknown["what"] and "[unk]" not in unknown["what"]
+    assert "31%" in unknown["tags"] and "no match" in unknown["tags"]
+    assert no_match["what"] == "no match: no grammar phrase matched"
+    assert not words["diag"] and words["what"] == "“my (?) bill”" and words["who"] == "caller"
+    assert silence["at"] == "08:15:30 UTC"  # the service's zone, named; not Los Angeles'
+
+
+async def test_live_calls_at_420px_history_refreshes_and_timeline_seeks(
+    browser: Browser, server: LiveServer, tmp_path: Path
+) -> None:
+    speech = tmp_path / "balance.wav"
+    write_wav(speech, flite("check my balance", speech))
+    # "password" is no menu choice: a recognized turn and a no-match, then the balance
+    turns = [CallerTurn(wav=recording("vm-password")), CallerTurn(wav=speech)]
+    async with console_page(
+        browser, base(server), TOKEN, width=420, height=900, timezone_id=BROWSER_ZONE
+    ) as (page, errors):
+        await page.wait_for_selector('#main[data-ready="live"]')
+        await page.wait_for_selector("#feed-state.open")
+        await page.locator("#history tbody tr").first.wait_for()
+        report = await Caller(server.media_url, turns, KNOWN, out=None, token=FEED_TOKEN).run()
+        assert "no_match" in [e["event"] for e in report.events], report.events
+        # no reload, no search: the feed's hangup brings the ended call into the history
+        row = page.locator(f'#history tr[data-call-id="{report.call_id}"][data-ended="true"]')
+        await row.wait_for(timeout=20_000)
+        assert "UTC" in await row.locator("td").first.inner_text()
+        await no_overflow(page, "#main .panel")
+        await screenshot(page, "live-420")
+        await row.click()
+        timeline = page.locator("#call-timeline")
+        miss = timeline.locator('li[data-kind="no_match"]').first
+        await miss.wait_for()
+        assert "diag" in (await miss.get_attribute("class") or "")
+        assert (await miss.locator(".what").inner_text()).startswith("no match")
+        # the timeline is the page's: no inner scroll box
+        sizes = await timeline.evaluate(
+            "t => [t.scrollHeight, t.clientHeight, getComputedStyle(t).overflowY]"
+        )
+        assert sizes[0] <= sizes[1] + 1 and sizes[2] == "visible", sizes
+        audio = page.locator("#call-audio")
+        await audio.wait_for()
+        await page.locator("#call-timeline.playable").wait_for()
+        # a turn well into the call: the recording plays from its moment
+        said = timeline.locator('li[data-kind="recognized"]').last
+        offset = float(await said.get_attribute("data-offset") or "nan")
+        assert offset > 2, offset
+        await said.click()
+        await expect(said).to_have_class(re.compile("current"))
+        position = await audio.evaluate(
+            "a => new Promise(ok => a.currentTime > 0 ? ok(a.currentTime) :"
+            " a.addEventListener('seeked', () => ok(a.currentTime), {once: true}))"
+        )
+        assert abs(position - offset) < 1.0, (position, offset)
+        await no_overflow(page, "#call-detail")
+        await screenshot(page, "call-timeline-420")
+        assert errors.messages == []
+
+
+async def book(server: LiveServer, number: str, due: datetime) -> str:
+    async with aiohttp.ClientSession() as http:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        body = {"number": number, "due_at": due.isoformat(), "reason": "bill"}
+        async with http.post(f"{base(server)}/v1/callbacks", json=body, headers=headers) as r:
+            assert r.status == 201, await r.text()
+            return str((await r.json())["id"])
+
+
+@pytest.mark.parametrize("width", [1400, 420])
+async def test_callback_detail_actions_fit_confirm_and_update(
+    browser: Browser, server: LiveServer, width: int
+) -> None:
+    number = f"+1555019{width:04d}"
+    cb_id = await book(server, number, DUE + timedelta(hours=5))
+    async with console_page(
+        browser, base(server), TOKEN, width=width, timezone_id=BROWSER_ZONE
+    ) as (page, errors):
+        await show_tab(page, "callbacks")
+        row = page.locator(f'#cb-table tr[data-callback-id="{cb_id}"]')
+        await row.wait_for()
+        assert (await row.locator("td").first.inner_text()).endswith("UTC")
+        assert "(UTC)" in await page.inner_text("#cb-filters")
+        await row.locator("a").click()
+        detail = page.locator("#cb-detail")
+        status = detail.locator("#cb-detail-status")
+        await expect(status).to_have_text("scheduled")
+        await no_overflow(page, "#cb-detail")
+        await no_overflow(page, "#cb-table td.actions")
+        # the reschedule input is in the service's zone (UTC), not the browser's
+        when = detail.locator('input[name="due_at"]')
+        assert await when.input_value() == (DUE + timedelta(hours=5)).strftime("%Y-%m-%dT%H:%M")
+        await when.fill("2031-03-04T09:45")
+        await detail.locator('button[data-action="reschedule"]').click()
+        await page.locator("#cb-status").get_by_text("rescheduled").wait_for()
+        await expect(detail.locator("dd").first).to_contain_text("09:45:00 UTC")
+        # claim from the detail: its status follows
+        await detail.locator('button[data-action="claim"]').click()
+        await expect(status).to_have_text("claimed")
+        await expect(row).to_have_attribute("data-status", "claimed")
+        # cancel asks first: dismissed, nothing changes; accepted, it is cancelled
+        page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.dismiss()))
+        await detail.locator('button[data-action="cancel"]').click()
+        await page.locator("#cb-status").get_by_text("not cancelled").wait_for()
+        assert (await api(server, f"/v1/callbacks/{cb_id}"))["status"] == "claimed"
+        await no_overflow(page, "#cb-detail")
+        await screenshot(page, f"callback-detail-{width}")
+        messages: list[str] = []
+
+        async def accept(dialog: Dialog) -> None:
+            messages.append(dialog.message)
+            await dialog.accept()
+
+        page.once("dialog", accept)
+        await detail.locator('button[data-action="cancel"]').click()
+        await expect(status).to_have_text("cancelled")
+        assert number in messages[0]
+        await expect(detail.locator('button[data-action="cancel"]')).to_have_count(0)
+        await screenshot(page, f"callback-cancelled-{width}")
+        assert errors.messages == []
+    done = await api(server, f"/v1/callbacks/{cb_id}")
+    assert done["status"] == "cancelled"
+    assert datetime.fromisoformat(done["due_at"]) == datetime(2031, 3, 4, 9, 45, tzinfo=UTC)

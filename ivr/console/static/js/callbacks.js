@@ -1,25 +1,17 @@
 // The callback queue: filter, then claim, complete (with an outcome), reschedule or cancel.
 
 import { ApiError, bodyEnum, get, post } from "./api.js";
-import { clear, fmtTime, h, notice } from "./dom.js";
+import { clear, fmtTime, fromZoneInput, h, notice, serviceZone, toZoneInput } from "./dom.js";
 
 const STATUSES = ["scheduled", "claimed", "completed", "cancelled", "expired"];
 const OPEN = new Set(["scheduled", "claimed"]);
 const FALLBACK_OUTCOMES = ["resolved", "unresolved", "wrong_number", "declined", "no_answer", "busy", "voicemail", "failed"];
 const REFRESH_MS = 15000;
 
-// <input type="datetime-local"> value (the browser's zone) → RFC 3339 in UTC.
-function instant(value) {
-  if (!value) return null;
-  const date = new Date(value);
-  return Number.isNaN(date.getTime()) ? null : date.toISOString();
-}
-
-function localInput(iso) {
-  const d = iso ? new Date(iso) : new Date(Date.now() + 3600e3);
-  const pad = (n) => String(n).padStart(2, "0");
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
-}
+// <input type="datetime-local"> values are wall times in the service's zone (IVR_TIMEZONE),
+// not the browser's: the agent types the time the caller was promised.
+const instant = fromZoneInput;
+const zoneInput = (iso) => toZoneInput(iso || Date.now() + 3600e3);
 
 export function callbacksView() {
   let outcomes = FALLBACK_OUTCOMES;
@@ -45,23 +37,27 @@ export function callbacksView() {
       h(
         "section",
         { class: "panel" },
-        h("h2", {}, "Callback queue"),
+        h("h2", {}, "Callback queue ", h("small", { class: "muted zone" }, `times in ${serviceZone()}`)),
         h(
           "form",
           { class: "filters", id: "cb-filters", onsubmit: (e) => (e.preventDefault(), load(false)) },
           h("fieldset", {}, h("legend", {}, "Status"), statusBoxes),
           h("label", {}, "Number ", number),
-          h("label", {}, "Due after ", dueAfter),
-          h("label", {}, "Due before ", dueBefore),
+          h("label", {}, `Due after (${serviceZone()}) `, dueAfter),
+          h("label", {}, `Due before (${serviceZone()}) `, dueBefore),
           h("button", { type: "submit" }, "Apply"),
           h("button", { type: "button", onclick: () => load(false) }, "Refresh"),
         ),
         status,
         h(
-          "table",
-          { class: "grid", id: "cb-table" },
-          h("thead", {}, h("tr", {}, ["Due", "Number", "Status", "Reason", "Attempts", "Agent", "Outcome", "Actions"].map((t) => h("th", {}, t)))),
-          body,
+          "div",
+          { class: "table-scroll" },
+          h(
+            "table",
+            { class: "grid", id: "cb-table" },
+            h("thead", {}, h("tr", {}, ["Due", "Number", "Status", "Reason", "Attempts", "Agent", "Outcome", "Actions"].map((t) => h("th", {}, t)))),
+            body,
+          ),
         ),
         more,
       ),
@@ -100,32 +96,46 @@ export function callbacksView() {
     } catch (err) {
       notice(status, `${cb.number}: ${err instanceof ApiError ? err.describe() : err}`, "error");
     }
-    await load(false);
+    // The row and the open detail show the callback as it is now (or as another agent left it).
+    const reload = load(false);
+    if (!detail.hidden && detail.dataset.callbackId === cb.id) await show(cb.id, false);
+    await reload;
   }
 
-  function row(cb) {
+  // The buttons for what can be done to `cb` now: in its table row and in its detail panel.
+  function actions(cb) {
     const open = OPEN.has(cb.status);
     const outcome = h("select", { name: "outcome", "aria-label": "outcome" }, outcomes.map((o) => h("option", { value: o }, o)));
-    const when = h("input", { type: "datetime-local", name: "due_at", "aria-label": "new due time", value: localInput(cb.due_at) });
-    const actions = h("div", { class: "acts" });
+    const when = h("input", { type: "datetime-local", name: "due_at", "aria-label": `new due time (${serviceZone()})`, title: `in ${serviceZone()}`, value: zoneInput(cb.due_at) });
+    const box = h("div", { class: "acts" });
     if (cb.status === "scheduled" || (cb.status === "claimed" && !cb.agent)) {
-      actions.append(h("button", { type: "button", dataset: { action: "claim" }, onclick: () => act(cb, "claim", {}, "claimed") }, "Claim"));
+      box.append(h("button", { type: "button", dataset: { action: "claim" }, onclick: () => act(cb, "claim", {}, "claimed") }, "Claim"));
     }
     if (cb.status === "claimed") {
-      actions.append(
+      box.append(
         h("span", { class: "inline" }, outcome, h("button", { type: "button", dataset: { action: "complete" }, onclick: () => act(cb, "complete", { outcome: outcome.value }, `completed: ${outcome.value}`) }, "Complete")),
       );
     }
     if (open) {
-      actions.append(
+      box.append(
         h("span", { class: "inline" }, when, h("button", { type: "button", dataset: { action: "reschedule" }, onclick: () => {
           const due = instant(when.value);
           if (!due) return notice(status, "Pick a date and time to reschedule to.", "error");
           return act(cb, "reschedule", { due_at: due }, `rescheduled to ${fmtTime(due)}`);
         } }, "Reschedule")),
-        h("button", { type: "button", class: "danger", dataset: { action: "cancel" }, onclick: () => act(cb, "cancel", {}, "cancelled") }, "Cancel"),
+        h("button", { type: "button", class: "danger", dataset: { action: "cancel" }, onclick: () => {
+          // Cancelling cannot be undone: the caller is not called back.
+          if (!window.confirm(`Cancel the callback for ${cb.number}? The caller will not be called back.`)) {
+            return notice(status, `${cb.number}: not cancelled.`, "info");
+          }
+          return act(cb, "cancel", {}, "cancelled");
+        } }, "Cancel"),
       );
     }
+    return box;
+  }
+
+  function row(cb) {
     return h(
       "tr",
       { dataset: { callbackId: cb.id, status: cb.status } },
@@ -136,13 +146,17 @@ export function callbacksView() {
       h("td", {}, `${cb.attempts} / ${cb.max_attempts}`),
       h("td", {}, cb.agent || ""),
       h("td", {}, cb.outcome || ""),
-      h("td", { class: "actions" }, actions),
+      h("td", { class: "actions" }, actions(cb)),
     );
   }
 
-  async function show(id) {
+  async function show(id, loading = true) {
     detail.hidden = false;
-    clear(detail, h("p", {}, "Loading…"));
+    detail.dataset.callbackId = id;
+    if (loading) {
+      clear(detail, h("p", {}, "Loading…"));
+      detail.scrollIntoView({ block: "nearest" }); // below the queue on a narrow screen
+    }
     try {
       const cb = await get(`/v1/callbacks/${id}`);
       const turns = Array.isArray(cb.transcript?.turns) ? cb.transcript.turns : null;
@@ -151,17 +165,22 @@ export function callbacksView() {
         h("button", { type: "button", class: "close", onclick: () => (detail.hidden = true), title: "Close" }, "×"),
         h("h2", {}, `Callback for ${cb.number}`),
         h("dl", { class: "facts" }, [
-          ["Due", fmtTime(cb.due_at)], ["Status", cb.status], ["Reason", cb.reason || ""],
-          ["Priority", cb.priority], ["Created", fmtTime(cb.created_at)],
-        ].map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])),
+          ["Due", fmtTime(cb.due_at)],
+          ["Status", h("span", { class: `tag status-${cb.status}`, id: "cb-detail-status" }, cb.status)],
+          ["Outcome", cb.outcome || "—"], ["Agent", cb.agent || "—"], ["Reason", cb.reason || ""],
+          ["Priority", String(cb.priority)], ["Created", fmtTime(cb.created_at)],
+        ].map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+        OPEN.has(cb.status) ? [h("h3", {}, "Actions"), h("div", { class: "detail-actions", id: "cb-detail-actions" }, actions(cb))] : null,
         h("h3", {}, "What the caller said"),
-        turns
+        cb.transcript === null || cb.transcript === undefined
+          ? h("p", { class: "muted" }, "Not booked from a call (no transcript).")
+          : turns
           ? h("ol", { class: "transcript" }, turns.map((t) => h("li", { class: `turn ${t.kind}` }, h("span", { class: "who" }, t.kind === "prompt" ? "bot" : "caller"), h("span", { class: "what" }, t.text || ""), t.intent ? h("span", { class: "tag intent" }, t.intent) : null)))
           : h("pre", { class: "json" }, JSON.stringify(cb.transcript, null, 2)),
         h("h3", {}, "Attempts"),
         cb.attempt_log.length
-          ? h("table", { class: "grid" }, h("tr", {}, ["#", "By", "Agent", "Started", "Ended", "Outcome"].map((t) => h("th", {}, t))),
-              cb.attempt_log.map((a) => h("tr", {}, [a.attempt, a.taken_by, a.agent || "", fmtTime(a.started_at), fmtTime(a.ended_at), a.outcome || ""].map((v) => h("td", {}, String(v))))))
+          ? h("div", { class: "table-scroll" }, h("table", { class: "grid" }, h("tr", {}, ["#", "By", "Agent", "Started", "Ended", "Outcome"].map((t) => h("th", {}, t))),
+              cb.attempt_log.map((a) => h("tr", {}, [a.attempt, a.taken_by, a.agent || "", fmtTime(a.started_at), fmtTime(a.ended_at), a.outcome || ""].map((v) => h("td", {}, String(v)))))))
           : h("p", { class: "muted" }, "None yet."),
       );
     } catch (err) {

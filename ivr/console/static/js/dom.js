@@ -36,17 +36,83 @@ export function clear(el, ...children) {
   return append(el, children);
 }
 
-export function fmtTime(value) {
-  if (value === null || value === undefined || value === "") return "";
+// --- times: all in the service's zone (IVR_TIMEZONE, named by /healthz), never the browser's:
+// an agent abroad and the callers see the same clock, and every time says which zone it is.
+
+let zone = "UTC";
+
+export function setZone(name) {
+  try {
+    new Intl.DateTimeFormat("en-US", { timeZone: name }); // a zone this browser does not know throws
+    zone = name;
+  } catch {
+    zone = "UTC"; // the API's times carry their offset: UTC shown as UTC is still right
+  }
+}
+
+export const serviceZone = () => zone;
+
+function toDate(value) {
+  if (value === null || value === undefined || value === "") return null;
   const date = typeof value === "number" ? new Date(value * 1000) : new Date(value);
-  if (Number.isNaN(date.getTime())) return String(value);
+  return Number.isNaN(date.getTime()) ? null : date;
+}
+
+// "Dec 3, 14:05:09 UTC": 24-hour, so 01:00 and 13:00 cannot be confused.
+export function fmtTime(value) {
+  const date = toDate(value);
+  if (!date) return value === null || value === undefined ? "" : String(value);
   return date.toLocaleString(undefined, {
+    timeZone: zone,
     month: "short",
     day: "numeric",
     hour: "2-digit",
     minute: "2-digit",
     second: "2-digit",
+    hourCycle: "h23",
+    timeZoneName: "short",
   });
+}
+
+// "14:05:09 UTC": a time of day within a call.
+export function fmtClock(value) {
+  const date = toDate(value);
+  if (!date) return "";
+  return date.toLocaleTimeString(undefined, { timeZone: zone, hourCycle: "h23", timeZoneName: "short" });
+}
+
+function wallParts(date) {
+  const parts = new Intl.DateTimeFormat("en-US", {
+    timeZone: zone, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit",
+  }).formatToParts(date);
+  const get = (type) => Number(parts.find((p) => p.type === type).value);
+  return [get("year"), get("month"), get("day"), get("hour") % 24, get("minute"), get("second")];
+}
+
+// How far the service's zone is ahead of UTC at `date`, in ms.
+function zoneOffset(date) {
+  const [y, mo, d, h, mi, s] = wallParts(date);
+  return Date.UTC(y, mo - 1, d, h, mi, s) - Math.floor(date.getTime() / 1000) * 1000;
+}
+
+// An <input type="datetime-local"> value read as a wall time in the service's zone → RFC
+// 3339 (UTC); null when empty or not a time.
+export function fromZoneInput(value) {
+  const m = /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d)(?::(\d\d))?/.exec(value || "");
+  if (!m) return null;
+  const wall = Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +(m[6] || 0));
+  let instant = wall - zoneOffset(new Date(wall));
+  instant = wall - zoneOffset(new Date(instant)); // the offset at the instant itself (DST)
+  return new Date(instant).toISOString();
+}
+
+// An instant as a datetime-local value in the service's zone.
+export function toZoneInput(value) {
+  const date = toDate(value) || new Date();
+  const [y, mo, d, h, mi] = wallParts(date);
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${y}-${pad(mo)}-${pad(d)}T${pad(h)}:${pad(mi)}`;
 }
 
 export function fmtDuration(seconds) {

@@ -194,6 +194,10 @@ export function grammarView() {
 
   async function runSave() {
     if (ed.text === loadedText) return notice(status, "Nothing changed.");
+    // A saved flow is what the next call hears: ask first (an edit may be half done).
+    if (!window.confirm(`Save the ${flowName.value} flow? New calls get it at once.`)) {
+      return notice(status, "Not saved: the save was cancelled.", "info");
+    }
     try {
       const saved = await put(`/v1/flows/${encodeURIComponent(flowName.value)}`, { text: ed.text });
       loadedText = ed.text;

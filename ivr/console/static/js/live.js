@@ -2,8 +2,14 @@
 // ones that ended while watching, and the call history; a call's timeline and recording.
 
 import { ApiError, blob, get } from "./api.js";
-import { clear, fmtDuration, fmtTime, h, notice } from "./dom.js";
+import { clear, fmtDuration, fmtTime, h, notice, serviceZone } from "./dom.js";
 import { eventLine, transcript, turnLine } from "./transcript.js";
+
+// Seconds into a call as m:ss.
+function fmtOffset(seconds) {
+  const s = Math.floor(seconds);
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+}
 
 export function liveView({ feed }) {
   const activeList = h("div", { class: "cards", id: "live-active" });
@@ -16,6 +22,7 @@ export function liveView({ feed }) {
   let cursor = null;
   let audioUrl = null;
   let refreshTimer = null;
+  const awaitingEnd = new Set(); // calls that hung up whose end the history does not show yet
 
   const el = h(
     "div",
@@ -31,7 +38,7 @@ export function liveView({ feed }) {
         h(
           "section",
           { class: "panel" },
-          h("h2", {}, "Call history"),
+          h("h2", {}, "Call history ", h("small", { class: "muted zone" }, `times in ${serviceZone()}`)),
           h(
             "form",
             { class: "filters", onsubmit: (e) => (e.preventDefault(), loadHistory(false)) },
@@ -39,10 +46,14 @@ export function liveView({ feed }) {
             h("button", { type: "submit" }, "Search"),
           ),
           h(
-            "table",
-            { class: "grid clickable", id: "history" },
-            h("thead", {}, h("tr", {}, ["Started", "Caller", "Transport", "Flow", "Duration", "End"].map((t) => h("th", {}, t)))),
-            historyBody,
+            "div",
+            { class: "table-scroll" },
+            h(
+              "table",
+              { class: "grid clickable", id: "history" },
+              h("thead", {}, h("tr", {}, ["Started", "Caller", "Transport", "Flow", "Duration", "End"].map((t) => h("th", {}, t)))),
+              historyBody,
+            ),
           ),
           more,
           historyStatus,
@@ -90,7 +101,10 @@ export function liveView({ feed }) {
     const existing = activeList.querySelector(`article[data-call-id="${CSS.escape(call.id)}"]`);
     if (!existing || event.event === "call_started" || event.event === "hangup") {
       renderFeed();
-      if (event.event === "hangup") scheduleHistory();
+      if (event.event === "hangup") {
+        awaitingEnd.add(call.id);
+        scheduleHistory(500);
+      }
       return;
     }
     const lineEl = eventLine(event);
@@ -103,10 +117,18 @@ export function liveView({ feed }) {
 
   // --- history (the API) -------------------------------------------------------------------
 
-  function scheduleHistory() {
+  // The feed's hangup says a call ended; its record's end is written a moment later, by the
+  // store's writer: ask then, and again (a little later each time) until the history shows
+  // the call ended, for up to about 20 s.
+  function scheduleHistory(delay, tries = 0) {
     clearTimeout(refreshTimer);
-    // The call's end is written just after its hangup event: ask a moment later.
-    refreshTimer = setTimeout(() => loadHistory(false), 1500);
+    refreshTimer = setTimeout(async () => {
+      if (!el.isConnected) return; // another page: show() loads it afresh
+      const page = await loadHistory(false);
+      for (const call of page?.items || []) if (call.ended_at) awaitingEnd.delete(call.id);
+      if (page && awaitingEnd.size && tries < 8) scheduleHistory(Math.min(delay * 2, 4000), tries + 1);
+      else awaitingEnd.clear();
+    }, delay);
   }
 
   async function loadHistory(append) {
@@ -122,8 +144,10 @@ export function liveView({ feed }) {
       cursor = page.next;
       more.hidden = !cursor;
       notice(historyStatus, "");
+      return page;
     } catch (err) {
       notice(historyStatus, err instanceof ApiError ? err.describe() : String(err), "error");
+      return null;
     }
   }
 
@@ -131,7 +155,7 @@ export function liveView({ feed }) {
     const seconds = call.ended_at ? (new Date(call.ended_at) - new Date(call.started_at)) / 1000 : NaN;
     return h(
       "tr",
-      { dataset: { callId: call.id }, onclick: () => openCall(call.id), tabindex: 0 },
+      { dataset: { callId: call.id, ended: String(Boolean(call.ended_at)) }, onclick: () => openCall(call.id), tabindex: 0 },
       h("td", {}, fmtTime(call.started_at)),
       h("td", {}, call.caller || ""),
       h("td", {}, call.transport),
@@ -149,6 +173,7 @@ export function liveView({ feed }) {
     audioUrl = null;
     const audioBox = h("div", { class: "recording" }, "Loading the recording…");
     clear(detail, h("h2", {}, "Call ", h("code", {}, id)), h("p", {}, "Loading…"));
+    detail.scrollIntoView({ block: "nearest" });
     let call;
     try {
       call = await get(`/v1/calls/${encodeURIComponent(id)}`);
@@ -157,6 +182,7 @@ export function liveView({ feed }) {
       return;
     }
     const seconds = call.ended_at ? (new Date(call.ended_at) - new Date(call.started_at)) / 1000 : NaN;
+    const timeline = h("ol", { class: "transcript timeline", id: "call-timeline" }, call.turns.map((t) => seekable(turnLine(t), call)));
     clear(
       detail,
       h("button", { type: "button", class: "close", onclick: () => (detail.hidden = true), title: "Close" }, "×"),
@@ -174,15 +200,43 @@ export function liveView({ feed }) {
         ].map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]),
       ),
       audioBox,
-      h("h3", {}, "Timeline"),
-      h("ol", { class: "transcript", id: "call-timeline" }, call.turns.map(turnLine)),
+      h("h3", {}, "Timeline ", h("small", { class: "muted" }, "(click a turn to play the recording from it)")),
+      timeline,
     );
     try {
       audioUrl = URL.createObjectURL(await blob(`/v1/calls/${encodeURIComponent(id)}/audio`));
       clear(audioBox, h("audio", { controls: true, src: audioUrl, preload: "metadata", id: "call-audio" }), h("small", {}, "Left: caller · right: bot"));
+      timeline.classList.add("playable");
     } catch (err) {
       clear(audioBox, h("span", { class: "muted" }, err.status === 404 ? "No recording of this call." : `Recording: ${err.message}`));
     }
+  }
+
+  // A timeline line that plays the call's recording from its moment (the recording starts
+  // with the call): its offset shown beside its time of day.
+  function seekable(li, call) {
+    if (!li?.dataset.at) return li;
+    const offset = Math.max(0, (new Date(li.dataset.at) - new Date(call.started_at)) / 1000);
+    li.dataset.offset = offset.toFixed(2);
+    li.tabIndex = 0;
+    li.querySelector("time.at")?.prepend(h("span", { class: "offset" }, `+${fmtOffset(offset)} · `));
+    const seek = () => {
+      const audio = detail.querySelector("#call-audio");
+      if (!audio) return;
+      for (const other of li.parentElement.querySelectorAll(".turn.current")) other.classList.remove("current");
+      li.classList.add("current");
+      const go = () => {
+        audio.currentTime = Math.min(offset, Number.isFinite(audio.duration) ? audio.duration : offset);
+        audio.play().catch(() => {}); // a browser refusing autoplay still moved the position
+      };
+      if (audio.readyState >= 1) go();
+      else audio.addEventListener("loadedmetadata", go, { once: true });
+    };
+    li.addEventListener("click", seek);
+    li.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" || e.key === " ") (e.preventDefault(), seek());
+    });
+    return li;
   }
 
   return {

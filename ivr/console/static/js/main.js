@@ -4,7 +4,7 @@
 import { ApiError, get, token } from "./api.js";
 import { analyticsView } from "./analytics.js";
 import { callbacksView } from "./callbacks.js";
-import { clear, h, notice } from "./dom.js";
+import { clear, h, notice, setZone } from "./dom.js";
 import { LiveFeed } from "./feed.js";
 import { grammarView } from "./grammar.js";
 import { liveView } from "./live.js";
@@ -65,7 +65,18 @@ async function check() {
   }
 }
 
-function start() {
+// The service's time zone (IVR_TIMEZONE): /healthz names it, without a token.
+async function loadZone() {
+  try {
+    const response = await fetch("/healthz");
+    if (response.ok) setZone((await response.json()).timezone || "UTC");
+  } catch {
+    // unreachable: the first API call says so; times stay in UTC meanwhile
+  }
+}
+
+async function start() {
+  await loadZone();
   views ??= [liveView({ feed }), callbacksView(), grammarView(), analyticsView(), webhooksView(), softphoneView({ feed })];
   clear(
     nav,

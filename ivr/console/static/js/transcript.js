@@ -1,23 +1,45 @@
-// A call's events (from the live feed) or its stored turns as transcript lines.
+// A call's events (from the live feed) or its stored turns as transcript lines. What the
+// caller said is shown as words; what the recognizer and the flow report about it (nothing
+// heard, sounds no grammar word matched, no match and why) as diagnostics: muted, italic,
+// never in quotes as if the caller had said it.
 
-import { fmtTime, h } from "./dom.js";
+import { fmtClock, fmtTime, h } from "./dom.js";
+
+const UNKNOWN = "[unk]"; // pocketsphinx's garbage word: a sound no grammar word matched
 
 function pct(confidence) {
   return typeof confidence === "number" ? `${Math.round(confidence * 100)}%` : "";
 }
 
-function line(kind, who, body, extra = [], at = null) {
+function line(kind, who, body, extra = [], at = null, diagnostic = false) {
   return h(
     "li",
-    { class: `turn ${kind}`, dataset: { kind } },
+    { class: `turn ${kind}${diagnostic ? " diag" : ""}`, dataset: { kind, at: at || undefined } },
     h("span", { class: "who" }, who),
     h("span", { class: "what" }, body),
     extra.length ? h("span", { class: "tags" }, extra) : null,
-    at ? h("time", { class: "at" }, fmtTime(at)) : null,
+    at ? h("time", { class: "at", datetime: at, title: fmtTime(at) }, fmtClock(at)) : null,
   );
 }
 
 const tag = (text, cls = "") => h("span", { class: `tag ${cls}` }, text);
+const note = (text) => h("em", { class: "diag-text" }, text);
+
+function confidenceTag(e) {
+  return e.confidence !== undefined && e.confidence !== null ? tag(pct(e.confidence), "conf") : null;
+}
+
+// The recognizer's text: words in quotes, its [unk] markers as a muted "(?)" among them;
+// nothing but markers (or nothing at all) is a diagnostic line instead.
+function heard(text) {
+  const words = (text || "").trim().split(/\s+/).filter(Boolean);
+  if (!words.length) return { diagnostic: true, body: note("(silence: nothing recognized)") };
+  if (words.every((w) => w === UNKNOWN)) {
+    return { diagnostic: true, body: note("(unintelligible: no grammar word matched)") };
+  }
+  const parts = words.map((w, i) => [i ? " " : "", w === UNKNOWN ? h("span", { class: "unk", title: "not recognized" }, "(?)") : w]);
+  return { diagnostic: false, body: ["“", parts, "”"] };
+}
 
 // One feed event as a transcript line; null for events that are not worth a line.
 export function eventLine(e) {
@@ -29,24 +51,20 @@ export function eventLine(e) {
       ], e.at);
     case "prompt":
       return line("prompt", "bot", e.text || "", e.node ? [tag(e.node, "node")] : [], e.at);
-    case "recognized":
+    case "recognized": {
+      const { diagnostic, body } = heard(e.text);
+      const tags = [e.intent ? tag(e.intent, "intent") : tag("no match", "miss"), confidenceTag(e)];
+      return line("recognized", diagnostic ? "asr" : "caller", body, tags, e.at, diagnostic);
+    }
     case "no_match":
-      return line(
-        e.event,
-        "caller",
-        e.text ? `“${e.text}”` : "(nothing recognized)",
-        [
-          e.intent ? tag(e.intent, "intent") : tag("no match", "miss"),
-          e.confidence !== undefined && e.confidence !== null ? tag(pct(e.confidence), "conf") : null,
-        ],
-        e.at,
-      );
+      // The flow's verdict on what was heard; its text is the reason, not speech.
+      return line("no_match", "flow", note(e.text ? `no match: ${e.text}` : "no match"), [tag("no match", "miss"), confidenceTag(e)], e.at, true);
     case "dtmf":
       return line("dtmf", "keys", e.digits || "", [e.intent ? tag(e.intent, "intent") : tag("no match", "miss")], e.at);
     case "no_input":
-      return line("no_input", "caller", "(no input)", [], e.at);
+      return line("no_input", "asr", note(e.text ? `(silence: ${e.text})` : "(silence: no input)"), [], e.at, true);
     case "barge_in":
-      return line("barge_in", "caller", "(barged in)", [], e.at);
+      return line("barge_in", "asr", note("(spoke over the prompt)"), [], e.at, true);
     case "callback_booked":
       return line("info", "callback", `booked for ${e.number} at ${fmtTime(e.due_at)}`, [tag(e.reason || "")], e.at);
     case "hangup":
