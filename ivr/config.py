@@ -136,6 +136,12 @@ class Settings(BaseSettings):
     rtp_ports: str = "10000-20000"  # each call takes an even port of this range for its RTP
     sip_ring_ms: int = Field(0, ge=0, le=60_000)  # ringing (180) before the 200 OK
     rtp_timeout_seconds: float = Field(10, gt=0)  # no RTP this long ends a call (not on hold)
+    # Who may call over SIP (ivr/sip/access.py): source networks (comma-separated CIDRs;
+    # empty: any), and digest credentials new calls must prove (USER:PASSWORD, comma-separated;
+    # empty: none asked), in this realm.
+    sip_allow: str = ""
+    sip_users: str = Field("", repr=False)
+    sip_realm: str = Field("ivr", pattern=r'^[^"\\\x00-\x1f]+$')
     # Live transfers (a flow's transfer node): the agents, as a SIP URI. A SIP call is sent
     # there by REFER; a media stream's provider gets it in the call.transfer_requested
     # webhook. Unset: transfer nodes without a target of their own go on to their `failed`.

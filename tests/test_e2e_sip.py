@@ -58,10 +58,17 @@ class Heard:
 
 
 async def baresip(
-    tmp: Path, name: str, server: str, user: str, wav: Path, codec: str, ptime: int = 20
+    tmp: Path,
+    name: str,
+    server: str,
+    user: str,
+    wav: Path,
+    codec: str,
+    ptime: int = 20,
+    password: str | None = None,
 ) -> Heard:
     """One baresip call to `server` that plays `wav` and hangs up at its end (unless the
-    service hangs up first)."""
+    service hangs up first); with `password`, it answers digest challenges with it."""
     home = tmp / name
     (home / "snd").mkdir(parents=True)
     low = random.randrange(32100, 32700, 20)
@@ -88,7 +95,9 @@ async def baresip(
         )
     )
     (home / "accounts").write_text(
-        f"<sip:{user}@127.0.0.1>;regint=0;audio_codecs={codec};ptime={ptime}\n"
+        f"<sip:{user}@127.0.0.1>;regint=0;audio_codecs={codec};ptime={ptime}"
+        + (f";auth_pass={password}" if password else "")
+        + "\n"
     )
     proc = await asyncio.create_subprocess_exec(
         "baresip", "-f", str(home),
@@ -99,10 +108,10 @@ async def baresip(
     assert proc.stdin is not None and proc.stdout is not None
     log: list[str] = []
 
-    async def until(text: str, limit: float) -> None:
+    async def until(text: str, limit: float, *others: str) -> None:
         assert proc.stdout is not None
         async with asyncio.timeout(limit):
-            while text not in "".join(log[-3:]):
+            while not any(t in "".join(log[-3:]) for t in (text, *others)):
                 line = await proc.stdout.readline()
                 if not line:
                     raise EOFError(f"baresip exited:\n{''.join(log)}")
@@ -112,7 +121,7 @@ async def baresip(
         await until("baresip is ready", 20)
         proc.stdin.write(f"/dial sip:hotline@{server}\n".encode())
         await proc.stdin.drain()
-        await until("terminated", 90)
+        await until("terminated", 90, "session closed")  # the latter: refused before answer
         proc.stdin.write(b"/quit\n")
         await proc.stdin.drain()
         await asyncio.wait_for(proc.wait(), 10)

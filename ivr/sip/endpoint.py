@@ -26,6 +26,7 @@ from typing import Any
 from ivr.call.services import CallServices
 from ivr.config import ConfigError, Settings
 from ivr.sip import sdp
+from ivr.sip.access import SipAccess, parse_networks, parse_users
 from ivr.sip.call import SipCall, SipConfig, State
 from ivr.sip.media import PortPool, PortRange
 from ivr.sip.message import (
@@ -61,10 +62,17 @@ KNOWN_METHODS = {
 
 
 class SipEndpoint:
-    def __init__(self, services: CallServices, config: SipConfig, ports: PortPool) -> None:
+    def __init__(
+        self,
+        services: CallServices,
+        config: SipConfig,
+        ports: PortPool,
+        access: SipAccess | None = None,
+    ) -> None:
         self.services = services
         self.config = config
         self.ports = ports
+        self.access = access or SipAccess()
         self.transport = SipTransport(self._handle)
         self.port = 0
         self._calls: dict[tuple[str, str], SipCall] = {}  # (Call-ID, our tag): dialogs
@@ -120,6 +128,10 @@ class SipEndpoint:
                     self.reply(message, peer, 500)
 
     def _request(self, req: Request, peer: Peer) -> None:
+        if not self.access.allows(peer.addr[0]):
+            if req.method != "ACK":
+                self.reply(req, peer, 403, reason="Forbidden (source not allowed)")
+            return
         if req.method == "ACK":
             self._on_ack(req)
             return
@@ -238,6 +250,9 @@ class SipEndpoint:
             return 400, "Bad Request (no Contact)", []
         if len(invite.call_id) > MAX_CALL_ID:
             return 400, "Bad Request (Call-ID too long)", []
+        challenge = self.access.check(invite)
+        if challenge is not None:
+            return 401, REASONS[401], [("WWW-Authenticate", challenge)]
         if not invite.body:
             return 488, "Not Acceptable Here (an SDP offer is needed)", []
         if invite.content_type != "application/sdp":
@@ -406,8 +421,23 @@ def sip_config(settings: Settings) -> SipConfig:
     )
 
 
+def sip_access(settings: Settings) -> SipAccess:
+    """IVR_SIP_ALLOW and IVR_SIP_USERS; a ConfigError naming the one that is wrong."""
+    try:
+        allow = parse_networks(settings.sip_allow)
+    except ValueError as exc:
+        raise ConfigError(f"IVR_SIP_ALLOW: {exc}") from None
+    try:
+        users = parse_users(settings.sip_users)
+    except ValueError as exc:
+        raise ConfigError(f"IVR_SIP_USERS: {exc}") from None
+    return SipAccess(allow, users, settings.sip_realm)
+
+
 def check_sip_port(settings: Settings) -> None:
-    """A SIP port set (not 0) that is in use stops start-up now, before the models load."""
+    """A SIP port set (not 0) that is in use, or SIP access settings that are wrong, stop
+    start-up now, before the models load."""
+    sip_access(settings)
     port = settings.sip_port
     if not port:
         return
@@ -431,7 +461,7 @@ async def start_sip(
         return None
     host = settings.sip_host or settings.host
     ports = PortPool(PortRange.parse(settings.rtp_ports), host)
-    endpoint = SipEndpoint(services, sip_config(settings), ports)
+    endpoint = SipEndpoint(services, sip_config(settings), ports, sip_access(settings))
     port = DEFAULT_PORT if settings.sip_port is None else settings.sip_port
     try:
         await endpoint.start(host, port)

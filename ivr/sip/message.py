@@ -47,6 +47,8 @@ REASONS = {
     180: "Ringing",
     200: "OK",
     400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
     405: "Method Not Allowed",
     415: "Unsupported Media Type",
     420: "Bad Extension",
