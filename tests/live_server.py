@@ -81,9 +81,21 @@ def _bound(server: LiveServer, deadline: float) -> None:
 
 
 @contextmanager
-def live_server(tmp: Path, *, ephemeral: bool = False, **env: str) -> Iterator[LiveServer]:
-    """`ivr serve` on free ports (`ephemeral`: on port 0, the ones it took read from its
-    start-up line), until the block ends."""
+def live_server(tmp: Path, **env: str) -> Iterator[LiveServer]:
+    """`ivr serve` on free ports, until the block ends."""
+    with _serve(tmp, False, env) as server:
+        yield server
+
+
+@contextmanager
+def ephemeral_server(tmp: Path, **env: str) -> Iterator[LiveServer]:
+    """`ivr serve` on port 0, the ports it took read from its start-up line."""
+    with _serve(tmp, True, env) as server:
+        yield server
+
+
+@contextmanager
+def _serve(tmp: Path, ephemeral: bool, env: dict[str, str]) -> Iterator[LiveServer]:
     port, as_port = (0, 0) if ephemeral else (free_port(), free_port())
     log = tmp / "server.log"
     full_env = {

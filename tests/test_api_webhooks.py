@@ -170,7 +170,10 @@ def test_ivr_serve_logs_a_failed_delivery_and_replays_it(tmp_path: Path) -> None
                 assert r.status == 201
 
             def parked() -> list[Any]:
-                return request(base, "GET", "/v1/webhooks/events?state=parked")[1]["items"]
+                items: list[Any] = request(base, "GET", "/v1/webhooks/events?state=parked")[1][
+                    "items"
+                ]
+                return items
 
             wait_until(lambda: bool(parked()), 20, "the booking's event parked")
             [event] = parked()

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from live_server import FEED_TOKEN, LiveServer, live_server
+from live_server import FEED_TOKEN, LiveServer, ephemeral_server
 from pg import PgCluster
 from webhook_receiver import Receiver, wait_until
 
@@ -236,7 +236,7 @@ def nodes(tmp: Path, envs: list[dict[str, str]]) -> Iterator[list[LiveServer]]:
     the end, also when one of them did not start. Their HTTP ports are the ones they bind
     (`ephemeral`): none is picked before and taken meanwhile."""
     managers: list[AbstractContextManager[LiveServer]] = [
-        live_server(tmp / f"node{i}", ephemeral=True, **env) for i, env in enumerate(envs)
+        ephemeral_server(tmp / f"node{i}", **env) for i, env in enumerate(envs)
     ]
     for i in range(len(envs)):
         (tmp / f"node{i}").mkdir()

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
-from live_server import FEED_TOKEN, LiveServer, free_port, listening, live_server
+from live_server import FEED_TOKEN, LiveServer, ephemeral_server, free_port, listening, live_server
 
 from ivr.config import load_settings
 from ivr.dial import Caller, CallerTurn
@@ -436,7 +436,7 @@ def test_ivr_serve_json_logs(tmp_path: Path) -> None:
     the probes, but not a failed one."""
     sip = free_port()
     env = {"IVR_LOG_FORMAT": "json", "IVR_SIP_PORT": str(sip)}
-    with live_server(tmp_path, ephemeral=True, **env) as server:
+    with ephemeral_server(tmp_path, **env) as server:
         caller = Caller(
             server.media_url,
             [CallerTurn(dtmf="1")],  # the balance, then the caller hangs up
