@@ -157,7 +157,11 @@ async def store(url: str) -> AsyncIterator[Store]:
         await s.close()
 
 
-WINDOW = {"since": "2030-01-07T09:00:00+00:00", "until": "2030-01-08T09:00:00+00:00"}
+WINDOW = {
+    "since": "2030-01-07T09:00:00+00:00",
+    "until": "2030-01-08T09:00:00+00:00",
+    "timezone": "UTC",
+}
 
 
 async def test_summary(store: Store) -> None:
@@ -165,7 +169,8 @@ async def test_summary(store: Store) -> None:
         "calls": 21,
         "ended": 20,
         "in_progress": 1,
-        "containment": {"contained": 16, "escalated": 4, "rate": 0.8},
+        # c-survey-3's last input was a no-match, but the flow said goodbye: not abandoned
+        "containment": {"contained": 16, "abandoned": 0, "escalated": 4, "rate": 0.8},
         "escalations": [
             {"reason": "after_hours", "calls": 1},  # the callback's reason
             {"reason": "agent_requested", "calls": 1},  # inferred: the key that led there
@@ -181,7 +186,7 @@ async def test_summary(store: Store) -> None:
 async def test_containment_without_the_flow_misses_the_agent_path(store: Store) -> None:
     # Without the flow's agent nodes, the caller who hung up while booking looks contained.
     got = await summary(store, DAY, FlowFacts(), UTC_ZONE)
-    assert got["containment"] == {"contained": 17, "escalated": 3, "rate": 0.85}
+    assert got["containment"] == {"contained": 17, "abandoned": 0, "escalated": 3, "rate": 0.85}
 
 
 async def test_nodes(store: Store) -> None:
@@ -239,7 +244,8 @@ async def test_intents_by_hour_and_rising(store: Store) -> None:
             counts[index] += n
         return counts
 
-    # once per call; question answers ("1234", the survey's "5") are not topics
+    # once per call; question answers ("1234", the survey's "5") and "no" at anything_else
+    # (it only leads to the survey and goodbye) are not topics
     assert got == WINDOW | {
         "bucket": "hour",
         "buckets": hours,
@@ -250,7 +256,6 @@ async def test_intents_by_hour_and_rising(store: Store) -> None:
             {"intent": "roaming", "total": 5, "counts": at((7, 5))},
             {"intent": "agent", "total": 2, "counts": at((1, 1), (2, 1))},
             {"intent": "bill", "total": 1, "counts": at((4, 1))},
-            {"intent": "no", "total": 1, "counts": at((5, 1))},
         ],
         "previous": {"since": "2030-01-06T09:00:00+00:00", "until": WINDOW["since"]},
         "rising": [
@@ -408,7 +413,12 @@ def test_agent_path_of_the_hotline_flow() -> None:
     assert FACTS.reasons == {"agent": "agent_requested"}
     assert FACTS.is_topic("main_menu", "balance") and FACTS.is_topic("survey", "agent")
     assert not FACTS.is_topic("ask_account_balance", "1234")
-    assert not FACTS.is_topic("fault", "yes") and FACTS.is_topic("anything_else", "yes")
+    assert not FACTS.is_topic("fault", "yes")  # an answer to the fault question
+    # "yes" goes back to the main menu, "no" to the survey and goodbye: they steer the dialog
+    assert not FACTS.is_topic("anything_else", "yes") and not FACTS.is_topic("anything_else", "no")
+    assert FACTS.is_topic("anything_else", "bill")
+    for steering in ("repeat", "main_menu", "goodbye"):  # global intents that only steer
+        assert not FACTS.is_topic("main_menu", steering)
 
 
 def test_utterance_key() -> None:

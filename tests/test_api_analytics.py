@@ -6,6 +6,7 @@ recording, and adopting a phrase into the served flow file (a copy in the test's
 from __future__ import annotations
 
 import asyncio
+import csv
 import hashlib
 import io
 import json
@@ -116,7 +117,8 @@ def test_summary(served: Served) -> None:
     Summary.model_validate(got)
     assert (got["calls"], got["ended"], got["in_progress"]) == (2, 2, 0)
     # the caller who asked for an agent hung up during the callback questions: escalated
-    assert got["containment"] == {"contained": 1, "escalated": 1, "rate": 0.5}
+    assert got["containment"] == {"contained": 1, "abandoned": 0, "escalated": 1, "rate": 0.5}
+    assert got["timezone"] == "UTC"
     assert got["escalations"] == [{"reason": "agent_requested", "calls": 1}]
     assert got["survey"] == {"responses": 1, "average": 4.0, "distribution": [0, 0, 0, 1, 0]}
     assert 5 < got["average_handling_seconds"] < 150
@@ -138,7 +140,7 @@ def test_intents(served: Served) -> None:
     got = served.json("GET", "/v1/analytics/intents?bucket=hour")
     IntentReport.model_validate(got)
     totals = {s["intent"]: s["total"] for s in got["series"]}
-    assert totals == {"balance": 2, "agent": 1, "no": 1}  # not the survey's "4"
+    assert totals == {"balance": 2, "agent": 1}  # not the survey's "4", nor "no thanks"
     assert len(got["buckets"]) in (24, 25) and got["rising"] == []
     assert all(sum(s["counts"]) == s["total"] for s in got["series"])
     day = served.json("GET", "/v1/analytics/intents?bucket=day")
@@ -203,6 +205,54 @@ def test_odd_windows_are_answered(served: Served) -> None:
     got = served.json("GET", f"/v1/analytics/intents?bucket=day&{forever}")
     assert got["truncated"] and got["since"] == "1900-01-01T00:00:00+00:00"  # no call before
     assert {s["intent"]: s["total"] for s in got["series"]}["balance"] == 2
+
+
+def test_named_periods(served: Served) -> None:
+    # the calls were made just now: in today's (UTC), the last 24 hours' and 7 days' reports
+    for period in ("today", "24h", "7d"):
+        got = served.json("GET", f"/v1/analytics/summary?period={period}")
+        assert got["calls"] == 2, period
+    week = served.json("GET", "/v1/analytics/intents?period=7d&bucket=day")
+    assert len(week["buckets"]) in (7, 8) and week["since"] < week["buckets"][1]
+    today = served.json("GET", "/v1/analytics/nodes?period=today")
+    assert today["since"].endswith("T00:00:00+00:00")
+    assert served.error("GET", "/v1/analytics/summary?period=week") == (422, ["period"])
+    both = "/v1/analytics/summary?period=today&since=2030-01-01T00:00:00Z"
+    assert served.error("GET", both) == (422, ["period"])
+
+
+def test_reports_as_csv(served: Served) -> None:
+    for report in ("summary", "nodes", "intents", "unrecognized"):
+        status, kind, raw = served.request("GET", f"/v1/analytics/{report}.csv?period=7d")
+        assert (status, kind) == (200, "text/csv"), raw
+        rows = list(csv.reader(io.StringIO(raw.decode("utf-8"))))
+        if report == "summary":
+            figures = dict(rows[1:])
+            assert figures["calls"] == "2" and figures["abandoned"] == "0"
+            assert figures["escalated: agent_requested"] == "1"
+        elif report == "intents":
+            assert rows[0] == ["hour", "balance", "agent"]
+            assert sum(int(r[1]) for r in rows[1:]) == 2 and len(rows) >= 1 + 24 * 7
+        elif report == "nodes":
+            assert "main_menu" in [r[0] for r in rows[1:]]
+        else:
+            assert rows[1][:3] == ["main_menu", rows[1][1], "1"]
+    # the same query as the JSON, the same figures; a download named by report and window
+    url = (
+        "/v1/analytics/intents.csv?bucket=day&since=2030-01-01T00:00:00Z&until=2030-01-03T00:00:00Z"
+    )
+    headers = urllib.request.urlopen(
+        urllib.request.Request(
+            f"http://127.0.0.1:{served.server.port}{url}",
+            headers={"Authorization": f"Bearer {READER}"},
+        ),
+        timeout=30,
+    ).headers
+    assert headers["Content-Disposition"] == (
+        'attachment; filename="ivr-intents-2030-01-01T0000-2030-01-03T0000.csv"'
+    )
+    assert served.error("GET", "/v1/analytics/summary.csv", token=None)[0] == 401
+    assert served.error("GET", "/v1/analytics/summary.csv?period=soon") == (422, ["period"])
 
 
 def test_scopes(served: Served) -> None:

@@ -7,7 +7,10 @@ Everything covers the calls that started in a window ([since, until)) and their 
   from it (its transcript's call id), it ended as `callback_booked` / `callback_not_booked` or
   by a handoff (`handoff: …`), or it had a turn on the flow's agent path (`FlowFacts`: e.g. a
   caller who asked for an agent and hung up while the callback was being arranged). Every
-  other ended call was contained. Calls still in progress are counted apart.
+  other ended call was abandoned when the caller hung up right after a no-match (`caller_hangup`,
+  and its last turn of input, reprompts aside, was the no-match: the IVR did not understand
+  and the caller gave up), else contained. The rate is contained / ended. Calls still in
+  progress are counted apart.
 * Escalation reason: the booked callback's `reason`; else the handoff's; else inferred from
   the input that led onto the agent path (no_input → no_input_max, no_match → no_match_max,
   an intent that declares a reason → it, else caller_request); "unknown" without one.
@@ -49,12 +52,22 @@ def _window(window: Window, tz: ZoneInfo) -> dict[str, Any]:
     return {"since": iso(window.since, tz), "until": iso(window.until, tz)}
 
 
+def _report(window: Window, tz: ZoneInfo) -> dict[str, Any]:
+    """A report's head: its window, and the zone its times (and hour or day buckets) are in."""
+    return _window(window, tz) | {"timezone": tz.key}
+
+
 # --- summary --------------------------------------------------------------------------------
 
 
 async def summary(store: Store, window: Window, facts: FlowFacts, tz: ZoneInfo) -> dict[str, Any]:
     totals = await store.call_totals(window.since, window.until)
     escalated = await store.escalated_calls(window.since, window.until, facts.agent_nodes)
+    reached = {e.call_id for e in escalated}
+    abandoned = [
+        c for c in await store.abandoned_calls(window.since, window.until) if c not in reached
+    ]
+    contained = totals.ended - len(escalated) - len(abandoned)
     unexplained = [e.call_id for e in escalated if not _known_reason(e)]
     turns: dict[str, list[TurnRecord]] = defaultdict(list)
     for t in await store.turns_of(unexplained):
@@ -63,14 +76,15 @@ async def summary(store: Store, window: Window, facts: FlowFacts, tz: ZoneInfo) 
     responses = sum(totals.survey.values())
     scored = sum(score * n for score, n in totals.survey.items())
     seconds = totals.handling_seconds
-    return _window(window, tz) | {
+    return _report(window, tz) | {
         "calls": totals.calls,
         "ended": totals.ended,
         "in_progress": totals.calls - totals.ended,
         "containment": {
-            "contained": totals.ended - len(escalated),
+            "contained": contained,
+            "abandoned": len(abandoned),
             "escalated": len(escalated),
-            "rate": rate(totals.ended - len(escalated), totals.ended),
+            "rate": rate(contained, totals.ended),
         },
         "escalations": [
             {"reason": reason, "calls": n}
@@ -141,7 +155,7 @@ async def nodes(store: Store, window: Window, tz: ZoneInfo) -> dict[str, Any]:
                 "confidence": histograms[node],
             }
         )
-    return _window(window, tz) | {"nodes": out}
+    return _report(window, tz) | {"nodes": out}
 
 
 def _inputs(kinds: Counter[str]) -> int:
@@ -170,7 +184,7 @@ async def intents(
             if i is not None:  # None: before the buckets shown (truncated)
                 counts[i] += 1
         series.append({"intent": intent, "total": len(uses), "counts": counts})
-    return _window(window, tz) | {
+    return _report(window, tz) | {
         "bucket": plan.bucket,
         "buckets": [iso(start, tz) for start in plan.starts],
         "truncated": plan.truncated,
@@ -242,7 +256,7 @@ async def unrecognized(
                 ],
             }
         )
-    return _window(window, tz) | {"truncated": len(rows) >= UNRECOGNIZED_ROWS, "nodes": out}
+    return _report(window, tz) | {"truncated": len(rows) >= UNRECOGNIZED_ROWS, "nodes": out}
 
 
 def _total(by_text: dict[str, list[TurnRecord]]) -> int:

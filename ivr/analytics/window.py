@@ -8,6 +8,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 Bucket = Literal["hour", "day"]
+Period = Literal["today", "24h", "7d"]
 
 DEFAULT_SPAN = timedelta(hours=24)
 MAX_BUCKETS = 1000  # six weeks of hours, or nearly three years of days: enough for a chart
@@ -47,6 +48,15 @@ class Window:
     @property
     def span(self) -> timedelta:
         return max(self.until - self.since, timedelta(0))
+
+    @classmethod
+    def period(cls, period: Period, tz: ZoneInfo, now: datetime | None = None) -> Window:
+        """A named window ending now: `today` from midnight in `tz` (the service's day, not
+        the browser's), `24h` and `7d` the hours or days before now."""
+        end = _clamp(now or datetime.now(UTC))
+        if period == "today":
+            return cls(bucket_start(end, "day", tz), end)
+        return cls(end - (timedelta(days=7) if period == "7d" else DEFAULT_SPAN), end)
 
     def previous(self) -> Window:
         """The window of the same length just before this one."""

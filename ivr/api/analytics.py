@@ -1,14 +1,17 @@
 """Analytics from the recorded calls: containment, nodes, intents, unrecognized speech, surveys.
 
-Every report covers the calls that started in [since, until) (default: the last 24 hours)
-and their turns; the figures are computed by `ivr.analytics` (see there for the rules). Also:
-a recorded unrecognized utterance's audio, and adopting its words into the served flow.
+Every report covers the calls that started in [since, until) (default: the last 24 hours),
+or in a named `period` (today in the service's zone, 24h, 7d), and their turns; the figures
+are computed by `ivr.analytics` (see there for the rules). Each report is also served as CSV
+at its path plus `.csv` (`ivr.analytics.export`). Also: a recorded unrecognized utterance's
+audio, and adopting its words into the served flow.
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -18,12 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.json_schema import SkipJsonSchema
 
 from ivr import analytics
+from ivr.analytics import export
 from ivr.analytics.adopt import AdoptError, adopt, clean
 from ivr.analytics.report import RISING_MIN_COUNT, RISING_MIN_RATIO
-from ivr.analytics.window import MAX_BUCKETS
+from ivr.analytics.window import MAX_BUCKETS, Period
 from ivr.api.errors import ApiError
 from ivr.api.models import Instant, Name
-from ivr.api.operation import Operation, parse_query, read_body
+from ivr.api.operation import Operation, OperationHandler, parse_query, read_body
 from ivr.appkeys import API
 from ivr.auth import Principal
 from ivr.dialog.flow import FlowError, version_of
@@ -45,6 +49,11 @@ class WindowQuery(_Input):
     )
     until: Instant | SkipJsonSchema[None] = Field(
         None, description="calls that started before this (default: now)"
+    )
+    period: Period | SkipJsonSchema[None] = Field(
+        None,
+        description="instead of since and until: today (since midnight in the service's"
+        " zone, IVR_TIMEZONE), the last 24h or the last 7d, until now",
     )
 
 
@@ -84,8 +93,21 @@ class _Window(_Output):
     until: datetime
 
 
+class _Report(_Window):
+    timezone: str = Field(
+        description="the service's zone (IVR_TIMEZONE): every time in the report has its"
+        " offset, and hour and day buckets are its hours and days",
+        examples=["Europe/Berlin"],
+    )
+
+
 class Containment(_Output):
-    contained: int = Field(description="ended calls that never reached a person")
+    contained: int = Field(
+        description="ended calls that never reached a person and were not abandoned"
+    )
+    abandoned: int = Field(
+        description="ended calls the caller hung up on right after a no-match (not escalated)"
+    )
     escalated: int = Field(
         description="ended calls that reached a person: a callback booked from the call, an"
         " end by callback_booked / callback_not_booked / handoff, or a turn on the flow's"
@@ -108,7 +130,7 @@ class SurveyResults(_Output):
     distribution: list[int] = Field(description="how many calls scored 1, 2, 3, 4 and 5")
 
 
-class Summary(_Window):
+class Summary(_Report):
     calls: int
     ended: int
     in_progress: int
@@ -131,7 +153,7 @@ class NodeFigures(_Output):
     )
 
 
-class NodeReport(_Window):
+class NodeReport(_Report):
     nodes: list[NodeFigures] = Field(description="most inputs first")
 
 
@@ -148,7 +170,7 @@ class RisingIntent(_Output):
     ratio: float | None = Field(description="count / previous; null when previous is 0")
 
 
-class IntentReport(_Window):
+class IntentReport(_Report):
     bucket: Literal["hour", "day"] = Field(
         description=f"the step: as asked, or day where hours would be more than {MAX_BUCKETS}"
     )
@@ -185,7 +207,7 @@ class UnrecognizedNode(_Output):
     utterances: list[Utterance] = Field(description="most frequent first")
 
 
-class UnrecognizedReport(_Window):
+class UnrecognizedReport(_Report):
     truncated: bool = Field(description="only the newest no-matches were grouped")
     nodes: list[UnrecognizedNode]
 
@@ -204,8 +226,13 @@ class Adoption(_Output):
 # --- handlers -------------------------------------------------------------------------------
 
 
-def _window(q: WindowQuery) -> analytics.Window:
-    return analytics.Window.of(q.since, q.until)  # the query's times are never naive
+def _window(request: web.Request, q: WindowQuery) -> analytics.Window:
+    if q.period is None:
+        return analytics.Window.of(q.since, q.until)  # the query's times are never naive
+    if q.since is not None or q.until is not None:
+        both = [("period", "give a period, or since and until, not both")]
+        raise ApiError(422, "invalid query", both, code="invalid_query")
+    return analytics.Window.period(q.period, request.app[API].tz)
 
 
 def _facts(request: web.Request) -> analytics.FlowFacts:
@@ -218,26 +245,28 @@ def _facts(request: web.Request) -> analytics.FlowFacts:
 
 async def get_summary(request: web.Request, who: Principal) -> Any:
     api = request.app[API]
-    window = _window(parse_query(request.query, WindowQuery))
+    window = _window(request, parse_query(request.query, WindowQuery))
     return await analytics.summary(api.store, window, _facts(request), api.tz)
 
 
 async def get_nodes(request: web.Request, who: Principal) -> Any:
     api = request.app[API]
-    window = _window(parse_query(request.query, WindowQuery))
+    window = _window(request, parse_query(request.query, WindowQuery))
     return await analytics.nodes(api.store, window, api.tz)
 
 
 async def get_intents(request: web.Request, who: Principal) -> Any:
     api = request.app[API]
     q = parse_query(request.query, IntentsQuery)
-    return await analytics.intents(api.store, _window(q), q.bucket, _facts(request), api.tz)
+    return await analytics.intents(
+        api.store, _window(request, q), q.bucket, _facts(request), api.tz
+    )
 
 
 async def get_unrecognized(request: web.Request, who: Principal) -> Any:
     api = request.app[API]
     q = parse_query(request.query, UnrecognizedQuery)
-    return await analytics.unrecognized(api.store, _window(q), api.tz, q.node, q.limit)
+    return await analytics.unrecognized(api.store, _window(request, q), api.tz, q.node, q.limit)
 
 
 async def get_turn_audio(request: web.Request, who: Principal) -> web.StreamResponse:
@@ -300,9 +329,38 @@ async def adopt_phrase(request: web.Request, who: Principal) -> Any:
     }
 
 
-WINDOW_NOTE = " (calls that started in [since, until); default the last 24 hours)"
+def _as_csv(report: export.Report, handler: OperationHandler) -> OperationHandler:
+    """The report's handler, answering CSV (a download named after the report and window)."""
 
-OPERATIONS: tuple[Operation, ...] = (
+    async def handle(request: web.Request, who: Principal) -> web.StreamResponse:
+        data = await handler(request, who)
+        disposition = f'attachment; filename="{export.filename(report, data)}"'
+        return web.Response(
+            text=export.to_csv(report, data),
+            content_type="text/csv",
+            charset="utf-8",
+            headers={"Content-Disposition": disposition},
+        )
+
+    return handle
+
+
+def _csv_operation(report: export.Report, op: Operation) -> Operation:
+    """`op` (a report's JSON) at its path plus .csv."""
+    return replace(
+        op,
+        path=f"{op.path}.csv",
+        handler=_as_csv(report, op.handler),
+        operation_id=f"{op.operation_id}Csv",
+        summary=f"The {report} report as CSV (the same query)",
+        response=None,
+        media_type="text/csv",
+    )
+
+
+WINDOW_NOTE = " (calls that started in [since, until), or in a period; default the last 24 hours)"
+
+REPORTS: tuple[Operation, ...] = (
     Operation(
         "GET",
         "/v1/analytics/summary",
@@ -343,6 +401,11 @@ OPERATIONS: tuple[Operation, ...] = (
         scope="analytics.read",
         query=UnrecognizedQuery,
     ),
+)
+
+OPERATIONS: tuple[Operation, ...] = (
+    *REPORTS,
+    *(_csv_operation(name, op) for name, op in zip(export.REPORTS, REPORTS, strict=True)),
     Operation(
         "POST",
         "/v1/analytics/unrecognized/adopt",

@@ -27,6 +27,8 @@ from ivr.store.rows import Row, ts, turn_of, utc
 
 ESCALATION_END_REASONS = ("callback_booked", "callback_not_booked")
 """End reasons of calls that went through the agent-callback flow (the hotline's hangups)."""
+CALLER_HANGUP = "caller_hangup"
+"""How a call ends when the caller hangs up (not by the flow's goodbye)."""
 HANDOFF_PREFIX = "handoff: "
 """How a call handed to a person ends (the session's end reason for a Handoff)."""
 
@@ -122,6 +124,19 @@ class AnalyticsQueries(Queries):
             if seen is None or (seen.callback_reason is None and r["callback_reason"]):
                 out[r["id"]] = Escalation(r["id"], r["end_reason"], r["callback_reason"])
         return list(out.values())
+
+    async def abandoned_calls(self, since: datetime, until: datetime) -> list[str]:
+        # The last turn that is not a prompt: a reprompt after the no-match does not count.
+        rows = await self._rows(
+            "SELECT c.id FROM calls c JOIN turns t ON t.call_id = c.id"
+            f" WHERE {_IN_WINDOW} AND c.ended_at IS NOT NULL AND c.end_reason = $3"
+            " AND t.kind = 'no_match' AND t.seq = (SELECT MAX(l.seq) FROM turns l"
+            " WHERE l.call_id = c.id AND l.kind <> 'prompt') ORDER BY c.id",
+            utc(since),
+            utc(until),
+            CALLER_HANGUP,
+        )
+        return [r["id"] for r in rows]
 
     async def turns_of(self, call_ids: Collection[str]) -> list[TurnRecord]:
         ids = sorted(set(call_ids))

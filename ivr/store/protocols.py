@@ -125,6 +125,11 @@ class AnalyticsStore(Protocol):
         `handoff: …`, or it had a turn at one of `agent_nodes` (the flow's agent path)."""
         ...
 
+    async def abandoned_calls(self, since: datetime, until: datetime) -> list[str]:
+        """Ids of the ended calls the caller hung up on after a no-match (`caller_hangup`,
+        and the call's last turn of input, prompts aside, was a no-match)."""
+        ...
+
     async def turns_of(self, call_ids: Collection[str]) -> list[TurnRecord]:
         """The turns of these calls, by call and seq."""
         ...
