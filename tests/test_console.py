@@ -731,3 +731,86 @@ async def test_callback_detail_actions_fit_confirm_and_update(
     done = await api(server, f"/v1/callbacks/{cb_id}")
     assert done["status"] == "cancelled"
     assert datetime.fromisoformat(done["due_at"]) == datetime(2031, 3, 4, 9, 45, tzinfo=UTC)
+
+
+# --- analytics: the time range, CSV export, chart axes (issue 13) -------------------------------
+
+
+async def test_analytics_range_export_and_axes(browser: Browser, server: LiveServer) -> None:
+    """The range picker asks the server for its period (or custom dates typed in the service's
+    zone), each report downloads as the server's CSV, and the charts name their axes with
+    hours on a 24-hour clock in the service's zone (UTC here; the browser is in Los Angeles)."""
+    # a caller who keys 1: a topic (balance) in the intents chart whatever ran before
+    await Caller(server.media_url, [CallerTurn(dtmf="1")], KNOWN, out=None, token=FEED_TOKEN).run()
+    async with console_page(browser, base(server), TOKEN, timezone_id="America/Los_Angeles") as (
+        page,
+        errors,
+    ):
+        await show_tab(page, "analytics")
+        await page.locator("#an-cards .card").first.wait_for()
+        assert await page.inner_text("#an-zone") == "Times in UTC"
+        # the axes: named, and the hour labels are the buckets' UTC hours as HH:00
+        chart = page.locator("#an-intents-chart")
+        await chart.wait_for()
+        titles = await chart.locator("text.axis-title").all_text_contents()
+        assert titles == ["Hour (UTC)", "Calls"]
+        intents = await api(server, "/v1/analytics/intents?period=24h&bucket=hour")
+        hours = [b[11:16] for b in intents["buckets"]]
+        labels = await chart.locator("text.label:not(.date)").all_text_contents()
+        assert labels and all(re.fullmatch(r"\d\d:00", label) for label in labels), labels
+        assert labels == hours[:: -(-len(hours) // 12)]  # every other hour of 24
+        await screenshot(page, "analytics-hours")
+        histogram = page.locator("#an-histogram-chart text.axis-title")
+        assert await histogram.all_text_contents() == ["Recognizer confidence", "Utterances"]
+        # containment: abandoned calls are their own line
+        assert "Abandoned" in await page.inner_text('#an-cards .card[data-key="containment"]')
+
+        # the last 7 days: every section asks for period=7d, intents by day
+        async with page.expect_response(
+            lambda r: "/v1/analytics/summary?" in r.url and "period=7d" in r.url
+        ):
+            await page.select_option("#an-range", "7d")
+        await expect(page.locator("#an-bucket")).to_have_value("day")
+        await expect(chart.locator("text.axis-title").first).to_have_text("Day (UTC)")
+        async with page.expect_download() as info:
+            await page.click("#an-intents-csv")
+        download = await info.value
+        assert re.fullmatch(r"ivr-intents-\d{4}-\d\d-\d\dT\d{4}-\d{4}-\d\d-\d\dT\d{4}\.csv",
+                            download.suggested_filename)  # fmt: skip
+        rows = (await download.path()).read_text().splitlines()
+        week = await api(server, "/v1/analytics/intents?period=7d&bucket=day")
+        assert rows[0] == ",".join(["day"] + [s["intent"] for s in week["series"]])
+        assert len(rows) == 1 + len(week["buckets"])
+        async with page.expect_download() as info:
+            await page.click("#an-summary-csv")
+        summary = dict(
+            line.split(",", 1)
+            for line in (await (await info.value).path()).read_text().splitlines()
+        )
+        assert summary["calls"] == str(
+            (await api(server, "/v1/analytics/summary?period=7d"))["calls"]
+        )
+        assert "abandoned" in summary
+        await page.locator("#an-summary-csv + .status").get_by_text("Downloaded").wait_for()
+
+        # custom: a day in 2030 (typed as UTC wall times): no calls then
+        await page.select_option("#an-range", "custom")
+        await page.fill("#an-since", "2030-01-07T13:00")
+        await page.fill("#an-until", "2030-01-08T01:00")
+        async with page.expect_response(
+            lambda r: (
+                "/v1/analytics/summary?" in r.url
+                and "since=2030-01-07T13%3A00%3A00.000Z" in r.url
+                and "until=2030-01-08T01%3A00%3A00.000Z" in r.url
+            )
+        ):
+            await page.click("#an-apply")
+        await expect(page.locator('#an-cards .card[data-key="calls"] .value')).to_have_text("0")
+        line = await page.inner_text("#an-summary p.window")
+        assert "13:00:00" in line and "01:00:00" in line and "PM" not in line, line
+        await expect(page.locator("#an-intents")).to_contain_text("No intents in this window")
+        # back to the last 7 days for the screenshot: the calls of this module, by day
+        await page.select_option("#an-range", "7d")
+        await chart.wait_for()
+        await screenshot(page, "analytics-range")
+        assert errors.messages == []

@@ -1,12 +1,15 @@
 // Analytics: summary cards, the per-node table, intent volume over time, the recognizer's
 // confidence histogram, and the top unrecognized utterances (play one; add it as a phrase).
+// One time range for every section (today, 24 h, 7 days or custom dates, all in the service's
+// zone), and each section's report downloadable as CSV: the server's `<report>.csv`, so a
+// spreadsheet gets the very figures the API and this page show.
 // Responses are rendered by their shape, not field by field: scalars become cards, lists of
 // rows become tables, anything that looks like a series over time becomes a chart, so a new
 // figure on the server shows up without a console change.
 
 import { ApiError, blob, get, has, post } from "./api.js";
-import { barChart, findHistogram, rowsOf, sparkline, toSeries } from "./charts.js";
-import { clear, fmtTime, fmtValue, h, humanize, notice } from "./dom.js";
+import { barChart, findHistogram, knownZone, rowsOf, sparkline, toSeries } from "./charts.js";
+import { clear, fmtTime, fmtValue, fromZoneInput, h, humanize, notice, serviceZone, toZoneInput } from "./dom.js";
 
 const PATHS = {
   summary: "/v1/analytics/summary",
@@ -18,7 +21,15 @@ const PATHS = {
 const TEXT_KEYS = ["text", "utterance", "phrase", "transcript", "words"];
 const HIDDEN = /base64|audio|^examples$/; // long, binary or nested fields: not table columns
 const WINDOW = ["since", "until"];
+const NOT_FIGURES = [...WINDOW, "timezone"]; // the report's head: the toolbar shows the zone
 const SECONDS_BEFORE = 4; // a whole-call recording is played from this long before the turn
+const RANGES = [
+  ["today", "Today"],
+  ["24h", "Last 24 hours"],
+  ["7d", "Last 7 days"],
+  ["custom", "Custom…"],
+];
+const DAY_MS = 24 * 3600 * 1000;
 
 const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 const isRows = (v) => Array.isArray(v) && v.length > 0 && v.every(isObject);
@@ -34,6 +45,7 @@ function failed(err) {
 }
 
 function cell(key, value) {
+  if (value === null) return "–"; // no figure (an average of nothing)
   if (isRate(key, value)) return `${(value * 100).toFixed(1)}%`;
   if (isCounts(value)) return sparkline(value);
   return fmtValue(value);
@@ -44,11 +56,30 @@ function windowLine(data) {
   return h("p", { class: "muted window" }, `${fmtTime(data.since)} – ${fmtTime(data.until)}`);
 }
 
+// A CSV download: the blob through the API (the token goes in a header, which a plain link
+// cannot send), saved under the report's and window's name.
+async function download(path, query, name, status) {
+  const params = new URLSearchParams(Object.entries(query).filter(([, v]) => v));
+  try {
+    const data = await blob(`${path}.csv?${params}`);
+    const link = h("a", { href: URL.createObjectURL(data), download: name, hidden: true });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+    notice(status, `Downloaded ${name}.`, "ok");
+  } catch (err) {
+    notice(status, err instanceof ApiError ? `CSV: ${err.describe()}` : String(err), "error");
+  }
+}
+
+const stamp = (at) => String(at || "").slice(0, 16).replace(/:/g, "");
+
 // Scalars as cards; an object of scalars as a card with lines; lists are left to tables.
 function cards(summary) {
   const out = [];
   for (const [key, value] of Object.entries(summary || {})) {
-    if (Array.isArray(value) || WINDOW.includes(key)) continue;
+    if (Array.isArray(value) || NOT_FIGURES.includes(key)) continue;
     if (isObject(value)) {
       const inner = Object.entries(value).filter(([, v]) => !isObject(v) && !isRows(v));
       if (!inner.length) continue;
@@ -125,33 +156,93 @@ export function analyticsView() {
   let knownIntents = [];
   bucket.onchange = async () => renderIntents(await fetchSection("intents", { bucket: bucket.value }));
 
+  // --- the time range: a named period the server resolves in its zone, or custom dates
+  // typed as wall times in that zone (not the browser's)
+  const range = h("select", { id: "an-range", "aria-label": "time range" }, RANGES.map(([v, text]) => h("option", { value: v, selected: v === "24h" }, text)));
+  const since = h("input", { type: "datetime-local", id: "an-since", "aria-label": "from" });
+  const until = h("input", { type: "datetime-local", id: "an-until", "aria-label": "until" });
+  const zoneNote = h("span", { class: "muted", id: "an-zone" });
+  const rangeStatus = h("div", { class: "status", id: "an-range-status", role: "status" });
+  const custom = h("form", { class: "inline", id: "an-custom", hidden: true, onsubmit: (e) => { e.preventDefault(); applyRange(); } },
+    h("label", {}, "From ", since), h("label", {}, "until ", until), h("button", { type: "submit", id: "an-apply" }, "Apply"));
+  let query = { period: "24h" };
+  range.onchange = () => {
+    custom.hidden = range.value !== "custom";
+    if (range.value === "custom") {
+      // start from the window on show, so only what changes needs typing
+      since.value ||= toZoneInput(new Date(Date.now() - DAY_MS));
+      until.value ||= toZoneInput(new Date());
+      since.focus();
+    } else {
+      applyRange();
+    }
+  };
+
+  function applyRange() {
+    if (range.value !== "custom") {
+      query = { period: range.value };
+      bucket.value = range.value === "7d" ? "day" : "hour";
+    } else {
+      const from = fromZoneInput(since.value);
+      const to = fromZoneInput(until.value);
+      if (!from || !to || from >= to) {
+        notice(rangeStatus, "Give a start before the end.", "error");
+        return;
+      }
+      query = { since: from, until: to };
+      bucket.value = new Date(to) - new Date(from) > 3 * DAY_MS ? "day" : "hour"; // hours: up to 72 bars
+    }
+    notice(rangeStatus, "");
+    load();
+  }
+
   const el = h(
     "div",
     { class: "view analytics" },
-    h("div", { class: "row end" }, h("button", { type: "button", id: "an-refresh", onclick: () => load() }, "Refresh")),
+    h("div", { class: "row toolbar", id: "an-toolbar" },
+      h("label", {}, "Time range ", range), custom, zoneNote,
+      h("span", { class: "grow" }),
+      h("button", { type: "button", id: "an-refresh", onclick: () => load() }, "Refresh")),
+    rangeStatus,
     summaryBox,
     h("div", { class: "columns even" }, intentsBox, histogramBox),
     nodesBox,
     unrecognizedBox,
   );
 
-  async function fetchSection(key, query) {
+  async function fetchSection(key, extra) {
     if (!(await has("GET", PATHS[key]))) return { missing: true, path: PATHS[key] };
     try {
-      return { data: await get(PATHS[key], query) };
+      return { data: await get(PATHS[key], { ...query, ...extra }) };
     } catch (err) {
       return { error: err };
     }
   }
 
-  function section(box, title, result, render, tools = null) {
-    clear(box, h("h2", {}, title, tools));
+  // The section's CSV button, where the server has its report as CSV.
+  async function csvButton(key, result, extra) {
+    const path = PATHS[key];
+    if (!result.data || !(await has("GET", `${path}.csv`))) return null;
+    const status = h("span", { class: "status csv-status" });
+    const name = `ivr-${key}-${stamp(result.data.since)}-${stamp(result.data.until)}.csv`;
+    return h("span", { class: "csv" },
+      h("button", { type: "button", class: "csv-export", id: `an-${key}-csv`, title: `Download the ${key} report as CSV`, onclick: () => download(path, { ...query, ...extra }, name, status) }, "Export CSV"),
+      status);
+  }
+
+  async function section(box, key, title, result, render, tools = null) {
+    const extra = key === "intents" ? { bucket: bucket.value } : {};
+    const csv = await csvButton(key, result, extra);
+    clear(box, h("div", { class: "panel-head" }, h("h2", {}, title, tools), csv));
     if (result.missing) box.append(unavailable(result.path));
     else if (result.error) box.append(failed(result.error));
     else box.append(render(result.data));
   }
 
+  let loads = 0; // a range changed during a load: only the newest load is drawn
+
   async function load() {
+    const mine = ++loads;
     const [summary, nodes, intents, unrecognized, canAdopt] = await Promise.all([
       fetchSection("summary"),
       fetchSection("nodes"),
@@ -159,25 +250,29 @@ export function analyticsView() {
       fetchSection("unrecognized"),
       has("POST", PATHS.adopt),
     ]);
+    if (mine !== loads) return;
     unrecognized.canAdopt = canAdopt;
-    section(summaryBox, "Summary", summary, (d) => h("div", {}, windowLine(d), cards(d), tablesOf(d)));
-    section(nodesBox, "Nodes", nodes, (d) => h("div", {}, windowLine(d), table(rowsOf(d), { id: "an-nodes-table" })));
-    renderIntents(intents);
+    const zone = [summary, nodes, intents].map((r) => r.data?.timezone).find(Boolean) || serviceZone();
+    zoneNote.textContent = `Times in ${knownZone(zone)}`;
+    await section(summaryBox, "summary", "Summary", summary, (d) => h("div", {}, windowLine(d), cards(d), tablesOf(d)));
+    await section(nodesBox, "nodes", "Nodes", nodes, (d) => h("div", {}, windowLine(d), table(rowsOf(d), { id: "an-nodes-table" })));
+    await renderIntents(intents);
     const histogram = findHistogram(nodes.data, summary.data, intents.data);
     clear(histogramBox, h("h2", {}, "Recognizer confidence"),
       histogram
-        ? barChart({ labels: histogram.map((b) => b.label), series: [{ name: "inputs", values: histogram.map((b) => b.value) }] }, { id: "an-histogram-chart", legend: false })
+        ? barChart({ labels: histogram.map((b) => b.label), series: [{ name: "utterances", values: histogram.map((b) => b.value) }], xTitle: "Recognizer confidence", yTitle: "Utterances" }, { id: "an-histogram-chart", legend: false })
         : h("p", { class: "empty" }, nodes.missing && summary.missing ? "Not available on this server." : "No confidence distribution in this server's analytics."));
-    renderUnrecognized(unrecognized);
+    await renderUnrecognized(unrecognized);
   }
 
-  function renderIntents(result) {
-    section(intentsBox, "Intent volume ", result, (d) => {
+  async function renderIntents(result) {
+    await section(intentsBox, "intents", "Intent volume ", result, (d) => {
       const series = toSeries(d);
       knownIntents = series ? series.series.map((s) => s.name) : [];
       const hasCounts = series && series.series.some((s) => s.values.some((v) => v > 0));
       return h("div", {},
-        hasCounts ? barChart(series, { id: "an-intents-chart" }) : h("p", { class: "empty" }, "No intents in this window."),
+        windowLine(d),
+        hasCounts ? barChart({ ...series, yTitle: "Calls" }, { id: "an-intents-chart" }) : h("p", { class: "empty" }, "No intents in this window."),
         tablesOf(d, ["series"]));
     }, bucket);
   }
@@ -211,10 +306,10 @@ export function analyticsView() {
     }
   }
 
-  function renderUnrecognized(result) {
+  async function renderUnrecognized(result) {
     const status = h("div", { class: "status", id: "an-adopt-status", role: "status" });
     const intentList = h("datalist", { id: "an-intent-names" }, knownIntents.map((i) => h("option", { value: i })));
-    section(unrecognizedBox, "Top unrecognized utterances", result, (d) => {
+    await section(unrecognizedBox, "unrecognized", "Top unrecognized utterances", result, (d) => {
       const rows = flatten(rowsOf(d));
       return h("div", {}, windowLine(d), player, status, intentList, table(rows, {
         id: "an-unrecognized-table",
@@ -242,7 +337,7 @@ export function analyticsView() {
       try {
         await post(PATHS.adopt, body);
         const fresh = await fetchSection("unrecognized");
-        renderUnrecognized({ ...fresh, canAdopt: true });
+        await renderUnrecognized({ ...fresh, canAdopt: true });
         notice(unrecognizedBox.querySelector("#an-adopt-status"), `Added “${body.phrase}” to ${body.intent} at ${body.node}.`, "ok");
       } catch (err) {
         notice(status, err instanceof ApiError ? err.describe() : String(err), "error");

@@ -1,5 +1,7 @@
 // SVG charts (no library): stacked bars for series over time buckets, plain bars for a
-// histogram; and the guessing that turns analytics JSON of unknown shape into series.
+// histogram, each with its axes named; and the guessing that turns analytics JSON of unknown
+// shape into series. Times are labelled in the report's zone (the service's IVR_TIMEZONE,
+// never the browser's) on a 24-hour clock, so 01:00 and 13:00 cannot be confused.
 
 import { fmtNumber, h } from "./dom.js";
 
@@ -40,13 +42,42 @@ function timeKey(rows) {
   return Object.keys(rows[0]).find((k) => rows.every((r) => isDate(r[k])));
 }
 
+// A zone this browser knows, else UTC (the API's times carry their offsets either way).
+export function knownZone(name) {
+  try {
+    new Intl.DateTimeFormat("en-US", { timeZone: name || "UTC" });
+    return name || "UTC";
+  } catch {
+    return "UTC";
+  }
+}
+
+// A bucket's start → its label ("14:00", or "Mon 3 Dec" for a day) and, where the day
+// changes, the date under it.
+function timeLabels(values, zone, byDay) {
+  const tz = knownZone(zone);
+  const clock = new Intl.DateTimeFormat("en-GB", { timeZone: tz, hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+  const date = new Intl.DateTimeFormat("en-GB", { timeZone: tz, weekday: "short", day: "numeric", month: "short" });
+  let lastDay = null;
+  const labels = [];
+  const dates = [];
+  for (const value of values) {
+    const d = new Date(value);
+    if (!isDate(value) || Number.isNaN(d.getTime())) {
+      labels.push(String(value));
+      dates.push(null);
+      continue;
+    }
+    const day = date.format(d);
+    labels.push(byDay ? day : clock.format(d));
+    dates.push(!byDay && day !== lastDay ? day : null);
+    lastDay = day;
+  }
+  return { labels, dates };
+}
+
 function label(value) {
-  if (!isDate(value)) return String(value);
-  const d = new Date(value);
-  if (Number.isNaN(d.getTime())) return value;
-  const day = d.toLocaleDateString(undefined, { month: "short", day: "numeric" });
-  const midnight = d.getHours() === 0 && d.getMinutes() === 0;
-  return midnight ? day : `${day} ${d.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" })}`;
+  return timeLabels([value], "UTC", false).labels[0];
 }
 
 // Series over buckets from rows in long form ({bucket, intent, count}), wide form ({bucket,
@@ -60,7 +91,12 @@ export function toSeries(data) {
       const values = Object.values(s).find((v) => Array.isArray(v) && v.length === n && v.every((x) => typeof x === "number"));
       return values ? { name: String(s[pick(s, NAME_KEYS)] ?? "series"), values } : null;
     });
-    if (series.every(Boolean)) return { labels: data.buckets.map(label), series };
+    if (series.every(Boolean)) {
+      const byDay = data.bucket === "day";
+      const { labels, dates } = timeLabels(data.buckets, data.timezone, byDay);
+      const zone = knownZone(data.timezone);
+      return { labels, dates, series, xTitle: `${byDay ? "Day" : "Hour"} (${zone})` };
+    }
   }
   if (isObject(data)) {
     const nested = Array.isArray(data.series) ? data.series : null;
@@ -191,39 +227,50 @@ function ticks(max, series) {
   return [0, 0.25, 0.5, 0.75, 1].map((f) => max * f);
 }
 
-// Stacked bars: one column per label, one colour per series, with a legend.
-export function barChart({ labels, series }, { height = 220, id, legend = true } = {}) {
-  const left = 40;
-  const bottom = 42;
+// Stacked bars: one column per label, one colour per series, with a legend; both axes named
+// (xTitle, yTitle), and the date under the first hour of each day (`dates`).
+export function barChart({ labels, series, dates = [], xTitle = "", yTitle = "" }, { height = 240, id, legend = true } = {}) {
+  const left = yTitle ? 54 : 40;
+  const bottom = 34 + (dates.some(Boolean) ? 12 : 0) + (xTitle ? 16 : 0);
   const top = 10;
-  const col = Math.max(14, Math.min(48, 640 / Math.max(1, labels.length)));
-  const width = left + col * labels.length + 10;
+  const plot = 600; // the plot's width: few columns are wide, many narrow, the chart one size
+  const col = plot / Math.max(1, labels.length);
+  const gap = col > 10 ? Math.min(col * 0.2, 12) : col > 3 ? 1 : 0;
+  const width = left + plot + 10;
   const totals = labels.map((_, i) => series.reduce((n, s) => n + s.values[i], 0));
   const max = niceMax(Math.max(0, ...totals));
   const y = (v) => top + (height - top - bottom) * (1 - v / max);
+  const base = height - bottom;
   const every = Math.ceil(labels.length / 12);
   const chart = svg(
     "svg",
-    { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img", id, "aria-label": "bar chart", preserveAspectRatio: "xMinYMin meet" },
+    { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img", id, "aria-label": [yTitle, xTitle].filter(Boolean).join(" by ") || "bar chart", preserveAspectRatio: "xMinYMin meet" },
     ticks(max, series).map((t) =>
       svg("g", { class: "tick" },
         svg("line", { x1: left, x2: width - 5, y1: y(t), y2: y(t) }),
         svg("text", { x: left - 4, y: y(t) + 4, "text-anchor": "end" }, fmtNumber(t))),
     ),
+    svg("line", { class: "axis", x1: left, x2: left, y1: top, y2: base }),
+    svg("line", { class: "axis", x1: left, x2: width - 5, y1: base, y2: base }),
     labels.map((l, i) => {
       let acc = 0;
-      const x = left + i * col + 2;
+      const x = left + i * col + gap / 2;
+      const mid = left + i * col + col / 2;
       return svg("g", { class: "bar" },
         series.map((s, k) => {
           const v = s.values[i];
-          const rect = svg("rect", { x, width: col - 4, y: y(acc + v), height: Math.max(0, y(acc) - y(acc + v)), fill: PALETTE[k % PALETTE.length] },
-            svg("title", {}, `${l} · ${s.name}: ${fmtNumber(v)}`));
+          const rect = svg("rect", { x, width: Math.max(0.5, col - gap), y: y(acc + v), height: Math.max(0, y(acc) - y(acc + v)), fill: PALETTE[k % PALETTE.length] },
+            svg("title", {}, `${dates[i] ? `${dates[i]} ` : ""}${l} · ${s.name}: ${fmtNumber(v)}`));
           acc += v;
           return rect;
         }),
-        i % every === 0 ? svg("text", { x: x + (col - 4) / 2, y: height - bottom + 14, "text-anchor": "middle", class: "label" }, l.length > 12 ? `${l.slice(0, 11)}…` : l) : null,
+        i % every === 0 ? svg("line", { class: "tick-mark", x1: mid, x2: mid, y1: base, y2: base + 4 }) : null,
+        i % every === 0 ? svg("text", { x: mid, y: base + 15, "text-anchor": "middle", class: "label" }, l.length > 12 ? `${l.slice(0, 11)}…` : l) : null,
+        dates[i] ? svg("text", { x: left + i * col, y: base + 27, "text-anchor": "start", class: "label date" }, dates[i]) : null,
       );
     }),
+    xTitle ? svg("text", { class: "axis-title x", x: left + plot / 2, y: height - 4, "text-anchor": "middle" }, xTitle) : null,
+    yTitle ? svg("text", { class: "axis-title y", x: 0, y: 0, "text-anchor": "middle", transform: `translate(12 ${(top + base) / 2}) rotate(-90)` }, yTitle) : null,
   );
   const key = legend
     ? h("ul", { class: "legend" }, series.map((s, k) => h("li", {}, h("span", { class: "swatch", style: `background:${PALETTE[k % PALETTE.length]}` }), s.name)))
