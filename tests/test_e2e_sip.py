@@ -121,7 +121,9 @@ async def baresip(
         await until("baresip is ready", 20)
         proc.stdin.write(f"/dial sip:hotline@{server}\n".encode())
         await proc.stdin.drain()
-        await until("terminated", 90, "session closed")  # the latter: refused before answer
+        await until("terminated", 90, "session closed")  # the latter first: it may be refused
+        if "Call established" in "".join(log):  # it was answered: its end is "terminated"
+            await until("terminated", 10)
         proc.stdin.write(b"/quit\n")
         await proc.stdin.drain()
         await asyncio.wait_for(proc.wait(), 10)
