@@ -275,8 +275,10 @@ class DialogEngine:
              final: bool = False, **extra: str) -> Say:  # fmt: skip
         """Say `prompt` (placeholders from call variables and `extra`; missing ones → "");
         the caller may barge in where the node allows it, unless these are `final` words."""
-        text, _ = render(prompt, state.variables | extra)
-        say = Say(text, prompt.key, self._node(state).barge_in and not final)
+        variables = state.variables | extra
+        text, _ = render(prompt, variables)
+        chat = render(Prompt(text=prompt.chat), variables)[0] if prompt.chat else None
+        say = Say(text, prompt.key, self._node(state).barge_in and not final, chat)
         out.actions += [say, Turn(state.node, "prompt", text)]
         if repeatable:
             out.said.append(say)

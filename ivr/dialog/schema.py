@@ -38,6 +38,10 @@ class Prompt(_Model):
 
     text: str = Field(min_length=1)
     key: str | None = None
+    # The prompt in text channels (chat, SMS; `ivr.chat`), for one whose spoken wording makes
+    # no sense written ("press 1", "key it in and press hash"); None: the text, keypad hints
+    # left out.
+    chat: str | None = Field(default=None, min_length=1)
 
 
 def _prompt(value: object) -> object:

@@ -66,11 +66,13 @@ Event = Start | Recognized | DtmfEntered | NoInput | FetchDone | TransferDone
 
 @dataclass(frozen=True)
 class Say:
-    """Speak `text` (TTS), or play the recorded prompt `prompt_key` when one exists."""
+    """Speak `text` (TTS), or play the recorded prompt `prompt_key` when one exists. `chat`:
+    the prompt's own wording for text channels, if it has one (`Prompt.chat`)."""
 
     text: str
     prompt_key: str | None = None
     barge_in: bool = True
+    chat: str | None = None
 
 
 @dataclass(frozen=True)
