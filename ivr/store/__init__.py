@@ -40,8 +40,9 @@ from ivr.store.base import (
     TurnKind,
     TurnRecord,
 )
+from ivr.store.conversations import Conversation, Message, Sender
 from ivr.store.migrations import MIGRATIONS
-from ivr.store.protocols import TokenStore
+from ivr.store.protocols import ConversationStore, TokenStore
 from ivr.store.tokens import RevokedToken
 
 __all__ = [
@@ -60,15 +61,19 @@ __all__ = [
     "CallbackStatus",
     "CallbackStore",
     "Conflict",
+    "Conversation",
+    "ConversationStore",
     "Delivery",
     "Event",
     "EventState",
+    "Message",
     "Node",
     "NodeStore",
     "NotFound",
     "OutboxCounts",
     "OutboxStore",
     "RevokedToken",
+    "Sender",
     "Store",
     "StoreError",
     "StoreUnavailable",

@@ -229,6 +229,41 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        10,
+        "text conversations",
+        (
+            # A text channel's conversation (REST chat, SMS; `ivr.chat`) with the customer's
+            # number (E.164, as calls' callers and callbacks keep it: one customer across
+            # channels) and its messages, both ways, in order.
+            """
+            CREATE TABLE conversations (
+                id {uuid} PRIMARY KEY,
+                channel TEXT NOT NULL,
+                number TEXT,
+                flow TEXT,
+                flow_version TEXT,
+                started_at {ts} NOT NULL,
+                last_message_at {ts} NOT NULL,
+                ended_at {ts},
+                end_reason TEXT,
+                survey INTEGER CHECK (survey BETWEEN 1 AND 5)
+            )""",
+            # An SMS finds its number's open conversation; the console lists by number.
+            "CREATE INDEX conversations_number ON conversations (number, channel, started_at)",
+            """
+            CREATE TABLE conversation_messages (
+                conversation_id {uuid} NOT NULL REFERENCES conversations (id),
+                seq INTEGER NOT NULL,
+                at {ts} NOT NULL,
+                sender TEXT NOT NULL CHECK (sender IN ('customer', 'bot')),
+                text TEXT NOT NULL,
+                node TEXT,
+                quick_replies {json},
+                PRIMARY KEY (conversation_id, seq)
+            )""",
+        ),
+    ),
 )
 
 assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))

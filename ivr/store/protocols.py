@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         TurnKind,
         TurnRecord,
     )
+    from ivr.store.conversations import Conversation, Message, Sender
     from ivr.store.health import StoreHealth
     from ivr.store.tokens import RevokedToken
 
@@ -332,7 +333,68 @@ class TokenStore(Protocol):
         ...
 
 
-class Store(CallStore, AnalyticsStore, CallbackStore, OutboxStore, NodeStore, TokenStore, Protocol):
+class ConversationStore(Protocol):
+    """Text conversations (`ivr.chat`) and their messages; ids are UUIDs (any other id is
+    NotFound)."""
+
+    async def start_conversation(
+        self,
+        *,
+        channel: str,
+        number: str | None = None,
+        flow: str | None = None,
+        flow_version: str | None = None,
+        started_at: datetime | None = None,
+    ) -> Conversation: ...
+
+    async def add_message(
+        self,
+        conversation_id: str,
+        sender: Sender,
+        text: str,
+        *,
+        node: str | None = None,
+        quick_replies: tuple[str, ...] = (),
+        at: datetime | None = None,
+    ) -> Message:
+        """The next message (seq 1, 2, ...); the conversation's last_message_at is its time."""
+        ...
+
+    async def end_conversation(
+        self,
+        id: str,
+        end_reason: str,
+        *,
+        survey: int | None = None,
+        ended_at: datetime | None = None,
+    ) -> Conversation:
+        """Conflict when it has ended already."""
+        ...
+
+    async def get_conversation(self, id: str) -> Conversation: ...
+
+    async def open_conversation(self, channel: str, number: str) -> Conversation | None:
+        """The number's latest conversation on `channel` that has not ended, if any."""
+        ...
+
+    async def open_conversations(self, limit: int = 1000) -> list[Conversation]:
+        """Those not ended, oldest first (a restarted server ends them: their dialog state
+        was in the process)."""
+        ...
+
+    async def list_messages(self, conversation_id: str) -> list[Message]: ...
+
+
+class Store(
+    CallStore,
+    AnalyticsStore,
+    CallbackStore,
+    OutboxStore,
+    NodeStore,
+    TokenStore,
+    ConversationStore,
+    Protocol,
+):
     """Async persistence. Get one with `ivr.store.open_store(url)`; `close()` it at the end.
 
     `transaction()` yields a Store bound to one transaction: everything done through it

@@ -25,6 +25,7 @@ from ivr.store.analytics import AnalyticsQueries
 from ivr.store.base import Store, StoreUnavailable
 from ivr.store.callbacks import CallbackQueries
 from ivr.store.calls import CallQueries
+from ivr.store.conversations import ConversationQueries
 from ivr.store.health import StoreHealth
 from ivr.store.migrations import MIGRATIONS, SCHEMA_MIGRATIONS, TYPES, Dialect
 from ivr.store.nodes import NodeQueries
@@ -36,7 +37,14 @@ __all__ = ["Conn", "Row", "SqlStore", "TxStore", "now_or", "to_text", "utc"]
 
 
 class SqlStore(
-    CallQueries, CallbackQueries, OutboxQueries, NodeQueries, AnalyticsQueries, TokenQueries, ABC
+    CallQueries,
+    CallbackQueries,
+    OutboxQueries,
+    NodeQueries,
+    AnalyticsQueries,
+    TokenQueries,
+    ConversationQueries,
+    ABC,
 ):
     """Implements `Store` on top of `_unit()`; subclasses provide connections."""
 
