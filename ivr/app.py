@@ -23,11 +23,13 @@ import aiohttp
 from aiohttp import web
 
 from ivr.api import ApiContext, GrammarTools, add_api_routes
+from ivr.api.conversations import text_channels
 from ivr.api.limits import ClientLimits
 from ivr.appkeys import (
     API,
     AUDIOSOCKET_PORT,
     CALL_LISTENERS,
+    CONVERSATIONS,
     DISPATCHER,
     LISTENING,
     METRICS,
@@ -145,6 +147,9 @@ async def _start_services(app: web.Application, stack: contextlib.AsyncExitStack
     metrics.flows = lambda: [(flows.name, flows.flow.version)]
     watcher = FlowWatcher(flows, on_result=metrics.flow_reload)  # file edits → new calls
     app[API] = _api_context(settings, services, callbacks, watcher)
+    app[CONVERSATIONS] = text_channels(  # chat and SMS: the calls' flow, lookups, callbacks
+        settings, store, flows, services.fulfillment, callbacks, services.clock, services.hours
+    )
     _start_background(app, stack, callbacks, http, watcher)
     # Calls last, once everything they use runs; at shutdown they stop first.
     await _start_call_listeners(app, services, stack)

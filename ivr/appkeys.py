@@ -14,6 +14,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from ivr.api.context import ApiContext
+    from ivr.api.conversations import TextChannels
     from ivr.api.live import FeedSlots
     from ivr.call.session import CallServices
     from ivr.callbacks.dispatcher import Dispatcher
@@ -47,3 +48,5 @@ FEEDS: web.AppKey[FeedSlots] = web.AppKey("feed_slots")
 TOKEN_GUARD: web.AppKey[TokenGuard] = web.AppKey("token_guard")
 """Failed token attempts per client and the revoked tokens: every token check applies it
 (`ivr.auth.request_principal`)."""
+CONVERSATIONS: web.AppKey[TextChannels] = web.AppKey("conversations")
+"""The text channels' conversations (REST chat, SMS) and the SMS webhook's settings."""

@@ -53,6 +53,8 @@ Scope = Literal[
     "flows.write",
     "webhooks.read",
     "webhooks.write",
+    "conversations.read",
+    "conversations.write",
 ]
 SCOPES: tuple[str, ...] = get_args(Scope)
 """API token scopes; "*" grants all."""
@@ -225,6 +227,11 @@ class Settings(BaseSettings):
     webhook_secret: str | None = None
     webhook_timeout_seconds: float = Field(5, gt=0)
     webhook_max_attempts: int = Field(15, ge=1)  # then the event is parked, kept for replay
+    # Text channels (ivr/chat): an SMS webhook (POST /v1/sms/twilio) must be signed with
+    # this Twilio auth token (X-Twilio-Signature; unset: not checked); a conversation with
+    # no message for this long ends, and the number's next SMS starts a new one.
+    twilio_auth_token: str | None = Field(None, min_length=1, repr=False)
+    conversation_idle_minutes: float = Field(30, gt=0)
     api_tokens: Annotated[list[ApiToken], NoDecode, BeforeValidator(_tokens)] = Field(
         default_factory=list
     )

@@ -50,7 +50,7 @@ NOT_REST = {
     (method, path)
     for method in ("GET", "HEAD")
     for path in ("/v1/media-stream", "/v1/calls/{call_id}/events", "/v1/live", "/v1/softphone")
-}
+} | {("POST", "/v1/sms/twilio")}  # Twilio's SMS webhook: form-encoded, signed by Twilio
 
 
 def test_document_lists_exactly_the_v1_routes(tmp_path: Path) -> None:
@@ -196,6 +196,13 @@ def _seed(db: Path) -> list[str]:
                                          confidence=0.4, audio=audio)  # fmt: skip
                 if i % 2:
                     await store.end_call(call_id, "hangup", ended_at=T0 + timedelta(minutes=i + 1))
+            for i in range(4):  # chats: their dialogs are not this server's (409 on messages)
+                c = await store.start_conversation(channel="web", number=f"+1555222{i:04}")
+                await store.add_message(c.id, "bot", "Welcome", node="greeting")
+                await store.add_message(c.id, "customer", "my balance", node="main_menu")
+                if i % 2:
+                    await store.end_conversation(c.id, "caller_goodbye", survey=4)
+                CONVERSATIONS.append({"id": c.id})
             events, _ = await store.list_events(limit=200)  # the bookings' webhook events
             EVENTS.extend({"id": e.id} for e in events)
             return ids
@@ -207,6 +214,8 @@ def _seed(db: Path) -> list[str]:
 
 EVENTS: list[dict[str, Any]] = []
 """The seeded callbacks' outbox events (path parameters of the delivery log's operations)."""
+CONVERSATIONS: list[dict[str, Any]] = []
+"""The seeded conversations (path parameters of the conversations' operations)."""
 SEEDED: dict[str, list[dict[str, Any]]] = {}
 """Path parameters of records stored before the server started, by operation path (filled by
 the `server` fixture)."""
@@ -225,6 +234,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             SEEDED[path] = calls
         elif path.startswith("/v1/webhooks/events/{id}"):
             SEEDED[path] = EVENTS
+        elif path.startswith("/v1/conversations/{id}"):
+            SEEDED[path] = CONVERSATIONS
     SEEDED["/v1/calls/{id}/turns/{seq}/audio"] = [{"id": "call-0", "seq": 3}]
     SEEDED["/v1/flows/{name}"] = [{"name": "hotline"}]
     # Uploads and adopted phrases rewrite the served flow: serve a copy, never the repo's.
@@ -328,6 +339,9 @@ def test_real_flow_uploads_and_adoptions_are_accepted(server: str) -> None:
             "due_at": "2030-01-02T15:00:00+00:00"
         }
     requests = [(key, body, {200}) for key, body in real.items()]
+    # A chat with a real number, then a message to it (a seeded one's dialog is not held)
+    start = ("POST", "/v1/conversations", "POST /v1/conversations")
+    requests.append((start, {"channel": "web", "number": "+15551230001"}, {201}))
     requests += [(book, booking, {201}), (book, booking, {409})]
     for (method, path, label), body, expected in requests:
         req = urllib.request.Request(
@@ -339,6 +353,13 @@ def test_real_flow_uploads_and_adoptions_are_accepted(server: str) -> None:
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
                 status = r.status
+                if label == start[2]:  # and a message to the chat just started
+                    chat = json.loads(r.read())["conversation"]["id"]
+                    path = f"/v1/conversations/{chat}/messages"
+                    requests.append(
+                        ((method, path, "POST /v1/conversations/{id}/messages"),
+                         {"text": "what's my balance"}, {200})
+                    )  # fmt: skip
         except urllib.error.HTTPError as e:
             status = e.code
         # a seeded callback may be closed already: refused for its state is right too

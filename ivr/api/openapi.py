@@ -52,6 +52,7 @@ TAGS = {
     "grammar": "Check flow and grammar files; test what an utterance means at a node",
     "analytics": "Containment, nodes, intents and what callers said that nothing matched",
     "meta": "This document",
+    "conversations": "Text chats with the flow (the SMS webhook, /v1/sms/twilio, is Twilio's)",
     "webhooks": "Events POSTed to the configured endpoints (the document's `webhooks`)",
 }
 INFO_TEXT = (

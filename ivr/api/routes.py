@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from ivr.api import analytics, deliveries, flows, grammar, live
+from ivr.api import analytics, conversations, deliveries, flows, grammar, live
 from ivr.api.errors import ApiError, json_errors
 from ivr.api.limits import AnonymousConnections, ClientLimits, limit_anonymous
 from ivr.api.models import (
@@ -262,6 +262,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *grammar.OPERATIONS,
     *analytics.OPERATIONS,
     *deliveries.OPERATIONS,
+    *conversations.OPERATIONS,
     Operation("GET", "/v1/openapi.json", openapi, "getOpenApi", "This document", None),
 )
 
@@ -288,5 +289,6 @@ def add_api_routes(app: web.Application, limits: ClientLimits | None = None) -> 
     # The live feeds: WebSockets, so outside the operations (their token: see ivr.auth).
     app.router.add_get("/v1/live", live.live_feed)
     app.router.add_get("/v1/calls/{call_id}/events", live.call_events)
+    conversations.add_sms_routes(app)  # Twilio's webhook: signed by Twilio, not a token
     for op in OPERATIONS:
         app.router.add_route(op.method, op.path, endpoint(op), name=op.operation_id)
