@@ -221,9 +221,9 @@ class Settings(BaseSettings):
 
     # Integration: webhooks and the HTTP API.
     # Each a URL, optionally with its own secret= and events= (ivr/webhooks/endpoints.py).
-    webhook_urls: Annotated[
-        list[WebhookEndpoint], NoDecode, BeforeValidator(parse_endpoints)
-    ] = Field(default_factory=list)
+    webhook_urls: Annotated[list[WebhookEndpoint], NoDecode, BeforeValidator(parse_endpoints)] = (
+        Field(default_factory=list)
+    )
     webhook_secret: str | None = None
     webhook_timeout_seconds: float = Field(5, gt=0)
     webhook_max_attempts: int = Field(15, ge=1)  # then the event is parked, kept for replay
