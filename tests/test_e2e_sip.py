@@ -57,6 +57,32 @@ class Heard:
     dump: Path | None  # what the caller received (sndfile's -dec.wav)
 
 
+def write_config(home: Path, wav: Path, *, record: bool = False) -> None:
+    """A headless baresip's config in `home`: loopback only, `wav` as its microphone, its own
+    RTP ports; with `record`, what it receives is dumped to `home/snd`."""
+    low = random.randrange(32100, 32700, 20)
+    dump = ["module sndfile.so"] if record else []
+    lines = [
+        "poll_method epoll",
+        f"sip_listen 127.0.0.1:{free_port()}",
+        "net_interface 127.0.0.1",
+        f"audio_source aufile,{wav}",
+        "audio_player aufile,/dev/null",
+        "audio_alert aufile,/dev/null",
+        f"rtp_ports {low}-{low + 19}",
+        "module_path /usr/lib/baresip/modules",
+        "module stdio.so",
+        "module g711.so",
+        "module aufile.so",
+        *dump,
+        "module_app account.so",
+        "module_app menu.so",
+        *([f"snd_path {home / 'snd'}"] if record else []),
+        "",
+    ]
+    (home / "config").write_text("\n".join(lines))
+
+
 async def baresip(
     tmp: Path,
     name: str,
@@ -71,29 +97,7 @@ async def baresip(
     service hangs up first); with `password`, it answers digest challenges with it."""
     home = tmp / name
     (home / "snd").mkdir(parents=True)
-    low = random.randrange(32100, 32700, 20)
-    (home / "config").write_text(
-        "\n".join(
-            [
-                "poll_method epoll",
-                f"sip_listen 127.0.0.1:{free_port()}",
-                "net_interface 127.0.0.1",
-                f"audio_source aufile,{wav}",
-                "audio_player aufile,/dev/null",
-                "audio_alert aufile,/dev/null",
-                f"rtp_ports {low}-{low + 19}",
-                "module_path /usr/lib/baresip/modules",
-                "module stdio.so",
-                "module g711.so",
-                "module aufile.so",
-                "module sndfile.so",
-                "module_app account.so",
-                "module_app menu.so",
-                f"snd_path {home / 'snd'}",
-                "",
-            ]
-        )
-    )
+    write_config(home, wav, record=True)
     (home / "accounts").write_text(
         f"<sip:{user}@127.0.0.1>;regint=0;audio_codecs={codec};ptime={ptime}"
         + (f";auth_pass={password}" if password else "")

@@ -33,7 +33,7 @@ import aiohttp
 import numpy as np
 import pytest
 from live_server import FEED_TOKEN, LiveServer, free_port, live_server
-from test_e2e_sip import need, rtp_range
+from test_e2e_sip import need, rtp_range, write_config
 from webhook_receiver import Hit, Receiver, until
 
 from ivr.api import token_entry
@@ -147,27 +147,7 @@ class Baresip:
 
     async def _start(self, wav: Path) -> None:
         (self.home / "snd").mkdir(parents=True, exist_ok=True)
-        low = np.random.default_rng().integers(32100, 32700) // 20 * 20
-        (self.home / "config").write_text(
-            "\n".join(
-                [
-                    "poll_method epoll",
-                    f"sip_listen 127.0.0.1:{free_port()}",
-                    "net_interface 127.0.0.1",
-                    f"audio_source aufile,{wav}",
-                    "audio_player aufile,/dev/null",
-                    "audio_alert aufile,/dev/null",
-                    f"rtp_ports {low}-{low + 19}",
-                    "module_path /usr/lib/baresip/modules",
-                    "module stdio.so",
-                    "module g711.so",
-                    "module aufile.so",
-                    "module_app account.so",
-                    "module_app menu.so",
-                    "",
-                ]
-            )
-        )
+        write_config(self.home, wav)
         (self.home / "accounts").write_text(
             f"<sip:{self.user}@127.0.0.1>;regint=0;audio_codecs=PCMU;ptime=20\n"
         )
