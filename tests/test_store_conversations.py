@@ -58,3 +58,28 @@ async def test_unknown_and_malformed_ids_are_not_found(store: Store) -> None:
         with pytest.raises(NotFound):
             await store.end_conversation(id, "x")
     assert await store.list_messages("00000000-0000-4000-8000-000000000000") == []
+
+
+async def test_recent_conversations_with_their_last_message(store: Store) -> None:
+    """The console's live page: open ones and those ended since a time, latest first, each
+    with its last message."""
+    gone = await store.start_conversation(channel="web", started_at=T0)
+    await store.end_conversation(gone.id, "idle", ended_at=T0 + timedelta(minutes=5))
+    done = await store.start_conversation(channel="sms", number="+15550002222", started_at=T0)
+    await store.add_message(done.id, "customer", "hi", at=T0 + timedelta(minutes=10))
+    await store.end_conversation(done.id, "caller_goodbye", ended_at=T0 + timedelta(minutes=11))
+    quiet = await store.start_conversation(channel="web", started_at=T0 + timedelta(minutes=12))
+    busy = await store.start_conversation(channel="web", number="+15550003333", started_at=T0)
+    await store.add_message(busy.id, "customer", "balance", at=T0 + timedelta(minutes=20))
+    await store.add_message(busy.id, "bot", "Your balance is 4 dollars.", node="balance",
+                            at=T0 + timedelta(minutes=20, seconds=1))  # fmt: skip
+    recent = await store.recent_conversations(T0 + timedelta(minutes=8))
+    assert [c.id for c, _ in recent] == [busy.id, quiet.id, done.id]
+    last = {c.id: m for c, m in recent}
+    busy_last = last[busy.id]
+    assert busy_last is not None and (busy_last.seq, busy_last.sender) == (2, "bot")
+    assert busy_last.text == "Your balance is 4 dollars."
+    assert last[quiet.id] is None
+    done_last = last[done.id]
+    assert done_last is not None and done_last.text == "hi"
+    assert [c.id for c, _ in await store.recent_conversations(T0, limit=1)] == [busy.id]

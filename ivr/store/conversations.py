@@ -183,6 +183,30 @@ class ConversationQueries(Queries):
         )
         return [_conversation(r) for r in rows]
 
+    async def recent_conversations(
+        self, ended_after: datetime, limit: int = 100
+    ) -> list[tuple[Conversation, Message | None]]:
+        """Those not ended and those ended after `ended_after`, latest message first, each
+        with its last message (None before the first)."""
+        rows = await self._select(
+            "SELECT * FROM conversations WHERE ended_at IS NULL OR ended_at > $1"
+            " ORDER BY last_message_at DESC, id LIMIT $2",
+            ended_after,
+            limit,
+        )
+        if not rows:
+            return []
+        ids = [r["id"] for r in rows]
+        marks = ", ".join(f"${i + 1}" for i in range(len(ids)))
+        last = await self._select(
+            f"SELECT m.* FROM conversation_messages m WHERE m.conversation_id IN ({marks})"
+            " AND m.seq = (SELECT MAX(seq) FROM conversation_messages"
+            " WHERE conversation_id = m.conversation_id)",
+            *ids,
+        )
+        by_id = {str(r["conversation_id"]): _message(r) for r in last}
+        return [(c, by_id.get(c.id)) for c in map(_conversation, rows)]
+
     async def list_messages(self, conversation_id: str) -> list[Message]:
         rows = await self._select(
             "SELECT * FROM conversation_messages WHERE conversation_id = $1 ORDER BY seq",

@@ -382,6 +382,13 @@ class ConversationStore(Protocol):
         was in the process)."""
         ...
 
+    async def recent_conversations(
+        self, ended_after: datetime, limit: int = 100
+    ) -> list[tuple[Conversation, Message | None]]:
+        """Those not ended and those ended after `ended_after`, latest message first, each
+        with its last message (None before the first): the console's live page."""
+        ...
+
     async def list_messages(self, conversation_id: str) -> list[Message]: ...
 
 
