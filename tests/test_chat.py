@@ -239,6 +239,22 @@ async def test_concurrent_messages_to_one_conversation_are_taken_in_turn(
         await http.close()
 
 
+async def test_a_conversation_closed_from_outside_ends_once(store: Store, flow: Flow) -> None:
+    """The chat socket closing ends its conversation (its reason), held here or not; an
+    ended one keeps its first end."""
+    conversations, _, http = await _conversations(store, flow)
+    try:
+        record, _ = await conversations.start("web", None)
+        closed = await conversations.close(record.id, "customer_left")
+        assert closed.end_reason == "customer_left" and closed.ended_at is not None
+        assert conversations.active == 0
+        assert (await conversations.close(record.id, "again")).end_reason == "customer_left"
+        other = await store.start_conversation(channel="web")  # another process's
+        assert (await conversations.close(other.id, "closed")).end_reason == "closed"
+    finally:
+        await http.close()
+
+
 def test_twilio_signature_and_twiml() -> None:
     # Twilio's documented example (www.twilio.com/docs/usage/security)
     params = {"CallSid": "CA1234567890ABCDE", "Caller": "+12349013030", "Digits": "1234",

@@ -135,6 +135,16 @@ class Conversations:
         record, answer = await self.reply(record.id, text)
         return record, opening + answer
 
+    async def close(self, id: str, reason: str) -> Conversation:
+        """End conversation `id` from outside its dialog (the customer closed the chat, its
+        socket broke): the record ended with `reason`, unless it had ended already."""
+        live = self._live.get(id)
+        if live is None:
+            record = await self.store.get_conversation(id)
+            return record if record.ended_at is not None else await self._end(record, reason)
+        async with live.lock:
+            return await self._close(live, reason)
+
     async def history(self, id: str) -> tuple[Conversation, list[Message]]:
         record = await self.store.get_conversation(id)
         return record, await self.store.list_messages(record.id)
