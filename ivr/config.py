@@ -232,6 +232,13 @@ class Settings(BaseSettings):
     # no message for this long ends, and the number's next SMS starts a new one.
     twilio_auth_token: str | None = Field(None, min_length=1, repr=False)
     conversation_idle_minutes: float = Field(30, gt=0)
+    # The web chat (the /chat widget and its WebSocket /v1/chat; ivr/server/chat.py): other
+    # sites that may embed the widget and open the socket (origins, comma-separated, e.g.
+    # https://www.example.com; * any; empty: this server's own pages only), and the secret a
+    # site signs its logged-in customer's number with (ivr/chat/identity.py; unset: a chat
+    # without a token names no number, the flow asks for the account).
+    chat_origins: str = ""
+    chat_identity_secret: str | None = Field(None, min_length=16, repr=False)
     api_tokens: Annotated[list[ApiToken], NoDecode, BeforeValidator(_tokens)] = Field(
         default_factory=list
     )
@@ -322,6 +329,14 @@ class Settings(BaseSettings):
                 )
             if not re.fullmatch(QUEUE_PATTERN, name):
                 raise ValueError(f"queue name {name!r}: letters, digits, _ . - (64 at most)")
+        return value
+
+    @field_validator("chat_origins")
+    @classmethod
+    def _chat_origins(cls, value: str) -> str:
+        for origin in filter(None, (o.strip() for o in value.split(","))):
+            if origin != "*" and not re.fullmatch(r"https?://[^/?#\s]+", origin):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], or *)")
         return value
 
     @field_validator("default_region")
