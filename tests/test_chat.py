@@ -265,3 +265,29 @@ def test_twilio_signature_and_twiml() -> None:
         '<?xml version="1.0" encoding="UTF-8"?><Response><Message>a &lt; b &amp; c</Message>'
         "</Response>"
     )
+
+
+@pytest.mark.parametrize(
+    ("said", "spoken"),
+    [
+        # the time parser reads the customer's sentence; the phrase grammar alone mapped these
+        # onto the nearest listed time ("Wednesday the 9th at 3 PM", "… at 1 PM") or no-match
+        ("tomorrow afternoon at 3", "tomorrow at 3 PM"),
+        ("could you ring me tomorrow at 3pm", "tomorrow at 3 PM"),
+        ("wednesday at 11", "Wednesday the 9th at 11 AM"),
+        ("in two hours", "today at 11 AM"),
+        ("next week", "Monday the 14th at 9 AM"),
+    ],
+)
+async def test_callback_times_in_a_customers_own_words(
+    store: Store, flow: Flow, said: str, spoken: str
+) -> None:
+    conversations, _, http = await _conversations(store, flow)
+    try:
+        record, _ = await conversations.start("web", "+15559990000")
+        await conversations.reply(record.id, "I'd like to talk to a human please")
+        await conversations.reply(record.id, "yes")
+        _, replies = await conversations.reply(record.id, said)
+        assert f"So that's a call back {spoken}. Is that right?" in _texts(replies)
+    finally:
+        await http.close()

@@ -221,6 +221,22 @@ FRI_NIGHT = at(2026, 11, 27, 22, 0)
         (FRI_NIGHT, "asap", (28, 10, 0), "tomorrow at 10 AM", True, True),
         (FRI_NIGHT, "at nine", (28, 10, 0), "tomorrow at 10 AM", False, True),
         (FRI_NIGHT, "in the afternoon", (30, 9, 0), "Monday the 30th at 9 AM", False, True),
+        # callers' own sentences: the parser skips the words around the time
+        (TUE, "could you ring me tomorrow at 3pm", (25, 15, 0), "tomorrow at 3 PM", False, False),
+        (TUE, "tomorrow afternoon at 3", (25, 15, 0), "tomorrow at 3 PM", False, False),
+        (TUE, "not before 2pm tomorrow", (25, 14, 0), "tomorrow at 2 PM", False, False),
+        # from now: "two" here is a count, not two o'clock
+        (TUE, "in two hours", (24, 12, 17), "today at 12 17 PM", False, False),
+        (TUE, "call me back in an hour", (24, 11, 17), "today at 11 17 AM", False, False),
+        (TUE, "in half an hour", (24, 10, 47), "today at 10 47 AM", False, False),
+        (TUE, "in 45 minutes", (24, 11, 2), "today at 11 oh 2 AM", False, False),
+        (TUE, "in forty five minutes", (24, 11, 2), "today at 11 oh 2 AM", False, False),
+        (TUE, "in a couple of hours", (24, 12, 17), "today at 12 17 PM", False, False),
+        (TUE, "in an hour and a half", (24, 11, 47), "today at 11 47 AM", False, False),
+        (TUE, "in nine hours", (25, 9, 0), "tomorrow at 9 AM", False, True),  # closed: next
+        (TUE, "next week", (30, 9, 0), "Monday the 30th at 9 AM", False, False),
+        (TUE, "thursday next week at 3", (3, 15, 0), "Thursday the 3rd at 3 PM", False, False),
+        (TUE, "next week tuesday", (1, 9, 0), "Tuesday the 1st at 9 AM", False, False),
     ],
 )
 def test_resolve(

@@ -60,6 +60,12 @@ class Interpreter:
             m = state.pending.grammar.match(text, conf)
             return self.pending(state, m.intent), m.reason
         node = self.spec.nodes[state.node]
+        if isinstance(node, QuestionNode) and node.type == "when" and conf >= TEXT_MIN_CONFIDENCE:
+            # The time parser reads the caller's own sentence ("could you ring me tomorrow at
+            # 3pm"); the phrase grammar would force it onto its nearest listed time.
+            slot = resolve(normalize(text), self.clock(), self.hours_of(state.variables))
+            if slot is not None:
+                return _slot(text.strip(), slot), "callback time"
         grammar = self.flow.grammars.get(state.node)
         menu_reason, faq_reason = "no grammar", None
         found: list[tuple[float, Interp]] = []  # valid interpretations with their scores

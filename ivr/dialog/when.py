@@ -302,9 +302,40 @@ class _Said:
     strictly_after: bool = False  # "next monday": never today
     part: str | None = None
     clock: tuple[int, int, str | None] | None = None  # hour as said, minute, am/pm
+    later: timedelta | None = None  # "in two hours", "in half an hour": from now
+    next_week: bool = False  # "next week": its first working day
 
     def has_when(self) -> bool:
-        return any(v is not None for v in (self.offset, self.weekday, self.part, self.clock))
+        said = (self.offset, self.weekday, self.part, self.clock, self.later)
+        return self.next_week or any(v is not None for v in said)
+
+
+_COUNTS = {"a": 1, "an": 1, "one": 1, "couple": 2, "few": 3, **_UNITS, **_TEENS, **_TENS}
+_SPANS = {"hour": 60, "hours": 60, "minute": 1, "minutes": 1, "mins": 1, "min": 1}
+
+
+def _later(words: list[str], i: int) -> tuple[timedelta, int] | None:
+    """(how long from now, words used) for "in an hour", "in 2 hours", "in half an hour",
+    "in forty five minutes", "in a couple of hours" at words[i] ("in")."""
+    rest = [w for w in words[i + 1 : i + 6] if w not in ("of", "the")]
+    skipped = len(words[i + 1 : i + 6]) - len(rest)
+    if rest[:3] == ["half", "an", "hour"]:
+        return timedelta(minutes=30), 4 + skipped
+    if rest[:2] == ["an", "hour"] and rest[2:4] == ["and", "a"] and rest[4:5] == ["half"]:
+        return timedelta(minutes=90), 6
+    if rest[:1] == ["a"] and rest[1:2] in (["couple"], ["few"]):
+        rest, skipped = rest[1:], skipped + 1  # "a couple of hours": two
+    n: int | None = None
+    used = 0
+    if rest and rest[0].isdigit() and len(rest[0]) <= 3:
+        n, used = int(rest[0]), 1
+    elif rest and rest[0] in _TENS and rest[1:2] and rest[1] in _UNITS:
+        n, used = _TENS[rest[0]] + _UNITS[rest[1]], 2
+    elif rest and rest[0] in _COUNTS:
+        n, used = _COUNTS[rest[0]], 1
+    if n is None or rest[used : used + 1] == [] or rest[used] not in _SPANS:
+        return None
+    return timedelta(minutes=n * _SPANS[rest[used]]), 1 + used + 1 + skipped
 
 
 def _parse(words: list[str]) -> _Said:
@@ -314,6 +345,12 @@ def _parse(words: list[str]) -> _Said:
         w, nxt = _peek(words, i, 2)
         if words[i : i + 3] == ["day", "after", "tomorrow"]:
             said.offset, i = 2, i + 3
+            continue
+        if w == "in" and (span := _later(words, i)) is not None:
+            said.later, i = span[0], i + span[1]
+            continue
+        if w == "next" and nxt == "week":
+            said.next_week, i = True, i + 2
             continue
         if w == "today" or (w == "this" and nxt in PARTS):
             said.offset = 0
@@ -354,8 +391,15 @@ def _moment(said: _Said, now: datetime, hours: BusinessHours) -> datetime | None
             return None
         return max(_wall(day, start, hours.tz), now)  # asked for a part already under way
 
+    if said.later is not None:
+        return now + said.later
     if said.offset is not None:
         return on(today + timedelta(days=said.offset))
+    if said.next_week:  # the weekday said in next week, else its first day with an opening
+        monday = today + timedelta(days=7 - today.weekday())
+        if said.weekday is not None:
+            return on(monday + timedelta(days=said.weekday))
+        return next(filter(None, (on(monday + timedelta(days=k)) for k in range(7))), None)
     if said.weekday is not None:
         ahead = (said.weekday - today.weekday()) % 7 or (7 if said.strictly_after else 0)
         # "monday" said on a Monday once Monday's moment is past means next week's
@@ -413,7 +457,9 @@ def phrases() -> list[str]:
     """
     days = ["today", "tomorrow", "the day after tomorrow", *DAY_NAMES]
     days += [f"{p} {d}" for p in ("on", "next") for d in DAY_NAMES]
-    out = [*ASAP, *days]
+    out = [*ASAP, *days, "next week", "in half an hour", "in an hour"]
+    out += [f"in {n} hours" for n in ("two", "three", "four")]
+    out += [f"in {n} minutes" for n in ("ten", "fifteen", "twenty", "thirty", "forty five")]
     for part in PARTS:
         out += [f"this {part}", f"in the {part}", f"tomorrow {part}"]
         out += [f"{d} {part}" for d in days[3:]]
