@@ -264,6 +264,29 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        11,
+        "complaints, contact topics",
+        (
+            # The complaint early warning (`ivr.nlu.complaint`): why a call or conversation
+            # was found to be a complaint (reasons, what was said), and on the callback booked
+            # from one (whose priority it raised); NULL: none.
+            "ALTER TABLE calls ADD COLUMN complaint {json}",
+            "ALTER TABLE conversations ADD COLUMN complaint {json}",
+            "ALTER TABLE callbacks ADD COLUMN complaint {json}",
+            # What each contact (call or conversation) asked about, by the customer's number:
+            # a contact about the same topic within a day is a repeat (a complaint signal).
+            """
+            CREATE TABLE contact_topics (
+                number TEXT NOT NULL,
+                topic TEXT NOT NULL,
+                at {ts} NOT NULL,
+                channel TEXT NOT NULL,
+                contact_id TEXT NOT NULL
+            )""",
+            "CREATE INDEX contact_topics_number ON contact_topics (number, at)",
+        ),
+    ),
 )
 
 assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
