@@ -124,6 +124,8 @@ class Call:
     """The far end's id for the call (Twilio callSid, AudioSocket UUID), if it gave one."""
     node_id: str | None = None
     """The server process (IVR_NODE_ID) that served the call."""
+    complaint: Any = None
+    """Why the call was found to be a complaint (`ivr.nlu.complaint`, JSON); None: not one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +172,8 @@ class Callback:
     """Set by `claim_due_callbacks`: after it the dispatcher's claim lapses and is retaken."""
     created_at: datetime
     updated_at: datetime
+    complaint: Any = None
+    """The complaint of the contact it was booked from (JSON; it raised the priority)."""
 
 
 @dataclass(frozen=True, slots=True)

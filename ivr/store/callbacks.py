@@ -50,6 +50,7 @@ def _callback(r: Row) -> Callback:
         lease_until=ts_opt(r["lease_until"]),
         created_at=ts(r["created_at"]),
         updated_at=ts(r["updated_at"]),
+        complaint=json_out(r.get("complaint")),
     )
 
 
@@ -114,7 +115,7 @@ _CLAIM_CALLBACKS_SET = (
 )
 _LIST_COLUMNS = (
     "id, number, due_at, status, reason, priority, attempts, max_attempts, agent, outcome,"
-    " lease_until, created_at, updated_at"
+    " lease_until, created_at, updated_at, complaint"
 )
 _OVERDUE_CALLBACKS = """
     SELECT id FROM callbacks

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from ivr.store.base import Conflict, NotFound
 from ivr.store.queries import Queries, json_in, json_out, uuid_id
@@ -28,6 +28,8 @@ class Conversation:
     ended_at: datetime | None
     end_reason: str | None
     survey: int | None
+    complaint: Any = None
+    """Why it was found to be a complaint (`ivr.nlu.complaint`, JSON); None: not one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,7 @@ def _conversation(r: Row) -> Conversation:
         ended_at=ts_opt(r["ended_at"]),
         end_reason=r["end_reason"],
         survey=None if r["survey"] is None else int(r["survey"]),
+        complaint=json_out(r.get("complaint")),
     )
 
 

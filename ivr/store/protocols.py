@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from ivr.store.base import (
@@ -392,6 +392,43 @@ class ConversationStore(Protocol):
     async def list_messages(self, conversation_id: str) -> list[Message]: ...
 
 
+class ComplaintStore(Protocol):
+    """The complaint early warning's records (`ivr.store.complaints`)."""
+
+    async def mark_complaint(
+        self, kind: Literal["call", "conversation"], id: str, complaint: Any
+    ) -> None:
+        """Mark a call or conversation as a complaint. NotFound for no such contact."""
+        ...
+
+    async def mark_callback_complaint(
+        self, id: str, complaint: Any, boost: int, *, now: datetime | None = None
+    ) -> tuple[Callback, bool]:
+        """Set the callback's complaint and raise its priority by `boost`, the first time
+        only: (callback, whether this changed it)."""
+        ...
+
+    async def add_contact_topic(
+        self,
+        number: str,
+        topic: str,
+        *,
+        channel: str,
+        contact_id: str,
+        at: datetime | None = None,
+    ) -> None: ...
+
+    async def recent_topics(
+        self, number: str, since: datetime, *, exclude: str | None = None
+    ) -> list[str]:
+        """Topics of `number`'s contacts since `since` (not `exclude`'s), once each."""
+        ...
+
+    async def complaint_uses(self, since: datetime, until: datetime) -> list[IntentUse]:
+        """Calls and conversations started in [since, until) marked a complaint."""
+        ...
+
+
 class Store(
     CallStore,
     AnalyticsStore,
@@ -400,6 +437,7 @@ class Store(
     NodeStore,
     TokenStore,
     ConversationStore,
+    ComplaintStore,
     Protocol,
 ):
     """Async persistence. Get one with `ivr.store.open_store(url)`; `close()` it at the end.

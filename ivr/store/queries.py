@@ -20,6 +20,7 @@ from typing import Any
 from ivr.store.base import NotFound
 from ivr.store.migrations import Dialect
 from ivr.store.rows import Conn, Row, to_text, ts
+from ivr.store.rows import json_out as json_out  # the JSON columns, for the areas
 
 
 class Queries(ABC):
@@ -38,10 +39,6 @@ class Queries(ABC):
 
 def json_in(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"))
-
-
-def json_out(value: Any) -> Any:
-    return None if value is None else json.loads(value)
 
 
 def uuid_id(kind: str, id: str) -> str:

@@ -3,10 +3,16 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 from ivr.store.base import Call, TurnRecord
+
+
+def json_out(value: Any) -> Any:
+    """A JSON column's value (both databases hand it over as text)."""
+    return None if value is None else json.loads(value)
 
 Row = dict[str, Any]
 
@@ -56,6 +62,7 @@ def call_of(r: Row) -> Call:
         survey=None if r["survey"] is None else int(r["survey"]),
         provider_call_id=r.get("provider_call_id"),
         node_id=r.get("node_id"),
+        complaint=json_out(r.get("complaint")),
     )
 
 

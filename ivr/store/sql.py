@@ -25,6 +25,7 @@ from ivr.store.analytics import AnalyticsQueries
 from ivr.store.base import Store, StoreUnavailable
 from ivr.store.callbacks import CallbackQueries
 from ivr.store.calls import CallQueries
+from ivr.store.complaints import ComplaintQueries
 from ivr.store.conversations import ConversationQueries
 from ivr.store.health import StoreHealth
 from ivr.store.migrations import MIGRATIONS, SCHEMA_MIGRATIONS, TYPES, Dialect
@@ -44,6 +45,7 @@ class SqlStore(
     AnalyticsQueries,
     TokenQueries,
     ConversationQueries,
+    ComplaintQueries,
     ABC,
 ):
     """Implements `Store` on top of `_unit()`; subclasses provide connections."""
