@@ -62,6 +62,7 @@ from ivr.grammar import GrammarError, warm_meaning
 from ivr.health import add_health_routes, drain_on_sigterm, mark_shutting_down
 from ivr.metrics import Metrics, StoreSampler, serve_metrics
 from ivr.retention import AudioRetention
+from ivr.server.chat import add_chat_routes
 from ivr.server.http import server_options
 from ivr.server.stream import StreamServer
 from ivr.server.transports import AUDIOSOCKET, add_call_routes
@@ -411,6 +412,7 @@ def create_app(settings: Settings) -> web.Application:
     # REST API and the live feeds under /v1 (ivr/api)
     add_api_routes(app, ClientLimits.from_settings(settings))
     add_console_routes(app)  # the web console at /console
+    add_chat_routes(app)  # the web chat: its widget at /chat, its WebSocket /v1/chat
     return app
 
 

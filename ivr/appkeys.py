@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from ivr.config import Settings
     from ivr.flows_watch import FlowWatcher
     from ivr.metrics import Metrics
+    from ivr.server.chat import OpenChats
     from ivr.server.stream import StreamServer
     from ivr.store.health import StoreProbe
     from ivr.token_guard import TokenGuard
@@ -50,3 +51,6 @@ TOKEN_GUARD: web.AppKey[TokenGuard] = web.AppKey("token_guard")
 (`ivr.auth.request_principal`)."""
 CONVERSATIONS: web.AppKey[TextChannels] = web.AppKey("conversations")
 """The text channels' conversations (REST chat, SMS) and the SMS webhook's settings."""
+CHATS: web.AppKey[OpenChats] = web.AppKey("chat_sockets")
+"""The web chats' open sockets (`ivr.server.chat`): closed, their conversations ended, at
+shutdown."""
