@@ -17,6 +17,13 @@ queued before it (see `ivr.call.player`), over the caller's speech and keys:
   (as VoiceXML discards input during a prompt that cannot be barged in on);
 * keys pressed while it plays are kept (typeahead, at most MAX_TYPEAHEAD) and count, in
   order, toward the bot's next Listen once it has played: as if pressed right then.
+
+So are keys pressed while nothing listens (a lookup under way, an answer read out): ``1``
+then ``90210#`` in the greeting is the balance, then that account number. A transfer, a
+handoff or the call's end discards them. While a question marked sensitive listens, the
+recording is paused (`CallAudio.pause`) until its answer is taken; the dialog's turns come
+masked (`ivr.dialog.sensitive`), so the transcript, feed and store do; so do the variables
+kept with a callback, and no no-match audio is kept there.
 """
 
 from __future__ import annotations
@@ -36,12 +43,14 @@ from ivr.call.heard import Cut, Prompts
 from ivr.call.leg import Leg
 from ivr.call.player import Player
 from ivr.call.recorder import CallRecorder
+from ivr.call.recording import CallAudio
 from ivr.call.services import CallServices
 from ivr.call.transfer import transfer
 from ivr.callbacks import InvalidNumber
 from ivr.clock import today_in
 from ivr.dialog.engine import DialogEngine
 from ivr.dialog.flow import Flow
+from ivr.dialog.sensitive import for_agent
 from ivr.dialog.state import DialogState
 from ivr.dialog.types import (
     Action,
@@ -68,7 +77,7 @@ from ivr.transports.messages import CallStart
 
 log = logging.getLogger(__name__)
 
-MAX_TYPEAHEAD = 32  # keys kept while a prompt that must be heard plays; more are dropped
+MAX_TYPEAHEAD = 32  # keys kept for the next Listen (see the module doc); more are dropped
 
 
 class CallPort(Protocol):
@@ -77,6 +86,7 @@ class CallPort(Protocol):
     call_id: str
     s: CallServices
     recorder: CallRecorder
+    recording: CallAudio | None
     leg: Leg
 
     @property
@@ -113,6 +123,7 @@ class Conversation:
         self._deaf = False  # the utterance in progress began over a prompt to be heard out
         self._speech_end_at: float | None = None
         self._unmatched = b""  # audio of the utterance the dialog just found no match for
+        self._paused = False  # the recording is paused: a sensitive question listens
         self.turn_latencies: list[float] = []  # caller's input decided → first bot audio
         self.transcript: list[dict[str, Any]] = []  # kept with a callback booked in the call
 
@@ -270,9 +281,11 @@ class Conversation:
 
     async def _recognized(self, result: RecognitionResult, audio: bytes) -> None:
         self._listen = None  # as in _dialog: a new Listen comes with the engine's answer
+        private = self.engine.flow.is_sensitive(self.state.node)
+        self._secure(False)
         actions = self.engine.handle(self.state, Recognized(result.text, result.confidence))
         kinds = [a.kind for a in actions if isinstance(a, Turn)]
-        if kinds[:2] == ["recognized", "no_match"]:
+        if kinds[:2] == ["recognized", "no_match"] and not private:
             # Speech the flow could not use: its recording (kept with the recognized turn)
             # shows grammar tuners what callers say. Only these, so disk use stays small.
             self._unmatched = audio
@@ -281,7 +294,9 @@ class Conversation:
     # --- the caller's keys ------------------------------------------------------------------
 
     async def dtmf(self, digit: str) -> None:
-        if self._typeahead or not self.player.interruptible:
+        if self.transferring or self._transfer is not None:
+            return  # on the way to a person: no menu will take them (module doc)
+        if self._typeahead or not self.player.interruptible or self._listen is None:
             if len(self._typeahead) < MAX_TYPEAHEAD:  # to the next Listen (module doc)
                 self._typeahead.append(digit)
             await self._flush_typeahead()
@@ -322,6 +337,7 @@ class Conversation:
 
     async def _dialog(self, event: Event) -> None:
         self._listen = None  # a new Listen comes with the engine's answer
+        self._secure(False)
         await self._act(self.engine.handle(self.state, event))
 
     # --- the dialog's actions ---------------------------------------------------------------
@@ -341,12 +357,14 @@ class Conversation:
                     action.reason if isinstance(action, Disconnect) else f"handoff: {action.reason}"
                 )
                 self._listen = None
+                self._typeahead.clear()  # no question will come (module doc)
                 if self.player.playing:
                     self._ending = reason
                 else:
                     self.call.end(reason)
             elif isinstance(action, Transfer):
                 self._listen, self._transfer = None, action
+                self._typeahead.clear()  # the caller is put through: no menu to take them
                 if not self.player.playing:  # else once "please hold" has been heard
                     self._start_transfer()
             elif isinstance(action, Turn):
@@ -358,7 +376,8 @@ class Conversation:
         pcm = await self.s.prompts.render(
             say.text, key=say.prompt_key, rate=self.rate, encoding=Encoding.PCM16
         )
-        self.prompts.queue(self.player, pcm, say.text, barge_in=say.barge_in)
+        # Named as the transcript keeps it (a sensitive answer masked) in events and logs.
+        self.prompts.queue(self.player, pcm, say.recorded, barge_in=say.barge_in)
         pause = b"\x00" * (self.rate // 10)  # a short pause between prompts
         self.player.enqueue(pause, barge_in=say.barge_in)
         self.endpointer.prompt_started()
@@ -375,9 +394,20 @@ class Conversation:
             log.info("call %s: the transfer failed: %s", self.call.call_id, error)
         self.call.post("transfer", TransferDone(error is None, error))
 
+    def _secure(self, on: bool) -> None:
+        """Pause (`on`) or resume the call's recording for a sensitive question."""
+        recording, was = self.call.recording, self._paused
+        self._paused = on
+        if recording is not None and on != was:
+            recording.pause() if on else recording.resume()
+            what = "paused" if on else "resumed"
+            log.info("call %s: recording %s (sensitive question %s)", self.call.call_id, what,
+                     self.state.node, extra={"event": f"recording_{what}"})  # fmt: skip
+
     def _listen_for(self, listen: Listen) -> None:
         self._listen = listen
         self._digits = ""
+        self._secure(listen.sensitive)
         self.endpointer.set_no_input_ms(listen.no_input_ms)
         self.endpointer.set_end_silence_ms(listen.end_silence_ms)
         if not self.player.playing:
@@ -393,12 +423,7 @@ class Conversation:
     async def _book(self, action: BookCallback) -> None:
         done = FetchDone(error="callbacks are not configured")
         if self.s.callbacks is not None:
-            internal = ("open_now", "business_hours", "closed_today", "handoff_reason")
-            given = {
-                k: v
-                for k, v in action.variables.items()
-                if k not in internal and not k.endswith("_spoken")
-            }
+            given = for_agent(action.variables, self.engine.flow.sensitive_vars)
             transcript = {
                 "call_id": self.call.call_id,
                 "reason": action.reason,

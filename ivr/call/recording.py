@@ -11,6 +11,11 @@ speaks or not), so its samples are laid down back to back from the start. The bo
 are placed at the moment the player sent them (never overlapping each other), and a barge-in
 `ClearAudio` drops what was sent but not yet played: the far end discarded it too.
 
+While a question marked ``sensitive: true`` listens (an account number, a PIN) the recording
+is paused (`pause`/`resume`): both sides are written as silence, so the timeline stays whole
+(the turns' times still point at their audio) but the keys' tones and the digits said are
+not kept.
+
 A server killed mid-call leaves the temporary WAV behind, its header still saying "no audio"
 (written at open, completed at close). At start-up, before any call, `recover_partial()`
 turns each into the call's recording (header sizes fixed from the file's length: everything
@@ -99,6 +104,7 @@ class CallAudio:
         self._writer: asyncio.Task[None] | None = None
         self.truncated = False
         self.failed = False  # the disk refused a piece: the rest of the call is not kept
+        self.paused = False  # a sensitive answer is being given: silence on both sides
 
     def _now(self) -> int:
         """Byte offset of this moment on the timeline (whole samples)."""
@@ -109,9 +115,19 @@ class CallAudio:
         """Bytes held in memory, both sides (what the writer has not taken yet)."""
         return len(self._caller) + len(self._bot) + sum(len(a) + len(b) for a, b in self._pieces)
 
+    def pause(self) -> None:
+        """From now on both sides are recorded as silence (a sensitive answer is given)."""
+        self.paused = True
+
+    def resume(self) -> None:
+        """Record what is heard again."""
+        self.paused = False
+
     def caller(self, pcm: bytes) -> None:
         if self.failed:
             return
+        if self.paused:
+            pcm = bytes(len(pcm))
         room = self._limit - (self._base + len(self._caller))
         if len(pcm) > room:
             self._truncate()
@@ -131,6 +147,8 @@ class CallAudio:
                 del self._bot[max(0, now) :]
 
     def _bot_audio(self, pcm: bytes) -> None:
+        if self.paused:
+            pcm = bytes(len(pcm))
         at = max(len(self._bot), self._now() - self._base)  # a burst plays back to back
         if self._base + at + len(pcm) > self._limit:
             self._truncate()

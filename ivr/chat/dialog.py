@@ -9,6 +9,10 @@ a callback booked in a chat is the one a call would update), prompts as text
 (`ivr.chat.text`). Transfer nodes have no call to put through: they fail at once to their
 `failed` node (the flow's callback). Nothing waits for "no input": a customer answers when
 they like, and an idle conversation just ends (`ivr.chat.service`).
+
+At a question marked ``sensitive: true`` the customer's message is kept masked (`kept`:
+the history, as a call's transcript), and the bot's messages show a read-back of such an
+answer masked (`Say.as_kept`): in a chat what is shown is what is kept.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any, Protocol
 from ivr.callbacks import Callbacks, InvalidNumber
 from ivr.chat.text import quick_replies, typed_keys, written
 from ivr.dialog.engine import DialogEngine
+from ivr.dialog.sensitive import for_agent, mask, redact
 from ivr.dialog.state import DialogState
 from ivr.dialog.types import (
     Action,
@@ -44,7 +49,6 @@ from ivr.dialog.types import (
 log = logging.getLogger(__name__)
 
 MAX_STEPS = 64  # lookups and bookings one message may chain before it is a flow bug
-INTERNAL_VARIABLES = ("open_now", "business_hours", "handoff_reason")
 
 
 class Lookups(Protocol):
@@ -93,6 +97,14 @@ class TextDialog:
         self.state, actions = self.engine.start(Start(caller=number))
         return await self._run(actions)
 
+    def kept(self, text: str) -> str:
+        """The customer's message `text` as the history keeps it: masked when it answers a
+        question marked sensitive (keys masked, or the digits and number words in words)."""
+        if not self.engine.flow.is_sensitive(self.state.node):
+            return text
+        keys = typed_keys(text)
+        return mask(keys) if keys is not None else redact(text)
+
     async def message(self, text: str) -> list[BotMessage]:
         """The bot's answer to one customer message; [] once the conversation has ended."""
         if self.state.ended:
@@ -118,7 +130,7 @@ class TextDialog:
     async def _act(self, action: Action, out: list[BotMessage]) -> Event | None:
         """Carry out one action; the event that answers it (a lookup's result...), if any."""
         if isinstance(action, Say):
-            out.append(BotMessage(written(action), self.state.node))
+            out.append(BotMessage(written(action.as_kept()), self.state.node))
         elif isinstance(action, Listen):
             if out:  # the choices go with the question just asked
                 last = out[-1]
@@ -142,11 +154,7 @@ class TextDialog:
     async def _book(self, action: BookCallback) -> FetchDone:
         if self.callbacks is None:
             return FetchDone(error="callbacks are not configured")
-        given = {
-            k: v
-            for k, v in action.variables.items()
-            if k not in INTERNAL_VARIABLES and not k.endswith("_spoken")
-        }
+        given = for_agent(action.variables, self.engine.flow.sensitive_vars)
         transcript = {
             "conversation_id": self.conversation_id,
             "channel": self.channel,

@@ -114,7 +114,9 @@ class Conversations:
             if self._idle(live):
                 raise ConversationEnded(await self._close(live, "idle"), "idle")
             live.active_at = self.now()
-            await self.store.add_message(record.id, "customer", text, node=live.dialog.state.node)
+            await self.store.add_message(
+                record.id, "customer", live.dialog.kept(text), node=live.dialog.state.node
+            )
             messages = await live.dialog.message(text)
             await self._said(live, messages)
             return live.record, messages

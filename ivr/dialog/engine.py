@@ -16,7 +16,7 @@ from typing import Literal, assert_never
 from ivr.clock import Clock, system_clock, today_in
 from ivr.dialog.flow import Flow
 from ivr.dialog.interpret import Interpreter
-from ivr.dialog.nodes import hearing
+from ivr.dialog.nodes import hearing, keypad
 from ivr.dialog.schema import (
     AnswerNode,
     BranchNode,
@@ -30,6 +30,7 @@ from ivr.dialog.schema import (
     QuestionNode,
     TransferNode,
 )
+from ivr.dialog.sensitive import hidden, kept_input, kept_say, mask, redact
 from ivr.dialog.state import DialogState, Interp, Pending
 from ivr.dialog.types import (
     Action,
@@ -50,7 +51,7 @@ from ivr.dialog.types import (
     TransferDone,
     Turn,
 )
-from ivr.dialog.values import PHONE_DIGITS, render, spell
+from ivr.dialog.values import render, spell
 from ivr.dialog.variables import assigned_variables, booking_variables, is_internal, is_reserved
 from ivr.dialog.when import BusinessHours, agents_in
 
@@ -89,6 +90,7 @@ class DialogEngine:
         today = today or today_in(clock, hours.tz)
         self.interpret = Interpreter(flow, today, clock, hours, queues)
         self.booked_from = booking_variables(flow.spec)
+        self.sensitive = flow.sensitive_vars
         self.assigned = assigned_variables(flow.spec)
         # A parameter may set what the flow assigns only where the flow takes it as an input.
         self.not_params = self.assigned - set(flow.spec.variables)
@@ -274,48 +276,35 @@ class DialogEngine:
     def _say(self, state: DialogState, out: _Out, prompt: Prompt, repeatable: bool = True,
              final: bool = False, **extra: str) -> Say:  # fmt: skip
         """Say `prompt` (placeholders from call variables and `extra`; missing ones → "");
-        the caller may barge in where the node allows it, unless these are `final` words."""
-        variables = state.variables | extra
-        text, _ = render(prompt, variables)
-        chat = render(Prompt(text=prompt.chat), variables)[0] if prompt.chat else None
-        say = Say(text, prompt.key, self._node(state).barge_in and not final, chat)
-        out.actions += [say, Turn(state.node, "prompt", text)]
+        the caller may barge in where the node allows it, unless these are `final` words.
+        Kept masked where it reads back a sensitive answer (`Say.kept`; at a sensitive
+        question, its "Did you say ...?" too)."""
+        v = state.variables
+        said = extra if not self._is_sensitive(state) else {k: redact(x) for k, x in extra.items()}
+        masked = v | hidden(v, self.sensitive) | said
+        say = kept_say(prompt, v | extra, masked, self._node(state).barge_in and not final)
+        out.actions += [say, Turn(state.node, "prompt", say.recorded)]
         if repeatable:
             out.said.append(say)
         return say
+
+    def _is_sensitive(self, state: DialogState) -> bool:
+        return self.flow.is_sensitive(state.node)
 
     def _listen(self, state: DialogState, out: _Out) -> None:
         node, d = self._node(state), self.spec.defaults
         hears = hearing(node)
         grammar = None if hears.free else self.flow.grammars.get(state.node)
-        max_digits, terminator = self._keypad(node)
+        max_digits, terminator = keypad(node, self.flow.global_dtmf)
         if state.pending is not None:  # a yes/no or "which one": single keys
             grammar, max_digits, terminator = state.pending.grammar, 1, None
         no_input_ms = node.no_input_ms or d.no_input_ms
         hint = self.flow.hint(state.node) if grammar is None else None
         number = hears.number and state.pending is None
         end_silence = d.digits_end_silence_ms if number else None
-        out.actions.append(Listen(grammar, max_digits, terminator, no_input_ms, hint, end_silence))
+        args = (grammar, max_digits, terminator, no_input_ms, hint, end_silence)
+        out.actions.append(Listen(*args, sensitive=self._is_sensitive(state)))
         out.listened, state.waiting = True, "input"
-
-    def _keypad(self, node: Node) -> tuple[int, str | None]:
-        """The most keys `node` takes as one entry, and the key that ends an entry early."""
-        match node:
-            case MenuNode():
-                keys = [c.dtmf for c in node.choices.values() if c.dtmf]
-                keys += list(self.flow.global_dtmf) if node.globals else []
-                return max((len(k) for k in keys), default=1), None
-            case QuestionNode():
-                if node.type in ("yesno", "when", "rating", "text"):  # single keys
-                    return 1, None
-                digits = {"digits": node.max_digits, "date": 8, "time": 4, "phone": PHONE_DIGITS[1]}
-                return digits[node.type], node.terminator
-            case AnswerNode() | BranchNode() | CallbackNode() | TransferNode():
-                raise AssertionError(f"a {node.kind} node does not listen")
-            case HandoffNode() | HangupNode():
-                raise AssertionError(f"a {node.kind} node does not listen")
-            case _:
-                assert_never(node)
 
     # --- input --------------------------------------------------------------------------
 
@@ -323,7 +312,10 @@ class DialogEngine:
         was_pending = state.pending is not None
         interp, reason = self.interpret.speech(state, ev.text, ev.confidence)
         intent = interp.intent if interp is not None and interp.kind != "ambiguous" else None
-        out.actions.append(Turn(state.node, "recognized", ev.text, intent, ev.confidence))
+        text = ev.text
+        if self._is_sensitive(state):  # kept masked (ivr.dialog.sensitive)
+            text, intent = kept_input(text, interp)
+        out.actions.append(Turn(state.node, "recognized", text, intent, ev.confidence))
         if interp is None:
             self._failed(state, "no_match", reason, out)
         else:
@@ -331,8 +323,10 @@ class DialogEngine:
 
     def _dtmf(self, state: DialogState, ev: DtmfEntered, out: _Out) -> None:
         interp = self.interpret.keys(state, ev.digits)
-        intent = interp.intent if interp is not None else None
-        out.actions.append(Turn(state.node, "dtmf", ev.digits, intent, None))
+        intent, text = interp.intent if interp is not None else None, ev.digits
+        if self._is_sensitive(state):
+            text, intent = mask(text), kept_input(text, interp)[1]
+        out.actions.append(Turn(state.node, "dtmf", text, intent, None))
         if interp is None:
             self._failed(state, "no_match", f"key {ev.digits!r} is not an option here", out)
         else:
@@ -410,9 +404,9 @@ class DialogEngine:
         node = self._node(state)
         prompts = state.last_prompts
         if not prompts and node.prompt is not None:
-            prompts = [Say(render(node.prompt, state.variables)[0], node.prompt.key)]
+            self._say(state, out, node.prompt, repeatable=False)
         for say in prompts:
-            out.actions += [say, Turn(state.node, "prompt", say.text)]
+            out.actions += [say, Turn(state.node, "prompt", say.recorded)]
         self._listen(state, out)
 
     # --- failures -----------------------------------------------------------------------
@@ -421,6 +415,7 @@ class DialogEngine:
                 out: _Out) -> None:  # fmt: skip
         """Escalating message + re-prompt, or the flow's escalation node at the limit."""
         node, d = self._node(state), self.spec.defaults
+        why = redact(why) if self._is_sensitive(state) else why
         out.actions.append(Turn(state.node, kind, why))
         if kind == "no_input":
             state.no_input += 1
@@ -438,7 +433,7 @@ class DialogEngine:
             self._say(state, out, messages[min(count, len(messages)) - 1], repeatable=False)
         if state.pending is not None:
             say = state.pending.question
-            out.actions += [say, Turn(state.node, "prompt", say.text)]
+            out.actions += [say, Turn(state.node, "prompt", say.recorded)]
             out.said.append(say)
         elif node.reprompts:
             self._say(state, out, node.reprompts[min(count, len(node.reprompts)) - 1])

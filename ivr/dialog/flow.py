@@ -107,6 +107,19 @@ class Flow:
         return self.spec.name
 
     @property
+    def sensitive_vars(self) -> frozenset[str]:
+        """The variables of the questions marked ``sensitive: true``: records keep them
+        masked (`ivr.dialog.sensitive`), wherever the value came from (a lookup too)."""
+        return frozenset(
+            n.var for n in self.spec.nodes.values() if isinstance(n, QuestionNode) and n.sensitive
+        )
+
+    def is_sensitive(self, node: str) -> bool:
+        """Whether `node` is a question marked ``sensitive: true``."""
+        here = self.spec.nodes.get(node)
+        return isinstance(here, QuestionNode) and here.sensitive
+
+    @property
     def nodes(self) -> dict[str, Node]:
         return self.spec.nodes
 

@@ -6,13 +6,14 @@ so the type checker (mypy strict) proves that every kind is handled: a kind adde
 and not to a match is a type error there, not a branch silently missed. Those matches:
 
 - the engine's step into a node, `ivr.dialog.engine.DialogEngine._enter` (and, for the kinds
-  that wait, `_fetch_done`; for the kinds that listen, `_keypad`);
+  that wait, `_fetch_done`);
 - what input means there, `ivr.dialog.interpret.Interpreter.keys` and `.intent`;
 - the flow's checks, `ivr.dialog.checks._check_node` and `_provided`;
 - the grammar it listens with, `ivr.dialog.flow._Compiler.node_grammar`;
 - the path a caller takes to the first question, `ivr.tuning.probe.first_listening`;
-- here: the nodes it leads to (`successors`: the checks, analytics' agent path) and how it
-  hears the caller (`hearing`: the engine's Listen and the tuning probe).
+- here: the nodes it leads to (`successors`: the checks, analytics' agent path), how it
+  hears the caller (`hearing`: the engine's Listen and the tuning probe) and the keys it
+  takes as one entry (`keypad`: the engine's Listen).
 
 Code that only reads one kind's own fields (a menu's choices) tests that kind with
 `isinstance`: a new kind is not a menu, so nothing is missed there.
@@ -20,7 +21,7 @@ Code that only reads one kind's own fields (a menu's choices) tests that kind wi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple, assert_never
 
@@ -35,6 +36,7 @@ from ivr.dialog.schema import (
     QuestionNode,
     TransferNode,
 )
+from ivr.dialog.values import PHONE_DIGITS
 
 
 class Edge(NamedTuple):
@@ -102,5 +104,26 @@ def hearing(node: Node) -> Hearing:
             return Hearing()  # they say, look up, book or transfer: no Listen
         case HandoffNode() | HangupNode():
             return Hearing()
+        case _:
+            assert_never(node)
+
+
+def keypad(node: Node, global_dtmf: Mapping[str, str]) -> tuple[int, str | None]:
+    """The most keys `node` takes as one entry, and the key that ends an entry early
+    (`global_dtmf`: the flow's global intents' keys, which menus take too)."""
+    match node:
+        case MenuNode():
+            keys = [c.dtmf for c in node.choices.values() if c.dtmf]
+            keys += list(global_dtmf) if node.globals else []
+            return max((len(k) for k in keys), default=1), None
+        case QuestionNode():
+            if node.type in ("yesno", "when", "rating", "text"):  # single keys
+                return 1, None
+            digits = {"digits": node.max_digits, "date": 8, "time": 4, "phone": PHONE_DIGITS[1]}
+            return digits[node.type], node.terminator
+        case AnswerNode() | BranchNode() | CallbackNode() | TransferNode():
+            raise AssertionError(f"a {node.kind} node does not listen")
+        case HandoffNode() | HangupNode():
+            raise AssertionError(f"a {node.kind} node does not listen")
         case _:
             assert_never(node)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator
 
 
 def _scalar(value: object) -> object:
@@ -146,6 +146,11 @@ class QuestionNode(_Node):
     type: Literal["digits", "yesno", "date", "time", "text", "phone", "when", "rating"]
     var: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     survey: bool = False  # rating only: the answer is the call's post-call survey score
+    # An account number, a PIN...: what the caller says or keys here (and the variable, read
+    # back in prompts) is masked in transcripts, call records, events, webhooks, chat
+    # histories and logs (`ivr.dialog.sensitive`), and the call recording is silent while
+    # the question listens. The dialog itself uses the real value. YAML true/false only.
+    sensitive: StrictBool = False
     next: str | None = None
     branches: Annotated[dict[str, Text], BeforeValidator(_keys)] = Field(
         default_factory=dict

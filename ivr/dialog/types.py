@@ -5,7 +5,7 @@ All are frozen dataclasses so a call's history can be logged, compared and repla
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ivr.grammar import Grammar
 from ivr.transcript import TurnKind
@@ -67,12 +67,28 @@ Event = Start | Recognized | DtmfEntered | NoInput | FetchDone | TransferDone
 @dataclass(frozen=True)
 class Say:
     """Speak `text` (TTS), or play the recorded prompt `prompt_key` when one exists. `chat`:
-    the prompt's own wording for text channels, if it has one (`Prompt.chat`)."""
+    the prompt's own wording for text channels, if it has one (`Prompt.chat`). `kept` and
+    `kept_chat`: the same as records keep them, when they read back a sensitive answer
+    (masked, `ivr.dialog.sensitive`); None: as said."""
 
     text: str
     prompt_key: str | None = None
     barge_in: bool = True
     chat: str | None = None
+    kept: str | None = None
+    kept_chat: str | None = None
+
+    @property
+    def recorded(self) -> str:
+        """The text as transcripts, events and logs keep it."""
+        return self.text if self.kept is None else self.kept
+
+    def as_kept(self) -> Say:
+        """This prompt as records keep it (what a text channel shows and stores)."""
+        if self.kept is None and self.kept_chat is None:
+            return self
+        return replace(self, text=self.recorded, chat=self.kept_chat or self.chat,
+                       kept=None, kept_chat=None)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -86,6 +102,9 @@ class Listen:
     no_input_ms: int
     hint: Grammar | None = None
     end_silence_ms: int | None = None  # the silence that ends an utterance; None: the server's
+    # A question marked sensitive listens: its answer is masked in records, and the call's
+    # recording is silent until the answer is taken (`ivr.call.conversation`).
+    sensitive: bool = False
 
 
 @dataclass(frozen=True)
