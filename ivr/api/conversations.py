@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from yarl import URL
 
 from ivr.api.errors import ApiError
-from ivr.api.models import Number
+from ivr.api.models import ComplaintOut, Number
 from ivr.api.operation import Operation, read_body, store_unavailable
 from ivr.appkeys import API, CONVERSATIONS
 from ivr.auth import Principal
@@ -131,6 +131,9 @@ class ConversationOut(_Output):
         description="e.g. caller_goodbye, callback_booked, idle (IVR_CONVERSATION_IDLE_MINUTES"
         " without a message), state_lost (the server that held it restarted)"
     )
+    complaint: ComplaintOut | None = Field(
+        description="why the conversation is a complaint; null: none"
+    )
 
 
 class BotMessageOut(_Output):
@@ -178,6 +181,7 @@ def conversation_json(c: Conversation, request: web.Request) -> dict[str, Any]:
         "last_message_at": iso(c.last_message_at, tz),
         "ended_at": iso(c.ended_at, tz),
         "end_reason": c.end_reason,
+        "complaint": c.complaint,
     }
 
 

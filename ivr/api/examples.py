@@ -19,7 +19,7 @@ from ivr.api.models import (
     CallDetail,
     CallPage,
 )
-from ivr.callbacks import call_json, callback_json
+from ivr.callbacks import call_json, callback_json, iso
 from ivr.http_error import ApiError
 from ivr.store import Attempt, Call, Callback, Event, TurnRecord
 from ivr.webhooks import body_of
@@ -130,6 +130,21 @@ TRANSFER = {
 }
 
 
+def complaint() -> dict[str, Any]:
+    """A complaint as the records keep it (`ivr.callbacks.complaints`)."""
+    return {
+        "reasons": ["words", "agent_twice"],
+        "text": "this is the third time I call about my bill, put me through to a manager",
+        "score": 2.31,
+        "cues": ["higher_up", "repeat"],
+        "topic": None,
+        "kind": "call",
+        "id": CALL.id,
+        "channel": "voice",
+        "detected_at": iso(T0 + timedelta(minutes=1), TZ),
+    }
+
+
 def event(kind: str) -> dict[str, Any]:
     """A webhook body of type `kind`."""
     payload = (
@@ -137,6 +152,10 @@ def event(kind: str) -> dict[str, Any]:
         if kind.startswith("call.")
         else {"callback": _callback(CALLBACK)}
     )
+    if kind == "complaint.detected":
+        raised = _callback(CALLBACK) | {"priority": 5, "complaint": complaint()}
+        details = {"number": CALLBACK.number, "callback": raised}
+        payload = {"complaint": complaint() | details}
     if kind == "call.transfer_requested":
         payload["transfer"] = TRANSFER
     stored = Event("9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d", kind, payload, T0, 0, T0, None, None)

@@ -215,6 +215,23 @@ class AttemptOut(_Output):
     outcome: str | None
 
 
+class ComplaintOut(_Output):
+    """Why a call or conversation was found to be a complaint (`ivr.nlu.complaint`)."""
+
+    reasons: list[Literal["words", "no_matches", "agent_twice", "repeat_contact"]] = Field(
+        description="what the customer said (words), three no-matches, a second request"
+        " for a person, the same topic again within a day (repeat_contact)"
+    )
+    text: str | None = Field(description="what the customer said that was a complaint")
+    score: float | None = Field(description="its complaint score (0.25 or more is one)")
+    cues: list[str] = Field(description="the anger and escalation words found in it")
+    topic: str | None = Field(description="the topic asked about again (repeat_contact)")
+    kind: Literal["call", "conversation"]
+    id: str = Field(description="the call's or conversation's id")
+    channel: str = Field(description="voice, or the conversation's channel (web, sms)")
+    detected_at: datetime
+
+
 class CallbackOut(_Output):
     """The callback as it is now."""
 
@@ -230,6 +247,10 @@ class CallbackOut(_Output):
     outcome: str | None
     created_at: datetime
     updated_at: datetime
+    complaint: ComplaintOut | None = Field(
+        description="the complaint of the call or conversation it was booked from, which"
+        " raised its priority by 5; null: none"
+    )
 
 
 class CallbackDetail(CallbackOut):
@@ -270,6 +291,7 @@ class CallOut(_Output):
     started_at: datetime
     ended_at: datetime | None
     end_reason: str | None
+    complaint: ComplaintOut | None = Field(description="why the call is a complaint; null: none")
 
 
 class CallDetail(CallOut):

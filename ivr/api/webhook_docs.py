@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ivr.api.examples import event
-from ivr.api.models import CallbackOut, CallOut
+from ivr.api.models import CallbackOut, CallOut, ComplaintOut
 from ivr.webhooks import WEBHOOK_EVENTS
 from ivr.webhooks.endpoints import EVENT_DESCRIPTIONS
 
@@ -69,7 +69,29 @@ class CallEvent(_Event):
     data: CallEventData
 
 
-EVENT_MODELS: tuple[type[BaseModel], ...] = (CallbackEvent, CallEvent, CallTransferEvent)
+class ComplaintDetected(ComplaintOut):
+    number: str | None = Field(description="the customer's number (E.164); null: unknown")
+    callback: CallbackOut | None = Field(
+        description="the callback booked in the contact by then, its priority raised"
+    )
+
+
+class ComplaintEventData(_Output):
+    complaint: ComplaintDetected
+
+
+class ComplaintEvent(_Event):
+    """The body of a `complaint.detected` webhook."""
+
+    data: ComplaintEventData
+
+
+EVENT_MODELS: tuple[type[BaseModel], ...] = (
+    CallbackEvent,
+    CallEvent,
+    CallTransferEvent,
+    ComplaintEvent,
+)
 
 _HEADERS: tuple[tuple[str, bool, str], ...] = (
     ("webhook-id", True, "the event id (Standard Webhooks)"),
@@ -113,6 +135,8 @@ def _operation_id(kind: str) -> str:
 def _model(kind: str) -> type[BaseModel]:
     if kind == "call.transfer_requested":
         return CallTransferEvent
+    if kind == "complaint.detected":
+        return ComplaintEvent
     return CallEvent if kind.startswith("call.") else CallbackEvent
 
 

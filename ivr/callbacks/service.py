@@ -24,6 +24,7 @@ RETRY_OUTCOMES = frozenset({"no_answer", "busy", "voicemail", "failed"})
 FINAL_OUTCOMES = frozenset({"resolved", "unresolved", "wrong_number", "declined"})
 OUTCOMES = tuple(sorted(RETRY_OUTCOMES | FINAL_OUTCOMES))
 VIP_PRIORITY = 10
+COMPLAINT_PRIORITY = 5  # added for a complaint (`ivr.callbacks.complaints`): a VIP's is 15
 
 
 class InvalidNumber(ValueError):
@@ -121,6 +122,7 @@ def callback_json(
         "outcome": cb.outcome,
         "created_at": iso(cb.created_at, tz),
         "updated_at": iso(cb.updated_at, tz),
+        "complaint": cb.complaint,
     }
     if attempts is not None:
         out["transcript"] = cb.transcript
@@ -151,6 +153,7 @@ def call_json(
         "started_at": iso(call.started_at, tz),
         "ended_at": iso(call.ended_at, tz),
         "end_reason": call.end_reason,
+        "complaint": call.complaint,
     }
     if turns is not None:
         out["turns"] = [
@@ -195,11 +198,14 @@ class Callbacks:
         segment: str | None = None,
         transcript: Any = None,
         only_new: bool = False,
+        complaint: Any = None,
     ) -> tuple[Callback, bool]:
         """Schedule a callback, or update the number's open one: (callback, created).
         `number` as a caller ID is checked and written in E.164 (`CallbackPolicy.number`), so
         each spelling of a number is its one open callback; InvalidNumber when it is none.
-        `only_new`: AlreadyOpen instead of updating an open one (the change rolled back)."""
+        `only_new`: AlreadyOpen instead of updating an open one (the change rolled back).
+        `complaint`: the booking contact's complaint (`ivr.callbacks.complaints`), which
+        raises the priority by COMPLAINT_PRIORITY (once per callback)."""
         valid = self.policy.number(number)
         if valid is None:  # an agent would dial it: only a number is booked
             raise InvalidNumber(number)
@@ -217,6 +223,10 @@ class Callbacks:
             )
             if only_new and not created:
                 raise AlreadyOpen(cb)  # leaves the transaction: the update is not kept
+            if complaint is not None:
+                cb, _ = await tx.mark_callback_complaint(
+                    cb.id, complaint, COMPLAINT_PRIORITY, now=now
+                )
             kind = "callback.scheduled" if created else "callback.updated"
             await tx.add_event(kind, self._event(cb), now=now)
         self.on_events()

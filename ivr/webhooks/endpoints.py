@@ -42,6 +42,11 @@ EVENT_DESCRIPTIONS: dict[str, str] = {
     "callback.cancelled": "The callback was cancelled.",
     "callback.expired": "The callback ran out of attempts, or was still open too long after"
     " it was due.",
+    "complaint.detected": "A call or text conversation was found to be a complaint (what the"
+    " customer said, three no-matches, a second request for a person, or the same topic"
+    " again within a day): `data.complaint` says why; the callback booked in it, if any by"
+    " then, had its priority raised (`data.complaint.callback`; a later booking is raised"
+    " too, with its own callback.scheduled or callback.updated).",
 }
 WEBHOOK_EVENTS: tuple[str, ...] = tuple(EVENT_DESCRIPTIONS)
 """Every event type the outbox carries (tests/test_webhooks_standard.py checks the code
