@@ -66,6 +66,20 @@ async def test_validate_good_flow(client: Client) -> None:
     assert (body["ok"], body["kind"], body["problems"]) == (True, "flow", [])
     assert body["summary"].startswith("flow 'hotline': ")
     assert body["summary"].endswith("words checked with whisper")  # the server's engine
+    assert body["warnings"] == []
+
+
+async def test_validate_warns_of_a_prompt_that_makes_no_sense_in_text(client: Client) -> None:
+    text = HOTLINE.read_text().replace('      chat: "I\'m passing you to one of our team."\n', "")
+    status, body = await post(client, "/v1/grammar/validate", {"text": text})
+    assert status == 200 and body["ok"], body
+    assert body["warnings"] == [
+        {
+            "line": line_of(text, "Please hold while I put you through") - 1,
+            "where": "node 'transfer_to_agent': prompt",
+            "message": "makes no sense in a chat or SMS ('please hold'): give it a `chat:` wording",
+        }
+    ]
 
 
 async def test_validate_bad_flow_lines(client: Client) -> None:

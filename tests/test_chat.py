@@ -22,6 +22,7 @@ from ivr.chat import (
     Conversations,
     quick_replies,
     typed_keys,
+    voice_only,
     written,
 )
 from ivr.clock import system_clock
@@ -60,14 +61,24 @@ def test_no_prompt_of_the_bundled_flow_reads_as_keypad_instructions(flow: Flow) 
 
 def test_keypad_hints_are_cut_and_chat_wordings_win() -> None:
     assert written(Say("Is it mobile data? Say yes or no, or press 1 for yes, 2 for no.")) == (
-        "Is it mobile data? Say yes or no."
+        "Is it mobile data? Type yes or no."
     )
+    assert written(Say("If it fails, say agent.")) == "If it fails, type agent."
+    assert written(Say("Did you say balance?")) == "Did you say balance?"
     assert written(Say("When? Like tomorrow. Or press 1 for asap, or 2 for later.")) == (
         "When? Like tomorrow."
     )
     assert written(Say("Key in the number, then press hash.")) == "Type the number."
     assert written(Say("Press 1.", chat="Shall we?")) == "Shall we?"
     assert written(Say("Press 1.")) == "Press 1."  # nothing left: the text as it is
+
+
+def test_voice_only_words_in_the_written_prompt() -> None:
+    assert voice_only(Say("Please hold while I put you through.")) == ["please hold"]
+    assert voice_only(Say("Press 1.")) == ["press"]  # nothing to cut it to
+    assert voice_only(Say("Say yes or no, or press 1 for yes.")) == []
+    assert voice_only(Say("Please hold.", chat="One moment.")) == []
+    assert voice_only(Say("Then speak to a technician, or hang up.")) == ["speak to", "hang up"]
 
 
 def test_typed_keys() -> None:

@@ -199,3 +199,32 @@ def test_eval_text_report_and_unreadable_set(labelled_set: Path, tmp_path: Path)
     bad.write_text("input,expected\nnot-there.wav,balance\n")
     out = ivr("grammar", "eval", "hotline", "--set", bad)
     assert out.returncode == 2 and f"{bad}:2: no such audio file" in out.stderr
+
+
+def test_check_warns_of_prompts_that_make_no_sense_in_text(tmp_path: Path) -> None:
+    """One flow serves calls and chats: a prompt whose written form still talks of keys or
+    holding the line is a warning (the file is valid: exit 0) until it gets a `chat:` wording."""
+    text = HOTLINE.read_text()
+    chat = '      chat: "I\'m passing you to one of our team."\n'
+    assert chat in text
+    text = text.replace(chat, "")
+    text = text.replace(
+        '"Restarting your phone fixes most problems.',
+        '"Restarting your phone fixes most problems. To hear this again, stay on the line.',
+    )
+    path = tmp_path / "hotline.yaml"
+    path.write_text(text)
+    out = ivr("grammar", "check", "--no-asr", path)
+    assert out.returncode == 0, out.stderr
+    hold = line_of(text, "Please hold while I put you through")
+    hear = line_of(text, "To hear this again")
+    assert out.stdout.splitlines()[1:] == [
+        f"warning: {path}:{hear}: node 'fault_other': prompt: makes no sense in a chat or SMS "
+        "('hear'): give it a `chat:` wording",
+        f"warning: {path}:{hold - 1}: node 'transfer_to_agent': prompt: makes no sense in a chat "
+        "or SMS ('please hold'): give it a `chat:` wording",
+    ]
+    doc = json.loads(ivr("grammar", "check", "--no-asr", "--json", path).stdout)
+    assert doc["ok"] and [w["line"] for w in doc["files"][0]["warnings"]] == [hear, hold - 1]
+    bundled = ivr("grammar", "check", "--no-asr", HOTLINE)
+    assert bundled.returncode == 0 and "warning" not in bundled.stdout, bundled.stdout

@@ -58,6 +58,9 @@ class ValidateResponse(_Output):
     kind: Literal["flow", "grammar"] | None = Field(description="what the text was read as")
     summary: str = Field(description="what a valid file holds; empty when it has problems")
     problems: list[ProblemOut]
+    warnings: list[ProblemOut] = Field(
+        description="what works but reads badly: a prompt that makes no sense in a chat or SMS"
+    )
 
 
 def _no_default(schema: dict[str, Any]) -> None:
@@ -116,8 +119,13 @@ async def validate(request: web.Request, who: Principal) -> Any:
     report = await asyncio.to_thread(
         check_text, body.text, body.name, tools.word_checker(), tools.grammar_dir
     )
-    problems = [p.json() for p in report.problems]
-    out = {"ok": report.ok, "kind": report.kind, "summary": report.summary, "problems": problems}
+    out = {
+        "ok": report.ok,
+        "kind": report.kind,
+        "summary": report.summary,
+        "problems": [p.json() for p in report.problems],
+        "warnings": [w.json() for w in report.warnings],
+    }
     return ValidateResponse.model_validate(out).model_dump(mode="json")
 
 

@@ -8,7 +8,7 @@ record, replies = await conversations.reply(record.id, "how much credit have I g
 
 from ivr.chat.dialog import BotMessage, TextDialog
 from ivr.chat.service import SMS, ConversationEnded, Conversations
-from ivr.chat.text import quick_replies, typed_keys, written
+from ivr.chat.text import quick_replies, typed_keys, voice_only, written
 
 __all__ = [
     "SMS",
@@ -18,5 +18,6 @@ __all__ = [
     "TextDialog",
     "quick_replies",
     "typed_keys",
+    "voice_only",
     "written",
 ]

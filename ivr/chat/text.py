@@ -29,6 +29,15 @@ _KEYPAD_CLAUSE = re.compile(
 # A sentence that is nothing but keypad instructions ("Or press 1 for ..., 2 for ...").
 _KEYPAD_SENTENCE = re.compile(r"(?:^|(?<=[.?!]))\s*(?:or\s+)?press\b[^.?!]*[.?!]?", re.IGNORECASE)
 _KEY_IN = re.compile(r"\bkey\s+in\b", re.IGNORECASE)
+# "Say yes or no", ", say agent": in a chat the customer types it.
+_SAY = re.compile(r"(?:^|(?<=[.?!,]\s))say\b", re.IGNORECASE)
+# What only makes sense on a phone: keys, tones, hearing, holding the line.
+_VOICE_ONLY = re.compile(
+    r"\b(?:press(?:ing)?|keypad|key(?:ed)?\s+(?:it\s+)?in|hash|pound|star\s+key|dial|tone|"
+    r"beep|hear|listen(?:ing)?|speak(?:ing)?\s+(?:to|with)|hold\s+the\s+line|please\s+hold|"
+    r"hang\s+up|on\s+the\s+phone)\b",
+    re.IGNORECASE,
+)
 _SPACES = re.compile(r"\s+")
 _KEYS = re.compile(r"[0-9*#]+")
 _NUMBER_SEPARATORS = re.compile(r"[\s().-]+")
@@ -42,8 +51,18 @@ def written(say: Say) -> str:
     text = _KEYPAD_SENTENCE.sub("", say.text)  # whole sentences first: then their stop goes
     text = _KEYPAD_CLAUSE.sub("", text)
     text = _KEY_IN.sub(lambda m: "Type" if m.group()[0] == "K" else "type", text)
+    text = _SAY.sub(lambda m: "Type" if m.group()[0] == "S" else "type", text)
     text = _SPACES.sub(" ", text).strip()
     return text if text else say.text
+
+
+def voice_only(say: Say) -> list[str]:
+    """The words of `say` as a text channel shows it that only make sense in a call ("press",
+    "hold the line", "speak to"): a prompt that needs a `chat:` wording. Empty when the
+    text reads well, or its `chat:` wording is given."""
+    if say.chat is not None:
+        return []
+    return list(dict.fromkeys(m.group().lower() for m in _VOICE_ONLY.finditer(written(say))))
 
 
 def quick_replies(flow: Flow, state: DialogState) -> tuple[str, ...]:

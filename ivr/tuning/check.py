@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ivr.asr.base import Engine
+from ivr.chat.text import voice_only
 from ivr.dialog.checks import Loc
 from ivr.dialog.flow import Flow, FlowError, flow_grammar_dir, parse_flow, version_of
-from ivr.dialog.schema import FlowSpec, MenuNode
+from ivr.dialog.schema import FlowSpec, MenuNode, Prompt
+from ivr.dialog.types import Say
 from ivr.grammar import Grammar, GrammarError, normalize, parse_grammar
 from ivr.tuning.problems import BadDocument, Document, Problem
 
@@ -33,16 +35,17 @@ class FileReport:
     kind: Kind | None = None  # None: not even YAML
     problems: list[Problem] = field(default_factory=list)
     summary: str = ""  # what the file holds, e.g. "flow 'hotline': 31 nodes, ..."
+    # What works but reads badly somewhere: a prompt that makes no sense in a text channel.
+    warnings: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def lines(self) -> list[str]:
-        """What `ivr grammar check` prints: each problem, or one OK line."""
-        if self.ok:
-            return [f"{self.file}: OK ({self.summary})"]
-        return [str(p) for p in self.problems]
+        """What `ivr grammar check` prints: each problem, or one OK line; then the warnings."""
+        head = [f"{self.file}: OK ({self.summary})"] if self.ok else [str(p) for p in self.problems]
+        return head + [f"warning: {w}" for w in self.warnings]
 
 
 def yaml_files(paths: Iterable[Path]) -> list[Path]:
@@ -100,6 +103,7 @@ def _check_flow(
     spec = flow.spec
     if engine is not None:
         report.problems = _unsayable(doc, engine, list(_flow_phrases(spec)), _listening(flow))
+    report.warnings = _not_for_text(doc, spec)
     phrases = sum(1 for _ in _flow_phrases(spec))
     report.summary = (
         f"flow {flow.name!r}: {len(spec.nodes)} nodes, {len(flow.grammars)} listening, "
@@ -134,6 +138,44 @@ def _check_grammar(doc: Document, engine: Engine | None) -> FileReport:
 
 def _words_note(engine: Engine | None) -> str:
     return f"words checked with {engine.name}" if engine is not None else "words not checked"
+
+
+# --- prompts that make no sense written ---------------------------------------------------------
+
+
+def _not_for_text(doc: Document, spec: FlowSpec) -> list[Problem]:
+    """A warning at each prompt that a chat or SMS would show with words only a call makes
+    sense of ("press 2", "please hold"), unless it has a `chat:` wording. No-input prompts
+    are left out: a text channel never waits on silence."""
+    out: list[Problem] = []
+    for loc, prompt in _prompts_in(spec, ()):
+        if "no_input" in loc:
+            continue
+        words = voice_only(Say(prompt.text, chat=prompt.chat))
+        if words:
+            said = ", ".join(repr(w) for w in words)
+            message = f"makes no sense in a chat or SMS ({said}): give it a `chat:` wording"
+            out.append(doc.problem(loc, message))
+    return out
+
+
+def _prompts_in(model: BaseModel, loc: Loc) -> Iterator[tuple[Loc, Prompt]]:
+    """Every prompt of a flow's model, with its place in the document, defaults included."""
+    for name, value in model:
+        yield from _prompts_of(value, (*loc, name))
+
+
+def _prompts_of(value: object, loc: Loc) -> Iterator[tuple[Loc, Prompt]]:
+    if isinstance(value, Prompt):
+        yield loc, value
+    elif isinstance(value, BaseModel):
+        yield from _prompts_in(value, loc)
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _prompts_of(item, (*loc, i))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _prompts_of(item, (*loc, str(key)))
 
 
 # --- words the engine cannot say --------------------------------------------------------------

@@ -41,6 +41,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                 "ok": r.ok,
                 "summary": r.summary,
                 "problems": [p.json() for p in r.problems],
+                "warnings": [w.json() for w in r.warnings],
             }
             for r in reports
         ]
