@@ -43,13 +43,19 @@ TOKEN = "schemathesis-token-0123456789"
 GRAMMARS = Path(__file__).resolve().parent.parent / "grammars"
 T0 = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)
 # Served under /v1 but not part of the REST API: WebSockets (the media stream, a call's
-# live event feed, every call's feed for the console, the browser softphone), documented in
-# the README.
+# live event feed, every call's feed for the console, the browser softphone, the web chat),
+# documented in the README.
 # (add_get also answers HEAD on them).
 NOT_REST = {
     (method, path)
     for method in ("GET", "HEAD")
-    for path in ("/v1/media-stream", "/v1/calls/{call_id}/events", "/v1/live", "/v1/softphone")
+    for path in (
+        "/v1/media-stream",
+        "/v1/calls/{call_id}/events",
+        "/v1/live",
+        "/v1/softphone",
+        "/v1/chat",
+    )
 } | {("POST", "/v1/sms/twilio")}  # Twilio's SMS webhook: form-encoded, signed by Twilio
 
 

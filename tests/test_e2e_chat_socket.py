@@ -302,3 +302,26 @@ async def test_the_widget_page_and_embed_script_are_served(
     for path in ("/chat/static/chat.js", "/chat/static/chat.css"):
         async with http.get(f"{base}{path}") as r:
             assert r.status == 200, path
+
+
+async def test_the_live_list_shows_open_and_ended_chats_with_their_last_message(
+    server: LiveServer, http: aiohttp.ClientSession
+) -> None:
+    async def live() -> dict[str, Any]:
+        async with http.get(
+            f"http://127.0.0.1:{server.port}/v1/live/conversations?ended_within=60",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as r:
+            assert r.status == 200, await r.text()
+            return {c["id"]: c for c in (await r.json())["items"]}
+
+    async with http.ws_connect(ws_url(server)) as ws:
+        cid, _ = await start(ws)
+        await ws.send_json({"type": "message", "text": "what are your opening hours"})
+        answer = await bot_turn(ws)
+        listed = (await live())[cid]
+        assert listed["status"] == "open" and listed["channel"] == "web"
+        assert listed["last_message"]["sender"] == "bot"
+        assert listed["last_message"]["text"] == answer[-1]["text"]
+    await ended_in_store(http, server, cid, "customer_left")
+    assert (await live())[cid]["status"] == "ended"

@@ -12,7 +12,15 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from ivr.api import analytics, conversations, deliveries, flows, grammar, live
+from ivr.api import (
+    analytics,
+    conversations,
+    deliveries,
+    flows,
+    grammar,
+    live,
+    live_conversations,
+)
 from ivr.api.errors import ApiError, json_errors
 from ivr.api.limits import AnonymousConnections, ClientLimits, limit_anonymous
 from ivr.api.models import (
@@ -263,6 +271,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *analytics.OPERATIONS,
     *deliveries.OPERATIONS,
     *conversations.OPERATIONS,
+    *live_conversations.OPERATIONS,
     Operation("GET", "/v1/openapi.json", openapi, "getOpenApi", "This document", None),
 )
 
