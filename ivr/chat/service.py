@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from ivr.callbacks import Callbacks
 from ivr.chat.dialog import BotMessage, Lookups, TextDialog
@@ -27,6 +28,17 @@ from ivr.store import Conflict, Conversation, Message, Store
 log = logging.getLogger(__name__)
 
 SMS = "sms"
+
+
+def taken_as(turns: list[dict[str, Any]]) -> tuple[str | None, str | None]:
+    """How the dialog took a customer's message, from the turns it recorded for it (as a
+    call's turns): its kind (recognized, dtmf; no_match when nothing matched) and intent."""
+    inputs = [t for t in turns if t["kind"] in ("recognized", "dtmf")]
+    if not inputs:
+        return None, None
+    if any(t["kind"] == "no_match" for t in turns):
+        return "no_match", None
+    return inputs[0]["kind"], inputs[0]["intent"]
 
 
 class ConversationEnded(Exception):
@@ -114,10 +126,16 @@ class Conversations:
             if self._idle(live):
                 raise ConversationEnded(await self._close(live, "idle"), "idle")
             live.active_at = self.now()
-            await self.store.add_message(
-                record.id, "customer", live.dialog.kept(text), node=live.dialog.state.node
+            node, seen, kept = (
+                live.dialog.state.node,
+                len(live.dialog.transcript),
+                live.dialog.kept(text),
             )
             messages = await live.dialog.message(text)
+            kind, intent = taken_as(live.dialog.transcript[seen:])
+            await self.store.add_message(
+                record.id, "customer", kept, node=node, kind=kind, intent=intent
+            )
             await self._said(live, messages)
             return live.record, messages
 

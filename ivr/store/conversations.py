@@ -41,6 +41,11 @@ class Message:
     text: str
     node: str | None
     quick_replies: tuple[str, ...]
+    kind: str | None = None
+    """A customer's message as the dialog took it: recognized (words), dtmf (only keys) or
+    no_match (nothing matched); None for the bot's."""
+    intent: str | None = None
+    """The intent the dialog acted on, if any."""
 
 
 def _conversation(r: Row) -> Conversation:
@@ -70,7 +75,13 @@ def _message(r: Row) -> Message:
         text=r["text"],
         node=r["node"],
         quick_replies=tuple(replies or ()),
+        kind=r.get("kind"),
+        intent=r.get("intent"),
     )
+
+
+conversation_of = _conversation
+message_of = _message
 
 
 class ConversationQueries(Queries):
@@ -108,6 +119,8 @@ class ConversationQueries(Queries):
         node: str | None = None,
         quick_replies: tuple[str, ...] = (),
         at: datetime | None = None,
+        kind: str | None = None,
+        intent: str | None = None,
     ) -> Message:
         id, when = uuid_id("conversation", conversation_id), now_or(at)
         async with self._unit() as c:
@@ -122,7 +135,8 @@ class ConversationQueries(Queries):
                 raise NotFound("conversation", conversation_id)
             rows = await c.fetch(
                 "INSERT INTO conversation_messages (conversation_id, seq, at, sender, text, node,"
-                " quick_replies) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+                " quick_replies, kind, intent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                " RETURNING *",
                 id,
                 int(rows[0]["seq"]),
                 when,
@@ -130,6 +144,8 @@ class ConversationQueries(Queries):
                 text,
                 node,
                 json_in(list(quick_replies)) if quick_replies else None,
+                kind,
+                intent,
             )
         return _message(rows[0])
 

@@ -22,12 +22,14 @@ TYPES: dict[Dialect, dict[str, str]] = {
         "json": "TEXT",
         "uuid": "TEXT",
         "transcript_call_id": "json_extract(transcript, '$.call_id')",
+        "transcript_conversation_id": "json_extract(transcript, '$.conversation_id')",
     },
     "postgresql": {
         "ts": "TIMESTAMPTZ",
         "json": "JSONB",
         "uuid": "UUID",
         "transcript_call_id": "(transcript ->> 'call_id')",
+        "transcript_conversation_id": "(transcript ->> 'conversation_id')",
     },
 }
 
@@ -285,6 +287,22 @@ MIGRATIONS: tuple[Migration, ...] = (
                 contact_id TEXT NOT NULL
             )""",
             "CREATE INDEX contact_topics_number ON contact_topics (number, at)",
+        ),
+    ),
+    Migration(
+        12,
+        "channels in analytics, one customer across channels",
+        (
+            # What the dialog made of a customer's message, as a call's turn records it:
+            # its kind (recognized, dtmf, or no_match when nothing matched) and intent.
+            "ALTER TABLE conversation_messages ADD COLUMN kind TEXT",
+            "ALTER TABLE conversation_messages ADD COLUMN intent TEXT",
+            # Analytics read the conversations of a window; a conversation's callback is
+            # found by its transcript's conversation id.
+            "CREATE INDEX conversations_started_at ON conversations (started_at)",
+            "CREATE INDEX callbacks_conversation_id ON callbacks (({transcript_conversation_id}))",
+            # A customer's history: their calls by caller, newest first.
+            "CREATE INDEX calls_caller ON calls (caller, started_at)",
         ),
     ),
 )

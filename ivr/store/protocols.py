@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         TurnKind,
         TurnRecord,
     )
+    from ivr.store.contacts import ChannelEscalation, ChannelTotals
     from ivr.store.conversations import Conversation, Message, Sender
     from ivr.store.health import StoreHealth
     from ivr.store.tokens import RevokedToken
@@ -356,8 +357,11 @@ class ConversationStore(Protocol):
         node: str | None = None,
         quick_replies: tuple[str, ...] = (),
         at: datetime | None = None,
+        kind: str | None = None,
+        intent: str | None = None,
     ) -> Message:
-        """The next message (seq 1, 2, ...); the conversation's last_message_at is its time."""
+        """The next message (seq 1, 2, ...); the conversation's last_message_at is its time.
+        A customer's has the `kind` and `intent` the dialog took it as."""
         ...
 
     async def end_conversation(
@@ -426,6 +430,72 @@ class ComplaintStore(Protocol):
 
     async def complaint_uses(self, since: datetime, until: datetime) -> list[IntentUse]:
         """Calls and conversations started in [since, until) marked a complaint."""
+
+
+class ContactStore(Protocol):
+    """Conversations by channel for analytics, and by number for a customer's history.
+    `channel` None: every text channel."""
+
+    async def conversation_totals(
+        self, since: datetime, until: datetime, channel: str | None = None
+    ) -> list[ChannelTotals]:
+        """Per text channel that had any, by channel name."""
+        ...
+
+    async def escalated_conversations(
+        self,
+        since: datetime,
+        until: datetime,
+        agent_nodes: Collection[str] = (),
+        channel: str | None = None,
+    ) -> list[ChannelEscalation]:
+        """Ended conversations that reached a person: a callback was booked from one (its
+        transcript's conversation_id), it ended as `callback_booked`, `callback_not_booked`
+        or `handoff: …`, or it had a message at one of `agent_nodes`."""
+        ...
+
+    async def abandoned_conversations(
+        self, since: datetime, until: datetime, channel: str | None = None
+    ) -> list[tuple[str, str]]:
+        """(id, channel) of the ended conversations the customer left after a no-match:
+        ended `idle` or `customer_left` and the last customer message was not understood."""
+        ...
+
+    async def conversation_turns(self, ids: Collection[str]) -> list[TurnRecord]:
+        """The messages of these conversations as turns (call_id: the conversation's id)."""
+        ...
+
+    async def conversation_intent_uses(
+        self, since: datetime, until: datetime, channel: str | None = None
+    ) -> list[IntentUse]:
+        """Intents acted on, once per conversation, node and intent (call_id: its id)."""
+        ...
+
+    async def message_counts(
+        self, since: datetime, until: datetime, channel: str | None = None
+    ) -> list[NodeCount]:
+        """Messages by node as turn kinds: prompt (the bot's), recognized or dtmf (the
+        customer's, understood or not), no_match (the customer's not understood)."""
+        ...
+
+    async def unrecognized_messages(
+        self,
+        since: datetime,
+        until: datetime,
+        channel: str | None = None,
+        node: str | None = None,
+        limit: int = 10000,
+    ) -> list[TurnRecord]:
+        """Written messages nothing matched, newest first, as turns (call_id: the
+        conversation's id)."""
+        ...
+
+    async def conversations_of(self, number: str, limit: int = 50) -> list[Conversation]:
+        """The number's conversations, newest first."""
+        ...
+
+    async def messages_of(self, ids: Collection[str]) -> dict[str, list[Message]]:
+        """The messages of these conversations, each in order."""
         ...
 
 
@@ -438,6 +508,7 @@ class Store(
     TokenStore,
     ConversationStore,
     ComplaintStore,
+    ContactStore,
     Protocol,
 ):
     """Async persistence. Get one with `ivr.store.open_store(url)`; `close()` it at the end.

@@ -26,6 +26,7 @@ from ivr.store.base import Store, StoreUnavailable
 from ivr.store.callbacks import CallbackQueries
 from ivr.store.calls import CallQueries
 from ivr.store.complaints import ComplaintQueries
+from ivr.store.contacts import ContactQueries
 from ivr.store.conversations import ConversationQueries
 from ivr.store.health import StoreHealth
 from ivr.store.migrations import MIGRATIONS, SCHEMA_MIGRATIONS, TYPES, Dialect
@@ -46,6 +47,7 @@ class SqlStore(
     TokenQueries,
     ConversationQueries,
     ComplaintQueries,
+    ContactQueries,
     ABC,
 ):
     """Implements `Store` on top of `_unit()`; subclasses provide connections."""
