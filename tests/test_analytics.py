@@ -161,12 +161,15 @@ WINDOW = {
     "since": "2030-01-07T09:00:00+00:00",
     "until": "2030-01-08T09:00:00+00:00",
     "timezone": "UTC",
+    "channel": None,  # every channel: here only calls
 }
 
 
 async def test_summary(store: Store) -> None:
     assert await summary(store, DAY, FACTS, UTC_ZONE) == WINDOW | {
+        "contacts": 21,
         "calls": 21,
+        "conversations": 0,
         "ended": 20,
         "in_progress": 1,
         # c-survey-3's last input was a no-match, but the flow said goodbye: not abandoned
@@ -180,6 +183,13 @@ async def test_summary(store: Store) -> None:
         # (90 + 120 + 30 + 60 + 45 + 25 + 6 * 100 + 5 * 50 + 3 * 40) / 20
         "average_handling_seconds": 67.0,
         "survey": {"responses": 2, "average": 4.0, "distribution": [0, 0, 1, 0, 1]},
+        "channels": [
+            {"channel": "voice", "contacts": 21, "ended": 20, "in_progress": 1, "contained": 16,
+             "abandoned": 0, "escalated": 4, "containment_rate": 0.8},
+            *({"channel": text, "contacts": 0, "ended": 0, "in_progress": 0, "contained": 0,
+               "abandoned": 0, "escalated": 0, "containment_rate": None}
+              for text in ("web", "app", "api", "sms")),
+        ],  # fmt: skip
     }
 
 
@@ -318,6 +328,7 @@ def example(
 ) -> dict[str, Any]:
     return {
         "call_id": call_id,
+        "conversation_id": None,
         "seq": seq,
         "at": (start + timedelta(seconds=seq)).isoformat(),
         "text": text,

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+from ivr.analytics.channels import CHANNELS, VOICE, has_text, has_voice, text_channel
 from ivr.analytics.facts import FlowFacts
 from ivr.analytics.window import Bucket, Window, bucket_start, chart
 from ivr.callbacks import iso
@@ -60,43 +62,140 @@ def _report(window: Window, tz: ZoneInfo) -> dict[str, Any]:
 # --- summary --------------------------------------------------------------------------------
 
 
-async def summary(store: Store, window: Window, facts: FlowFacts, tz: ZoneInfo) -> dict[str, Any]:
+@dataclass
+class _Figures:
+    """One channel's contacts (calls or conversations) in a window."""
+
+    channel: str
+    contacts: int = 0
+    ended: int = 0
+    contained: int = 0
+    abandoned: int = 0
+    escalated: int = 0
+    seconds: float = 0.0  # total handling time of the ended ones
+    reasons: Counter[str] = field(default_factory=Counter)
+    survey: Counter[int] = field(default_factory=Counter)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "channel": self.channel,
+            "contacts": self.contacts,
+            "ended": self.ended,
+            "in_progress": self.contacts - self.ended,
+            "contained": self.contained,
+            "abandoned": self.abandoned,
+            "escalated": self.escalated,
+            "containment_rate": rate(self.contained, self.ended),
+        }
+
+
+async def summary(
+    store: Store, window: Window, facts: FlowFacts, tz: ZoneInfo, channel: str | None = None
+) -> dict[str, Any]:
+    """The figures of `channel`'s contacts (None: every channel's, calls and conversations
+    together), and each channel's containment apart."""
+    parts = {c: _Figures(c) for c in CHANNELS if channel in (None, c)}
+    if has_voice(channel):
+        parts[VOICE] = await _voice(store, window, facts)
+    if has_text(channel):
+        for f in await _text(store, window, facts, text_channel(channel)):
+            parts[f.channel] = f
+    every = list(parts.values())
+    ended = sum(f.ended for f in every)
+    contained = sum(f.contained for f in every)
+    reasons: Counter[str] = sum((f.reasons for f in every), Counter())
+    survey: Counter[int] = sum((f.survey for f in every), Counter())
+    responses = survey.total()
+    calls = parts[VOICE].contacts if VOICE in parts else 0
+    return _report(window, tz) | {
+        "channel": channel,
+        "contacts": sum(f.contacts for f in every),
+        "calls": calls,
+        "conversations": sum(f.contacts for f in every) - calls,
+        "ended": ended,
+        "in_progress": sum(f.contacts - f.ended for f in every),
+        "containment": {
+            "contained": contained,
+            "abandoned": sum(f.abandoned for f in every),
+            "escalated": sum(f.escalated for f in every),
+            "rate": rate(contained, ended),
+        },
+        "escalations": [
+            {"reason": reason, "calls": n}
+            for reason, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+        ],
+        "average_handling_seconds": round(sum(f.seconds for f in every) / ended, 1)
+        if ended
+        else None,
+        "survey": {
+            "responses": responses,
+            "average": round(sum(s * n for s, n in survey.items()) / responses, 2)
+            if responses
+            else None,
+            "distribution": [survey.get(score, 0) for score in range(1, 6)],
+        },
+        "channels": [f.row() for f in every],
+    }
+
+
+async def _voice(store: Store, window: Window, facts: FlowFacts) -> _Figures:
+    """The calls' figures (see the module's doc for the rules)."""
     totals = await store.call_totals(window.since, window.until)
     escalated = await store.escalated_calls(window.since, window.until, facts.agent_nodes)
     reached = {e.call_id for e in escalated}
     abandoned = [
         c for c in await store.abandoned_calls(window.since, window.until) if c not in reached
     ]
-    contained = totals.ended - len(escalated) - len(abandoned)
-    unexplained = [e.call_id for e in escalated if not _known_reason(e)]
     turns: dict[str, list[TurnRecord]] = defaultdict(list)
-    for t in await store.turns_of(unexplained):
+    for t in await store.turns_of([e.call_id for e in escalated if not _known_reason(e)]):
         turns[t.call_id].append(t)
-    reasons = Counter(escalation_reason(e, turns[e.call_id], facts) for e in escalated)
-    responses = sum(totals.survey.values())
-    scored = sum(score * n for score, n in totals.survey.items())
-    seconds = totals.handling_seconds
-    return _report(window, tz) | {
-        "calls": totals.calls,
-        "ended": totals.ended,
-        "in_progress": totals.calls - totals.ended,
-        "containment": {
-            "contained": contained,
-            "abandoned": len(abandoned),
-            "escalated": len(escalated),
-            "rate": rate(contained, totals.ended),
-        },
-        "escalations": [
-            {"reason": reason, "calls": n}
-            for reason, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
-        ],
-        "average_handling_seconds": None if seconds is None else round(seconds, 1),
-        "survey": {
-            "responses": responses,
-            "average": round(scored / responses, 2) if responses else None,
-            "distribution": [totals.survey.get(score, 0) for score in range(1, 6)],
-        },
+    return _Figures(
+        VOICE,
+        contacts=totals.calls,
+        ended=totals.ended,
+        contained=totals.ended - len(escalated) - len(abandoned),
+        abandoned=len(abandoned),
+        escalated=len(escalated),
+        seconds=(totals.handling_seconds or 0.0) * totals.ended,
+        reasons=Counter(escalation_reason(e, turns[e.call_id], facts) for e in escalated),
+        survey=Counter(totals.survey),
+    )
+
+
+async def _text(
+    store: Store, window: Window, facts: FlowFacts, channel: str | None
+) -> list[_Figures]:
+    """The conversations' figures per text channel, by the calls' rules: escalated as a
+    call is (a callback booked from it, its end, a message on the agent path), abandoned
+    when the customer stopped writing (it ended `idle`) right after a message the bot did
+    not understand, else contained."""
+    since, until = window.since, window.until
+    out = {
+        t.channel: _Figures(
+            t.channel,
+            contacts=t.conversations,
+            ended=t.ended,
+            seconds=(t.handling_seconds or 0.0) * t.ended,
+            survey=Counter(t.survey),
+        )
+        for t in await store.conversation_totals(since, until, channel)
     }
+    escalated = await store.escalated_conversations(since, until, facts.agent_nodes, channel)
+    reached = {e.escalation.call_id for e in escalated}
+    unexplained = [e.escalation.call_id for e in escalated if not _known_reason(e.escalation)]
+    turns: dict[str, list[TurnRecord]] = defaultdict(list)
+    for t in await store.conversation_turns(unexplained):
+        turns[t.call_id].append(t)
+    for e in escalated:
+        f = out[e.channel]
+        f.escalated += 1
+        f.reasons[escalation_reason(e.escalation, turns[e.escalation.call_id], facts)] += 1
+    for id, at in await store.abandoned_conversations(since, until, channel):
+        if id not in reached:
+            out[at].abandoned += 1
+    for f in out.values():
+        f.contained = f.ended - f.escalated - f.abandoned
+    return list(out.values())
 
 
 def _known_reason(e: Escalation) -> bool:
@@ -128,15 +227,22 @@ def escalation_reason(e: Escalation, turns: Sequence[TurnRecord], facts: FlowFac
 # --- nodes ----------------------------------------------------------------------------------
 
 
-async def nodes(store: Store, window: Window, tz: ZoneInfo) -> dict[str, Any]:
+async def nodes(
+    store: Store, window: Window, tz: ZoneInfo, channel: str | None = None
+) -> dict[str, Any]:
     """Per node: turns, inputs (recognized speech, keys, silences: each time the node
-    listened), no-match and no-input counts and their rates per input, and the recognizer's
-    confidence as a histogram of ten buckets ([0, 0.1) … [0.9, 1.0])."""
+    listened; a customer's message), no-match and no-input counts and their rates per input,
+    and the recognizer's confidence as a histogram of ten buckets ([0, 0.1) … [0.9, 1.0]):
+    calls only, typed text has none."""
+    since, until = window.since, window.until
+    found = await store.turn_counts(since, until) if has_voice(channel) else []
+    if has_text(channel):
+        found += await store.message_counts(since, until, text_channel(channel))
     counts: dict[str | None, Counter[str]] = defaultdict(Counter)
-    for c in await store.turn_counts(window.since, window.until):
+    for c in found:
         counts[c.node][c.kind] += c.count
     histograms: dict[str | None, list[int]] = defaultdict(lambda: [0] * CONFIDENCE_BUCKETS)
-    for h in await store.confidence_counts(window.since, window.until):
+    for h in await store.confidence_counts(since, until) if has_voice(channel) else []:
         histograms[h.node][h.bucket] += h.count
     out = []
     order = sorted(counts, key=lambda n: (-_inputs(counts[n]), -counts[n].total(), n or ""))
@@ -155,7 +261,7 @@ async def nodes(store: Store, window: Window, tz: ZoneInfo) -> dict[str, Any]:
                 "confidence": histograms[node],
             }
         )
-    return _report(window, tz) | {"nodes": out}
+    return _report(window, tz) | {"channel": channel, "nodes": out}
 
 
 def _inputs(kinds: Counter[str]) -> int:
@@ -166,15 +272,21 @@ def _inputs(kinds: Counter[str]) -> int:
 
 
 async def intents(
-    store: Store, window: Window, bucket: Bucket, facts: FlowFacts, tz: ZoneInfo
+    store: Store,
+    window: Window,
+    bucket: Bucket,
+    facts: FlowFacts,
+    tz: ZoneInfo,
+    channel: str | None = None,
 ) -> dict[str, Any]:
-    """How many calls asked for each topic, per hour or day (`chart`: days for a window of
-    weeks, the newest buckets of a longer one), and the topics that rose sharply against the
-    previous window of the same length."""
+    """How many contacts (calls, conversations) of `channel` (None: every one) asked for
+    each topic, per hour or day (`chart`: days for a window of weeks, the newest buckets of
+    a longer one), and the topics that rose sharply against the previous window of the
+    same length on the same channel."""
     plan = chart(window, bucket, tz)
-    now = _calls_per_intent(await store.intent_uses(window.since, window.until), facts)
+    now = _calls_per_intent(await _uses(store, window, channel), facts)
     before = window.previous()
-    prev = _calls_per_intent(await store.intent_uses(before.since, before.until), facts)
+    prev = _calls_per_intent(await _uses(store, before, channel), facts)
     index = {start: i for i, start in enumerate(plan.starts)}
     series = []
     for intent, uses in sorted(now.items(), key=lambda kv: (-len(kv[1]), kv[0])):
@@ -185,6 +297,7 @@ async def intents(
                 counts[i] += 1
         series.append({"intent": intent, "total": len(uses), "counts": counts})
     return _report(window, tz) | {
+        "channel": channel,
         "bucket": plan.bucket,
         "buckets": [iso(start, tz) for start in plan.starts],
         "truncated": plan.truncated,
@@ -192,6 +305,17 @@ async def intents(
         "previous": _window(before, tz),
         "rising": rising({k: len(v) for k, v in now.items()}, {k: len(v) for k, v in prev.items()}),
     }
+
+
+async def _uses(store: Store, window: Window, channel: str | None) -> list[IntentUse]:
+    """The calls' and conversations' intents on `channel` (None: all of them)."""
+    uses = await store.intent_uses(window.since, window.until) if has_voice(channel) else []
+    if has_text(channel):
+        text = await store.conversation_intent_uses(
+            window.since, window.until, text_channel(channel)
+        )
+        uses += text  # a conversation's id is never a call's: each contact counts once
+    return uses
 
 
 def _calls_per_intent(uses: Iterable[IntentUse], facts: FlowFacts) -> dict[str, list[IntentUse]]:
@@ -229,11 +353,29 @@ def utterance_key(text: str | None) -> str:
 
 
 async def unrecognized(
-    store: Store, window: Window, tz: ZoneInfo, node: str | None = None, limit: int = 10
+    store: Store,
+    window: Window,
+    tz: ZoneInfo,
+    node: str | None = None,
+    limit: int = 10,
+    channel: str | None = None,
 ) -> dict[str, Any]:
-    """Per node, the most frequent utterances nothing matched (at most `limit` groups), each
-    with its count and the newest few examples with their recordings."""
-    rows = await store.unrecognized_turns(window.since, window.until, node, UNRECOGNIZED_ROWS)
+    """Per node, the most frequent utterances (said or written, on `channel`; None: every
+    one) nothing matched (at most `limit` groups), each with its count and the newest few
+    examples with their recordings (calls only)."""
+    since, until = window.since, window.until
+    said = (
+        await store.unrecognized_turns(since, until, node, UNRECOGNIZED_ROWS)
+        if has_voice(channel)
+        else []
+    )
+    written: list[TurnRecord] = []
+    if has_text(channel):
+        written = await store.unrecognized_messages(
+            since, until, text_channel(channel), node, UNRECOGNIZED_ROWS
+        )
+    conversations = {id(t) for t in written}
+    rows = sorted(said + written, key=lambda t: t.at, reverse=True)
     groups: dict[str | None, dict[str, list[TurnRecord]]] = defaultdict(lambda: defaultdict(list))
     for t in rows:  # newest first: so are each group's examples
         groups[t.node][utterance_key(t.text)].append(t)
@@ -250,22 +392,27 @@ async def unrecognized(
                     {
                         "text": text,
                         "count": len(turns),
-                        "examples": [_example(t, tz) for t in turns[:EXAMPLES]],
+                        "examples": [
+                            _example(t, tz, id(t) in conversations) for t in turns[:EXAMPLES]
+                        ],
                     }
                     for text, turns in ranked[:limit]
                 ],
             }
         )
-    return _report(window, tz) | {"truncated": len(rows) >= UNRECOGNIZED_ROWS, "nodes": out}
+    truncated = max(len(said), len(written)) >= UNRECOGNIZED_ROWS
+    return _report(window, tz) | {"channel": channel, "truncated": truncated, "nodes": out}
 
 
 def _total(by_text: dict[str, list[TurnRecord]]) -> int:
     return sum(len(turns) for turns in by_text.values())
 
 
-def _example(t: TurnRecord, tz: ZoneInfo) -> dict[str, Any]:
+def _example(t: TurnRecord, tz: ZoneInfo, conversation: bool = False) -> dict[str, Any]:
+    """A call's utterance, or a conversation's message (`t.call_id` its conversation's)."""
     return {
-        "call_id": t.call_id,
+        "call_id": None if conversation else t.call_id,
+        "conversation_id": t.call_id if conversation else None,
         "seq": t.seq,
         "at": iso(t.at, tz),
         "text": t.text,

@@ -23,6 +23,7 @@ from pydantic.json_schema import SkipJsonSchema
 from ivr import analytics
 from ivr.analytics import export
 from ivr.analytics.adopt import AdoptError, adopt, clean
+from ivr.analytics.channels import Channel
 from ivr.analytics.report import RISING_MIN_COUNT, RISING_MIN_RATIO
 from ivr.analytics.window import MAX_BUCKETS, Period
 from ivr.api.errors import ApiError
@@ -54,6 +55,12 @@ class WindowQuery(_Input):
         None,
         description="instead of since and until: today (since midnight in the service's"
         " zone, IVR_TIMEZONE), the last 24h or the last 7d, until now",
+    )
+    channel: Channel | SkipJsonSchema[None] = Field(
+        None,
+        description="only this channel's contacts: voice (the calls) or a text channel's"
+        " conversations (web, app, api, sms); absent: every channel, calls and"
+        " conversations together",
     )
 
 
@@ -103,17 +110,29 @@ class _Report(_Window):
 
 class Containment(_Output):
     contained: int = Field(
-        description="ended calls that never reached a person and were not abandoned"
+        description="ended contacts that never reached a person and were not abandoned"
     )
     abandoned: int = Field(
-        description="ended calls the caller hung up on right after a no-match (not escalated)"
+        description="ended contacts left right after a no-match (not escalated): a call the"
+        " caller hung up on, a conversation that went idle"
     )
     escalated: int = Field(
-        description="ended calls that reached a person: a callback booked from the call, an"
-        " end by callback_booked / callback_not_booked / handoff, or a turn on the flow's"
-        " agent path"
+        description="ended contacts that reached a person: a callback booked from the call or"
+        " conversation, an end by callback_booked / callback_not_booked / handoff, or a turn"
+        " (a message) on the flow's agent path"
     )
-    rate: float | None = Field(description="contained / ended (null without ended calls)")
+    rate: float | None = Field(description="contained / ended (null without ended contacts)")
+
+
+class ChannelFigures(_Output):
+    channel: str = Field(description="voice (calls), or a text channel (web, app, api, sms)")
+    contacts: int = Field(description="calls or conversations that started in the window")
+    ended: int
+    in_progress: int
+    contained: int
+    abandoned: int
+    escalated: int
+    containment_rate: float | None = Field(description="contained / ended")
 
 
 class EscalationCount(_Output):
@@ -131,13 +150,19 @@ class SurveyResults(_Output):
 
 
 class Summary(_Report):
-    calls: int
+    channel: Channel | None = Field(description="the channel asked for; null: every channel")
+    contacts: int = Field(description="calls and conversations: every figure below is theirs")
+    calls: int = Field(description="of them calls (the voice channel)")
+    conversations: int = Field(description="of them text conversations")
     ended: int
     in_progress: int
     containment: Containment
     escalations: list[EscalationCount] = Field(description="most frequent first")
     average_handling_seconds: float | None = Field(description="ended_at - started_at, ended calls")
     survey: SurveyResults
+    channels: list[ChannelFigures] = Field(
+        description="each channel asked for (every one without `channel`) on its own"
+    )
 
 
 class NodeFigures(_Output):
@@ -154,6 +179,7 @@ class NodeFigures(_Output):
 
 
 class NodeReport(_Report):
+    channel: Channel | None = Field(description="the channel asked for; null: every channel")
     nodes: list[NodeFigures] = Field(description="most inputs first")
 
 
@@ -171,6 +197,7 @@ class RisingIntent(_Output):
 
 
 class IntentReport(_Report):
+    channel: Channel | None = Field(description="the channel asked for; null: every channel")
     bucket: Literal["hour", "day"] = Field(
         description=f"the step: as asked, or day where hours would be more than {MAX_BUCKETS}"
     )
@@ -187,7 +214,8 @@ class IntentReport(_Report):
 
 
 class Example(_Output):
-    call_id: str
+    call_id: str | None = Field(description="the call it was said in (null: written)")
+    conversation_id: str | None = Field(description="the conversation it was written in")
     seq: int
     at: datetime
     text: str | None = Field(description="as recognized")
@@ -208,6 +236,7 @@ class UnrecognizedNode(_Output):
 
 
 class UnrecognizedReport(_Report):
+    channel: Channel | None = Field(description="the channel asked for; null: every channel")
     truncated: bool = Field(description="only the newest no-matches were grouped")
     nodes: list[UnrecognizedNode]
 
@@ -245,28 +274,30 @@ def _facts(request: web.Request) -> analytics.FlowFacts:
 
 async def get_summary(request: web.Request, who: Principal) -> Any:
     api = request.app[API]
-    window = _window(request, parse_query(request.query, WindowQuery))
-    return await analytics.summary(api.store, window, _facts(request), api.tz)
+    q = parse_query(request.query, WindowQuery)
+    window, facts = _window(request, q), _facts(request)
+    return await analytics.summary(api.store, window, facts, api.tz, q.channel)
 
 
 async def get_nodes(request: web.Request, who: Principal) -> Any:
     api = request.app[API]
-    window = _window(request, parse_query(request.query, WindowQuery))
-    return await analytics.nodes(api.store, window, api.tz)
+    q = parse_query(request.query, WindowQuery)
+    return await analytics.nodes(api.store, _window(request, q), api.tz, q.channel)
 
 
 async def get_intents(request: web.Request, who: Principal) -> Any:
     api = request.app[API]
     q = parse_query(request.query, IntentsQuery)
     return await analytics.intents(
-        api.store, _window(request, q), q.bucket, _facts(request), api.tz
+        api.store, _window(request, q), q.bucket, _facts(request), api.tz, q.channel
     )
 
 
 async def get_unrecognized(request: web.Request, who: Principal) -> Any:
     api = request.app[API]
     q = parse_query(request.query, UnrecognizedQuery)
-    return await analytics.unrecognized(api.store, _window(request, q), api.tz, q.node, q.limit)
+    window = _window(request, q)
+    return await analytics.unrecognized(api.store, window, api.tz, q.node, q.limit, q.channel)
 
 
 async def get_turn_audio(request: web.Request, who: Principal) -> web.StreamResponse:
@@ -358,7 +389,10 @@ def _csv_operation(report: export.Report, op: Operation) -> Operation:
     )
 
 
-WINDOW_NOTE = " (calls that started in [since, until), or in a period; default the last 24 hours)"
+WINDOW_NOTE = (
+    " (calls and conversations that started in [since, until), or in a period; default the"
+    " last 24 hours; of one channel, or every one)"
+)
 
 REPORTS: tuple[Operation, ...] = (
     Operation(
@@ -366,7 +400,8 @@ REPORTS: tuple[Operation, ...] = (
         "/v1/analytics/summary",
         get_summary,
         "getAnalyticsSummary",
-        "Calls, containment, escalations by reason, handling time, survey" + WINDOW_NOTE,
+        "Contacts, containment (per channel too), escalations by reason, handling time, survey"
+        + WINDOW_NOTE,
         Summary,
         scope="analytics.read",
         query=WindowQuery,
@@ -386,7 +421,7 @@ REPORTS: tuple[Operation, ...] = (
         "/v1/analytics/intents",
         get_intents,
         "getAnalyticsIntents",
-        "Calls per intent per hour or day, and intents rising sharply" + WINDOW_NOTE,
+        "Contacts per intent per hour or day, and intents rising sharply" + WINDOW_NOTE,
         IntentReport,
         scope="analytics.read",
         query=IntentsQuery,
