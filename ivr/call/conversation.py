@@ -39,6 +39,7 @@ from typing import Any, Literal, Protocol
 from ivr.asr.base import RecognitionResult
 from ivr.audio.codecs import Encoding
 from ivr.audio.vad import Endpointer, EndpointerConfig
+from ivr.call.complaints import CallComplaints
 from ivr.call.heard import Cut, Prompts
 from ivr.call.leg import Leg
 from ivr.call.player import Player
@@ -147,12 +148,10 @@ class Conversation:
         self.state, actions = self.engine.start(Start(caller=start.caller, params=start.params))
         if self.state.refused_params:  # the far end tried to set what the flow sets itself
             names = ", ".join(self.state.refused_params)
-            log.warning(
-                "call %s: call parameters not taken (the flow sets them): %s",
-                self.call.call_id,
-                names,
-                extra={"event": "params_refused"},
-            )
+            log.warning("call %s: call parameters not taken (the flow sets them): %s",
+                        self.call.call_id, names, extra={"event": "params_refused"})  # fmt: skip
+        self.complaints = CallComplaints(self.call, flow, start.caller)  # ivr.call.complaints
+        await self.complaints.start()
         await self._act(actions)
 
     def stop(self) -> None:
@@ -438,6 +437,7 @@ class Conversation:
                     reason=action.reason,
                     segment=self.s.fulfillment.segment(action.variables),
                     transcript=transcript,
+                    complaint=self.complaints.for_booking(),  # raises the priority
                 )
             except InvalidNumber as exc:  # no number to call: the caller hears the fallback
                 log.warning(
@@ -453,16 +453,10 @@ class Conversation:
                 done = FetchDone(error=f"booking failed: {exc}")
             else:
                 done = FetchDone({"callback_id": cb.id})
-                self.call.publish(
-                    {
-                        "event": "callback_booked",
-                        "callback_id": cb.id,
-                        "number": cb.number,
-                        "due_at": action.due_at,
-                        "reason": cb.reason,
-                        "created": created,
-                    }
-                )
+                self.complaints.booked(cb.id)  # a complaint after this raises it
+                self.call.publish({"event": "callback_booked", "callback_id": cb.id,
+                                   "number": cb.number, "due_at": action.due_at,
+                                   "reason": cb.reason, "created": created})  # fmt: skip
         self.call.post("fetch", done)
 
     def _turn(self, turn: Turn) -> None:
@@ -475,6 +469,7 @@ class Conversation:
             "confidence": turn.confidence,
         }
         self.transcript.append(entry)
+        self.complaints.turn(turn)  # the complaint early warning watches every turn
         if turn.kind == "prompt":
             self.prompts.recorded(entry)  # a barge-in adds how much of it was heard
         audio = b""

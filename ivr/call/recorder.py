@@ -234,6 +234,12 @@ class CallRecorder:
         self._put(write)
         return True
 
+    def later(self, write: Write) -> None:
+        """Another part's write about this call (a complaint's records), in order after the
+        records queued before it (so after the call's own); nothing when it keeps none."""
+        if self._started:
+            self._put(write)
+
     def survey(self, score: int) -> None:
         """The caller's post-call survey score (1-5)."""
         self._put(lambda store: store.record_survey(self._call_id, score))

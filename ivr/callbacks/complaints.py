@@ -1,7 +1,8 @@
 """What follows a complaint (`ivr.nlu.complaint`) in a call or a text conversation, through
-the store: the contact marked, the callback booked in it raised by COMPLAINT_PRIORITY (now,
-or at its booking when the complaint came first), and the ``complaint.detected`` webhook,
-all in one transaction; and the topics each contact asked about, by number, from which a
+the store: the contact marked, the customer's callback raised by COMPLAINT_PRIORITY (the one
+booked in the contact, else the number's open one from an earlier contact; one booked after
+the complaint at its booking), and the ``complaint.detected`` webhook, all in one
+transaction; and the topics each contact asked about, by number, from which a
 repeat contact within REPEAT_WINDOW is found.
 
 Event ``complaint.detected``, payload ``{"complaint": <complaint_json>}``: the contact
@@ -18,7 +19,7 @@ from typing import Any, Literal
 
 from ivr.callbacks.service import COMPLAINT_PRIORITY, Callbacks, callback_json, iso
 from ivr.nlu.complaint import REPEAT_WINDOW_HOURS, Complaint
-from ivr.store import Callback, Store, StoreError
+from ivr.store import OPEN_STATUSES, Callback, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +96,10 @@ class ComplaintDesk:
         cb: Callback | None = None
         async with store.transaction() as tx:
             await tx.mark_complaint(self.kind, self.id, why)
-            if self.callback_id is not None:
+            callback_id = self.callback_id or await self._open_callback(tx)
+            if callback_id is not None:
                 cb, changed = await tx.mark_callback_complaint(
-                    self.callback_id, why, COMPLAINT_PRIORITY, now=now
+                    callback_id, why, COMPLAINT_PRIORITY, now=now
                 )
                 if changed:
                     await tx.add_event("callback.updated", self._callback(cb), now=now)
@@ -107,6 +109,13 @@ class ComplaintDesk:
         log.info("%s %s: a complaint (%s)", self.kind, self.id, ", ".join(complaint.reasons),
                  extra={"event": "complaint_detected"})  # fmt: skip
         return payload
+
+    async def _open_callback(self, store: Store) -> str | None:
+        """The number's open callback (booked in an earlier contact), if any."""
+        if self.number is None:
+            return None
+        found, _ = await store.list_callbacks(OPEN_STATUSES, number=self.number, limit=1)
+        return found[0].id if found else None
 
     def _json(self, cb: Callback | None) -> dict[str, Any] | None:
         return None if cb is None else callback_json(cb, self.callbacks.policy.tz)

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ivr.callbacks import Callbacks, InvalidNumber
+from ivr.chat.complaints import ChatComplaints
 from ivr.chat.text import quick_replies, typed_keys, written
 from ivr.dialog.engine import DialogEngine
 from ivr.dialog.sensitive import for_agent, mask, redact
@@ -81,6 +82,7 @@ class TextDialog:
     transcript: list[dict[str, Any]] = field(default_factory=list)  # kept with a callback
     survey: int | None = None
     callback_id: str | None = None  # the callback booked in this conversation, if any
+    complaints: ChatComplaints | None = None  # the complaint early warning (with callbacks)
     state: DialogState = field(init=False)  # set by `start`
 
     @property
@@ -94,6 +96,11 @@ class TextDialog:
     async def start(self, number: str | None) -> list[BotMessage]:
         """The flow's opening (the greeting and its first question), for `number`'s customer
         (their number is the caller ID: lookups by caller, the callback number offered)."""
+        if self.callbacks is not None:  # its watch (`ivr.chat.complaints`) sees every turn
+            self.complaints = ChatComplaints(
+                self.callbacks, self.engine.flow, self.conversation_id, self.channel, number
+            )
+            await self.complaints.start()
         self.state, actions = self.engine.start(Start(caller=number))
         return await self._run(actions)
 
@@ -145,6 +152,8 @@ class TextDialog:
         elif isinstance(action, Turn):
             turn = {"node": action.node, "kind": action.kind, "text": action.text}
             self.transcript.append(turn | {"intent": action.intent, "channel": self.channel})
+            if self.complaints is not None:
+                await self.complaints.turn(action)
         elif isinstance(action, Survey):
             self.survey = action.score
         elif isinstance(action, Handoff | Disconnect):
@@ -170,6 +179,7 @@ class TextDialog:
                 reason=action.reason,
                 segment=self.lookups.segment(action.variables),
                 transcript=transcript,
+                complaint=self.complaints.for_booking() if self.complaints else None,
             )
         except InvalidNumber as exc:  # no number to call: the customer reads the fallback
             log.warning("conversation %s: %s", self.conversation_id, exc)
@@ -178,4 +188,6 @@ class TextDialog:
             log.exception("conversation %s: booking a callback failed", self.conversation_id)
             return FetchDone(error=f"booking failed: {exc}")
         self.callback_id = cb.id
+        if self.complaints is not None:  # a complaint after this raises it
+            self.complaints.booked(cb.id)
         return FetchDone({"callback_id": cb.id})
