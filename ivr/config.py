@@ -55,6 +55,7 @@ Scope = Literal[
     "webhooks.write",
     "conversations.read",
     "conversations.write",
+    "customers.read",
 ]
 SCOPES: tuple[str, ...] = get_args(Scope)
 """API token scopes; "*" grants all."""

@@ -244,6 +244,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             SEEDED[path] = CONVERSATIONS
     SEEDED["/v1/calls/{id}/turns/{seq}/audio"] = [{"id": "call-0", "seq": 3}]
     SEEDED["/v1/flows/{name}"] = [{"name": "hotline"}]
+    # a caller's calls, a chat's customer, a callback's number; and one in another spelling
+    SEEDED["/v1/customers/{number}"] = [
+        {"number": "+15551110001"}, {"number": "+15552220001"}, {"number": "+15550000003"},
+        {"number": "(555) 111-0002"},
+    ]  # fmt: skip
     # Uploads and adopted phrases rewrite the served flow: serve a copy, never the repo's.
     flow = tmp / "hotline.yaml"
     flow.write_text((GRAMMARS / "hotline.yaml").read_text())

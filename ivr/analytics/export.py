@@ -2,8 +2,8 @@
 JSON API answers with (so the figures cannot differ), times as the reports write them (ISO
 8601 in the service's zone).
 
-* summary: `figure,value` rows (the window, call counts, containment, escalations by
-  reason, handling time, survey);
+* summary: `figure,value` rows (the window and channel, contact counts, containment,
+  escalations by reason, handling time, survey, then `<channel>: <figure>` per channel);
 * nodes: a row per node, the confidence histogram as ten columns;
 * intents: a row per hour or day bucket, a column per topic (calls that asked for it);
 * unrecognized: a row per node and utterance, with its newest example.
@@ -65,7 +65,8 @@ def filename(report: Report, data: dict[str, Any]) -> str:
 
 
 def _summary(d: dict[str, Any]) -> Iterable[tuple[str, Any]]:
-    yield from ((k, d[k]) for k in ("since", "until", "timezone", "calls", "ended", "in_progress"))
+    head = ("since", "until", "timezone", "channel", "contacts", "calls", "conversations")
+    yield from ((k, d[k]) for k in (*head, "ended", "in_progress"))
     c = d["containment"]
     yield from ((k, c[k]) for k in ("contained", "abandoned", "escalated"))
     yield "containment_rate", c["rate"]
@@ -77,6 +78,10 @@ def _summary(d: dict[str, Any]) -> Iterable[tuple[str, Any]]:
     yield "survey_average", s["average"]
     for score, n in enumerate(s["distribution"], 1):
         yield f"survey_score_{score}", n
+    for row in d["channels"]:
+        for k, v in row.items():
+            if k != "channel":
+                yield f"{row['channel']}: {k}", v
 
 
 def _nodes(d: dict[str, Any]) -> str:

@@ -53,6 +53,7 @@ TAGS = {
     "analytics": "Containment, nodes, intents and what callers said that nothing matched",
     "meta": "This document",
     "conversations": "Text chats with the flow (the SMS webhook, /v1/sms/twilio, is Twilio's)",
+    "customers": "One customer across channels: a number's calls, conversations, callbacks",
     "webhooks": "Events POSTed to the configured endpoints (the document's `webhooks`)",
 }
 INFO_TEXT = (

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from ivr.api import (
     analytics,
     conversations,
+    customers,
     deliveries,
     flows,
     grammar,
@@ -272,6 +273,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *deliveries.OPERATIONS,
     *conversations.OPERATIONS,
     *live_conversations.OPERATIONS,
+    *customers.OPERATIONS,
     Operation("GET", "/v1/openapi.json", openapi, "getOpenApi", "This document", None),
 )
 
