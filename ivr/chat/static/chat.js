@@ -19,8 +19,13 @@ function line(kind, text) {
   li.className = kind;
   li.textContent = text;
   messages.append(li);
-  li.scrollIntoView({ block: "end" });
+  toBottom();
   return li;
+}
+
+// The latest message in view (the page itself never scrolls: the list does).
+function toBottom() {
+  messages.scrollTop = messages.scrollHeight;
 }
 
 function offer(choices) {
@@ -33,6 +38,7 @@ function offer(choices) {
       return b;
     }),
   );
+  toBottom();
 }
 
 function setOpen(value, label) {
@@ -40,7 +46,10 @@ function setOpen(value, label) {
   input.disabled = send.disabled = !value;
   state.textContent = label;
   $("chat").dataset.state = label;
-  $("restart-box").hidden = value || label === "connecting…";
+  const over = !value && label !== "connecting…";
+  $("restart-box").hidden = !over;
+  $("composer").hidden = over; // ended: a new chat, not a message to nobody
+  toBottom();
   if (value) input.focus();
 }
 

@@ -34,7 +34,7 @@
     const narrow = window.innerWidth < 480;
     Object.assign(frame.style, narrow
       ? { left: "0", right: "0", bottom: "0", width: "100%", height: "100%", borderRadius: "0" }
-      : { right: "16px", bottom: "72px", width: "380px", height: "560px", borderRadius: "12px" });
+      : { right: "16px", bottom: "16px", width: "380px", height: "min(600px, calc(100% - 32px))", borderRadius: "12px" });
   }
   function openChat() {
     if (!frame) {

@@ -1,5 +1,7 @@
 // Live calls: the calls in progress with their running transcripts (from the live feed), the
 // ones that ended while watching, and the call history; a call's timeline and recording.
+// Beside the calls, the text conversations (web chat, SMS, REST) open and ended lately, with
+// their last message (polled from /v1/live/conversations); a click shows the history.
 
 import { ApiError, blob, get } from "./api.js";
 import { clear, fmtDuration, fmtTime, h, notice, serviceZone } from "./dom.js";
@@ -23,6 +25,9 @@ export function liveView({ feed }) {
   let audioUrl = null;
   let refreshTimer = null;
   const awaitingEnd = new Set(); // calls that hung up whose end the history does not show yet
+  const chatList = h("div", { class: "cards compact", id: "live-conversations" });
+  const chatStatus = h("div", { class: "status" });
+  let chatTimer = null;
 
   const el = h(
     "div",
@@ -35,6 +40,13 @@ export function liveView({ feed }) {
         {},
         h("section", { class: "panel" }, h("h2", {}, "In progress ", h("span", { class: "count", id: "live-count" }, "0")), activeList),
         h("section", { class: "panel" }, h("h2", {}, "Ended while watching"), endedList),
+        h(
+          "section",
+          { class: "panel" },
+          h("h2", {}, "Conversations ", h("span", { class: "count", id: "chat-count" }, "0"), h("small", { class: "muted" }, "open, and ended in the last hour")),
+          chatList,
+          chatStatus,
+        ),
         h(
           "section",
           { class: "panel" },
@@ -114,6 +126,99 @@ export function liveView({ feed }) {
 
   feed.addEventListener("event", onEvent);
   feed.addEventListener("reset", renderFeed);
+
+  // --- text conversations (the API, every few seconds while the page shows) ---------------
+
+  const CHAT_POLL_MS = 4000;
+
+  function conversationCard(c) {
+    const last = c.last_message;
+    const open = c.status === "open";
+    return h(
+      "article",
+      {
+        class: `call conversation${open ? "" : " ended"}`,
+        dataset: { conversationId: c.id, status: c.status },
+        onclick: () => openConversation(c.id),
+        title: "Show the conversation",
+      },
+      h(
+        "header",
+        {},
+        h("strong", {}, c.number || "no number"),
+        h("span", { class: "tag", dataset: { role: "channel" } }, c.channel),
+        h("span", { class: `tag${open ? " node" : " end"}`, dataset: { role: "status" } }, open ? "open" : c.end_reason || "ended"),
+        h("time", {}, fmtTime(c.last_message_at)),
+      ),
+      h(
+        "p",
+        { class: "last", dataset: { role: "last" } },
+        last ? [h("span", { class: "muted" }, last.sender === "bot" ? "Bot: " : "Customer: "), last.text] : h("span", { class: "muted" }, "no message yet"),
+      ),
+    );
+  }
+
+  async function loadConversations() {
+    clearTimeout(chatTimer);
+    if (!el.isConnected) return;
+    try {
+      const { items } = await get("/v1/live/conversations", { ended_within: 60, limit: 30 });
+      const open = items.filter((c) => c.status === "open");
+      const ended = items.filter((c) => c.status !== "open");
+      const cards = [...open, ...ended].map(conversationCard);
+      clear(chatList, cards.length ? cards : h("p", { class: "empty" }, "No conversations."));
+      el.querySelector("#chat-count").textContent = String(open.length);
+      notice(chatStatus, "");
+    } catch (err) {
+      notice(chatStatus, err instanceof ApiError ? err.describe() : String(err), "error");
+    }
+    chatTimer = setTimeout(loadConversations, CHAT_POLL_MS);
+  }
+
+  async function openConversation(id) {
+    detail.hidden = false;
+    if (audioUrl) URL.revokeObjectURL(audioUrl);
+    audioUrl = null;
+    const title = h("h2", {}, "Conversation ", h("code", {}, id));
+    clear(detail, title, h("p", {}, "Loading…"));
+    detail.scrollIntoView({ block: "nearest" });
+    let c;
+    try {
+      c = await get(`/v1/conversations/${encodeURIComponent(id)}`);
+    } catch (err) {
+      clear(detail, title, h("p", { class: "notice error" }, err.describe ? err.describe() : String(err)));
+      return;
+    }
+    // A turn line as the call timeline's: who, what (the quick replies offered under it), when.
+    const lines = c.messages.map((m) =>
+      h(
+        "li",
+        { class: `turn ${m.sender === "bot" ? "prompt" : "recognized"}`, dataset: { sender: m.sender } },
+        h("span", { class: "who" }, m.sender === "bot" ? "bot" : "customer"),
+        h("span", { class: "what" }, m.text),
+        h("time", { class: "at" }, fmtTime(m.at)),
+        m.quick_replies.length ? h("span", { class: "tags" }, m.quick_replies.map((r) => h("span", { class: "tag" }, r))) : null,
+      ),
+    );
+    clear(
+      detail,
+      h("button", { type: "button", class: "close", onclick: () => (detail.hidden = true), title: "Close" }, "×"),
+      title,
+      h(
+        "dl",
+        { class: "facts" },
+        [
+          ["Number", c.number || "none given"],
+          ["Channel", c.channel],
+          ["Started", fmtTime(c.started_at)],
+          ["Ended", c.ended_at ? fmtTime(c.ended_at) : "open"],
+          ["End reason", c.end_reason || ""],
+        ].map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]),
+      ),
+      h("h3", {}, "Messages"),
+      h("ol", { class: "transcript timeline", id: "conversation-timeline" }, lines),
+    );
+  }
 
   // --- history (the API) -------------------------------------------------------------------
 
@@ -246,8 +351,11 @@ export function liveView({ feed }) {
     show() {
       renderFeed();
       loadHistory(false);
+      loadConversations();
     },
-    hide() {},
+    hide() {
+      clearTimeout(chatTimer);
+    },
     openCall,
   };
 }
