@@ -5,10 +5,17 @@ recent contacts, and the complaints of a window for analytics."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from ivr.analytics import FlowFacts, Window, intents
+from ivr.dialog import load_flow
 from ivr.store import NotFound, Store
+
+FLOW = Path(__file__).resolve().parent.parent / "grammars" / "hotline.yaml"
+UTC_ZONE = ZoneInfo("UTC")
 
 T0 = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)
 WHY = {"reasons": ["words"], "text": "this is ridiculous", "score": 1.2, "cues": ["judgement"]}
@@ -70,3 +77,40 @@ async def test_complaints_of_a_window_for_analytics(store: Store) -> None:
         await store.mark_complaint(kind, id, WHY)  # type: ignore[arg-type]
     uses = await store.complaint_uses(T0, T0 + timedelta(days=1))
     assert [(u.call_id, u.intent) for u in uses] == [("c-1", "complaint"), (conv.id, "complaint")]
+
+
+async def test_complaints_by_channel(store: Store) -> None:
+    await store.start_call("c-1", transport="ws", started_at=T0)
+    web = await store.start_conversation(channel="web", started_at=T0)
+    sms = await store.start_conversation(channel="sms", started_at=T0)
+    for kind, id in (("call", "c-1"), ("conversation", web.id), ("conversation", sms.id)):
+        await store.mark_complaint(kind, id, WHY)  # type: ignore[arg-type]
+    until = T0 + timedelta(days=1)
+    assert [u.call_id for u in await store.complaint_uses(T0, until, "voice")] == ["c-1"]
+    assert [u.call_id for u in await store.complaint_uses(T0, until, "sms")] == [sms.id]
+    assert len(await store.complaint_uses(T0, until)) == 3
+
+
+async def test_complaints_are_a_rising_topic_of_their_own(store: Store) -> None:
+    """Five complaining contacts today (three calls, two chats) and one the day before:
+    'complaint' is a topic in the series and rises, beside the intents the contacts asked
+    for; per channel it counts that channel's contacts only."""
+    day = Window.of(T0, T0 + timedelta(days=1))
+    for i, at in enumerate(
+        [T0 - timedelta(hours=20)] + [T0 + timedelta(hours=h) for h in (1, 2, 3)]
+    ):
+        await store.start_call(f"c-{i}", transport="ws", started_at=at)
+        await store.add_turn(f"c-{i}", "recognized", node="main_menu", text="my bill",
+                             intent="bill", at=at)  # fmt: skip
+        await store.mark_complaint("call", f"c-{i}", WHY)
+    for h in (4, 5):
+        c = await store.start_conversation(channel="web", started_at=T0 + timedelta(hours=h))
+        await store.mark_complaint("conversation", c.id, WHY)
+    facts = FlowFacts.from_flow(load_flow(FLOW))
+    got = await intents(store, day, "hour", facts, UTC_ZONE)
+    totals = {s["intent"]: s["total"] for s in got["series"]}
+    assert totals == {"complaint": 5, "bill": 3}
+    assert got["rising"] == [{"intent": "complaint", "count": 5, "previous": 1, "ratio": 5.0}]
+    voice = await intents(store, day, "hour", facts, UTC_ZONE, "voice")
+    assert {s["intent"]: s["total"] for s in voice["series"]} == {"complaint": 3, "bill": 3}
+    assert voice["rising"] == []  # three calls: under the rising minimum of five

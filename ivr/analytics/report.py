@@ -32,6 +32,7 @@ from ivr.callbacks import iso
 from ivr.grammar import normalize
 from ivr.store.analytics import HANDOFF_PREFIX
 from ivr.store.base import Escalation, IntentUse, Store, TurnRecord
+from ivr.store.complaints import COMPLAINT_TOPIC
 
 CONFIDENCE_BUCKETS = 10
 RISING_MIN_COUNT = 5  # an intent asked for by fewer calls is noise, however fast it grew
@@ -315,14 +316,15 @@ async def _uses(store: Store, window: Window, channel: str | None) -> list[Inten
             window.since, window.until, text_channel(channel)
         )
         uses += text  # a conversation's id is never a call's: each contact counts once
-    return uses
+    # complaints (`ivr.nlu.complaint`) are a topic of their own: once per contact found one
+    return uses + await store.complaint_uses(window.since, window.until, channel)
 
 
 def _calls_per_intent(uses: Iterable[IntentUse], facts: FlowFacts) -> dict[str, list[IntentUse]]:
     """Topic → one use per call that asked for it (a call asking twice counts once)."""
     out: dict[str, dict[str, IntentUse]] = defaultdict(dict)
     for use in uses:
-        if facts.is_topic(use.node, use.intent):
+        if use.intent == COMPLAINT_TOPIC or facts.is_topic(use.node, use.intent):
             out[use.intent].setdefault(use.call_id, use)
     return {intent: list(calls.values()) for intent, calls in out.items()}
 

@@ -13,6 +13,7 @@ from ivr.store.queries import Queries, json_in, uuid_id
 from ivr.store.rows import now_or, ts, utc
 
 ContactKind = Literal["call", "conversation"]
+VOICE = "voice"  # the calls' channel (`ivr.analytics.channels`)
 COMPLAINT_TOPIC = "complaint"
 """The topic complaints count as in analytics."""
 
@@ -92,16 +93,23 @@ class ComplaintQueries(Queries):
         )
         return [r["topic"] for r in rows]
 
-    async def complaint_uses(self, since: datetime, until: datetime) -> list[IntentUse]:
+    async def complaint_uses(
+        self, since: datetime, until: datetime, channel: str | None = None
+    ) -> list[IntentUse]:
         """The calls and conversations that started in [since, until) and were marked a
-        complaint, as uses of the topic COMPLAINT_TOPIC (call_id: the contact's id)."""
+        complaint, as uses of the topic COMPLAINT_TOPIC (call_id: the contact's id).
+        `channel`: "voice" the calls only, another the conversations on it; None: all."""
+        tables = [("calls", "")] if channel in (None, VOICE) else []
+        if channel != VOICE:
+            tables.append(("conversations", " AND channel = $3" if channel else ""))
         out = []
-        for table in ("calls", "conversations"):
+        for table, on in tables:
             rows = await self._select(
                 f"SELECT id, started_at FROM {table} WHERE complaint IS NOT NULL"
-                " AND started_at >= $1 AND started_at < $2 ORDER BY started_at, id",
+                f" AND started_at >= $1 AND started_at < $2{on} ORDER BY started_at, id",
                 utc(since),
                 utc(until),
+                *([channel] if on else []),
             )
             out += [
                 IntentUse(str(r["id"]), None, COMPLAINT_TOPIC, ts(r["started_at"])) for r in rows

@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ivr.store.complaint_protocol import ComplaintStore
+from ivr.store.contact_protocol import ContactStore
 
 if TYPE_CHECKING:
     from ivr.store.base import (
@@ -32,7 +35,6 @@ if TYPE_CHECKING:
         TurnKind,
         TurnRecord,
     )
-    from ivr.store.contacts import ChannelEscalation, ChannelTotals
     from ivr.store.conversations import Conversation, Message, Sender
     from ivr.store.health import StoreHealth
     from ivr.store.tokens import RevokedToken
@@ -394,109 +396,6 @@ class ConversationStore(Protocol):
         ...
 
     async def list_messages(self, conversation_id: str) -> list[Message]: ...
-
-
-class ComplaintStore(Protocol):
-    """The complaint early warning's records (`ivr.store.complaints`)."""
-
-    async def mark_complaint(
-        self, kind: Literal["call", "conversation"], id: str, complaint: Any
-    ) -> None:
-        """Mark a call or conversation as a complaint. NotFound for no such contact."""
-        ...
-
-    async def mark_callback_complaint(
-        self, id: str, complaint: Any, boost: int, *, now: datetime | None = None
-    ) -> tuple[Callback, bool]:
-        """Set the callback's complaint and raise its priority by `boost`, the first time
-        only: (callback, whether this changed it)."""
-        ...
-
-    async def add_contact_topic(
-        self,
-        number: str,
-        topic: str,
-        *,
-        channel: str,
-        contact_id: str,
-        at: datetime | None = None,
-    ) -> None: ...
-
-    async def recent_topics(
-        self, number: str, since: datetime, *, exclude: str | None = None
-    ) -> list[str]:
-        """Topics of `number`'s contacts since `since` (not `exclude`'s), once each."""
-        ...
-
-    async def complaint_uses(self, since: datetime, until: datetime) -> list[IntentUse]:
-        """Calls and conversations started in [since, until) marked a complaint."""
-
-
-class ContactStore(Protocol):
-    """Conversations by channel for analytics, and by number for a customer's history.
-    `channel` None: every text channel."""
-
-    async def conversation_totals(
-        self, since: datetime, until: datetime, channel: str | None = None
-    ) -> list[ChannelTotals]:
-        """Per text channel that had any, by channel name."""
-        ...
-
-    async def escalated_conversations(
-        self,
-        since: datetime,
-        until: datetime,
-        agent_nodes: Collection[str] = (),
-        channel: str | None = None,
-    ) -> list[ChannelEscalation]:
-        """Ended conversations that reached a person: a callback was booked from one (its
-        transcript's conversation_id), it ended as `callback_booked`, `callback_not_booked`
-        or `handoff: …`, or it had a message at one of `agent_nodes`."""
-        ...
-
-    async def abandoned_conversations(
-        self, since: datetime, until: datetime, channel: str | None = None
-    ) -> list[tuple[str, str]]:
-        """(id, channel) of the ended conversations the customer left after a no-match:
-        ended `idle` or `customer_left` and the last customer message was not understood."""
-        ...
-
-    async def conversation_turns(self, ids: Collection[str]) -> list[TurnRecord]:
-        """The messages of these conversations as turns (call_id: the conversation's id)."""
-        ...
-
-    async def conversation_intent_uses(
-        self, since: datetime, until: datetime, channel: str | None = None
-    ) -> list[IntentUse]:
-        """Intents acted on, once per conversation, node and intent (call_id: its id)."""
-        ...
-
-    async def message_counts(
-        self, since: datetime, until: datetime, channel: str | None = None
-    ) -> list[NodeCount]:
-        """Messages by node as turn kinds: prompt (the bot's), recognized or dtmf (the
-        customer's, understood or not), no_match (the customer's not understood)."""
-        ...
-
-    async def unrecognized_messages(
-        self,
-        since: datetime,
-        until: datetime,
-        channel: str | None = None,
-        node: str | None = None,
-        limit: int = 10000,
-    ) -> list[TurnRecord]:
-        """Written messages nothing matched, newest first, as turns (call_id: the
-        conversation's id)."""
-        ...
-
-    async def conversations_of(self, number: str, limit: int = 50) -> list[Conversation]:
-        """The number's conversations, newest first."""
-        ...
-
-    async def messages_of(self, ids: Collection[str]) -> dict[str, list[Message]]:
-        """The messages of these conversations, each in order."""
-        ...
 
 
 class Store(
