@@ -5,7 +5,7 @@
 
 import { ApiError, blob, get } from "./api.js";
 import { clear, fmtDuration, fmtTime, h, notice, serviceZone } from "./dom.js";
-import { eventLine, transcript, turnLine } from "./transcript.js";
+import { complaintTag, complaintText, eventLine, transcript, turnLine } from "./transcript.js";
 
 // Seconds into a call as m:ss.
 function fmtOffset(seconds) {
@@ -87,6 +87,7 @@ export function liveView({ feed }) {
       h("span", { class: "tag node", dataset: { role: "node" } }, call.node || ""),
       h("time", {}, call.startedAt ? fmtTime(call.startedAt) : ""),
       call.ended ? h("span", { class: "tag end" }, call.endReason || "ended") : null,
+      complaintTag(call.events.find((e) => e.event === "complaint")),
     );
     return h(
       "article",
@@ -111,7 +112,7 @@ export function liveView({ feed }) {
 
   function onEvent({ detail: { call, event } }) {
     const existing = activeList.querySelector(`article[data-call-id="${CSS.escape(call.id)}"]`);
-    if (!existing || event.event === "call_started" || event.event === "hangup") {
+    if (!existing || ["call_started", "hangup", "complaint"].includes(event.event)) {
       renderFeed();
       if (event.event === "hangup") {
         awaitingEnd.add(call.id);
@@ -149,6 +150,7 @@ export function liveView({ feed }) {
         h("span", { class: "tag", dataset: { role: "channel" } }, c.channel),
         h("span", { class: `tag${open ? " node" : " end"}`, dataset: { role: "status" } }, open ? "open" : c.end_reason || "ended"),
         h("time", {}, fmtTime(c.last_message_at)),
+        complaintTag(c.complaint),
       ),
       h(
         "p",
@@ -213,6 +215,7 @@ export function liveView({ feed }) {
           ["Started", fmtTime(c.started_at)],
           ["Ended", c.ended_at ? fmtTime(c.ended_at) : "open"],
           ["End reason", c.end_reason || ""],
+          ...(c.complaint ? [["Complaint", h("span", { class: "complaint-why" }, complaintTag(c.complaint), " ", complaintText(c.complaint))]] : []),
         ].map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]),
       ),
       h("h3", {}, "Messages"),
@@ -262,7 +265,7 @@ export function liveView({ feed }) {
       "tr",
       { dataset: { callId: call.id, ended: String(Boolean(call.ended_at)) }, onclick: () => openCall(call.id), tabindex: 0 },
       h("td", {}, fmtTime(call.started_at)),
-      h("td", {}, call.caller || ""),
+      h("td", {}, call.caller || "", " ", complaintTag(call.complaint)),
       h("td", {}, call.transport),
       h("td", {}, `${call.flow || ""} ${call.flow_version || ""}`),
       h("td", {}, call.ended_at ? fmtDuration(seconds) : "in progress"),
@@ -302,6 +305,7 @@ export function liveView({ feed }) {
           ["Started", fmtTime(call.started_at)],
           ["Ended", call.ended_at ? `${fmtTime(call.ended_at)} (${fmtDuration(seconds)})` : "in progress"],
           ["End reason", call.end_reason || ""],
+          ...(call.complaint ? [["Complaint", h("span", { class: "complaint-why" }, complaintTag(call.complaint), " ", complaintText(call.complaint))]] : []),
         ].map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]),
       ),
       audioBox,

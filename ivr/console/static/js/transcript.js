@@ -41,6 +41,25 @@ function heard(text) {
   return { diagnostic: false, body: ["“", parts, "”"] };
 }
 
+const REASONS = {
+  words: "what the customer said",
+  no_matches: "three no-matches",
+  agent_twice: "asked for a person twice",
+  repeat_contact: "the same topic again within a day",
+};
+
+// Why a contact is a complaint, in words: its reasons, and what was said or asked again.
+export function complaintText(c) {
+  const why = (c.reasons || []).map((r) => REASONS[r] || r).join(", ");
+  const said = c.text ? `: “${c.text}”` : c.topic ? `: ${c.topic}` : "";
+  return `Complaint (${why})${said}`;
+}
+
+// A red "complaint" tag for a call, conversation or callback marked one; null otherwise.
+export function complaintTag(c) {
+  return c ? h("span", { class: "tag complaint", title: complaintText(c) }, "complaint") : null;
+}
+
 // One feed event as a transcript line; null for events that are not worth a line.
 export function eventLine(e) {
   switch (e.event) {
@@ -65,6 +84,8 @@ export function eventLine(e) {
       return line("no_input", "asr", note(e.text ? `(silence: ${e.text})` : "(silence: no input)"), [], e.at, true);
     case "barge_in":
       return line("barge_in", "asr", note("(spoke over the prompt)"), [], e.at, true);
+    case "complaint": // the complaint early warning (ivr/nlu/complaint.py)
+      return line("complaint", "warning", complaintText(e), [tag("complaint", "complaint")], e.at);
     case "callback_booked":
       return line("info", "callback", `booked for ${e.number} at ${fmtTime(e.due_at)}`, [tag(e.reason || "")], e.at);
     case "hangup":
