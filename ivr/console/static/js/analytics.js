@@ -1,13 +1,14 @@
 // Analytics: summary cards, the per-node table, intent volume over time, the recognizer's
 // confidence histogram, and the top unrecognized utterances (play one; add it as a phrase).
 // One time range for every section (today, 24 h, 7 days or custom dates, all in the service's
-// zone), and each section's report downloadable as CSV: the server's `<report>.csv`, so a
+// zone) and one channel (every channel, or voice, web chat, SMS...: the server's list), and
+// each section's report downloadable as CSV: the server's `<report>.csv`, so a
 // spreadsheet gets the very figures the API and this page show.
 // Responses are rendered by their shape, not field by field: scalars become cards, lists of
 // rows become tables, anything that looks like a series over time becomes a chart, so a new
 // figure on the server shows up without a console change.
 
-import { ApiError, blob, get, has, post } from "./api.js";
+import { ApiError, blob, get, has, openapi, post } from "./api.js";
 import { barChart, findHistogram, knownZone, rowsOf, sparkline, toSeries } from "./charts.js";
 import { clear, fmtTime, fmtValue, fromZoneInput, h, humanize, notice, serviceZone, toZoneInput } from "./dom.js";
 
@@ -21,7 +22,7 @@ const PATHS = {
 const TEXT_KEYS = ["text", "utterance", "phrase", "transcript", "words"];
 const HIDDEN = /base64|audio|^examples$/; // long, binary or nested fields: not table columns
 const WINDOW = ["since", "until"];
-const NOT_FIGURES = [...WINDOW, "timezone"]; // the report's head: the toolbar shows the zone
+const NOT_FIGURES = [...WINDOW, "timezone", "channel"]; // the report's head: the toolbar shows them
 const SECONDS_BEFORE = 4; // a whole-call recording is played from this long before the turn
 const RANGES = [
   ["today", "Today"],
@@ -30,6 +31,17 @@ const RANGES = [
   ["custom", "Custom…"],
 ];
 const DAY_MS = 24 * 3600 * 1000;
+const CHANNEL_NAMES = { voice: "Voice (calls)", web: "Web chat", app: "App chat", api: "API chat", sms: "SMS" };
+
+// The channels the server's analytics tell apart (the summary's `channel` query enum).
+async function channelsOffered() {
+  try {
+    const params = (await openapi()).paths?.[PATHS.summary]?.get?.parameters || [];
+    return params.find((p) => p.name === "channel")?.schema?.enum || [];
+  } catch {
+    return [];
+  }
+}
 
 const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 const isRows = (v) => Array.isArray(v) && v.length > 0 && v.every(isObject);
@@ -53,7 +65,8 @@ function cell(key, value) {
 
 function windowLine(data) {
   if (!isObject(data) || !WINDOW.every((k) => typeof data[k] === "string")) return null;
-  return h("p", { class: "muted window" }, `${fmtTime(data.since)} – ${fmtTime(data.until)}`);
+  const on = data.channel ? ` · ${CHANNEL_NAMES[data.channel] || data.channel} only` : "";
+  return h("p", { class: "muted window" }, `${fmtTime(data.since)} – ${fmtTime(data.until)}${on}`);
 }
 
 // A CSV download: the blob through the API (the token goes in a header, which a plain link
@@ -166,6 +179,15 @@ export function analyticsView() {
   const custom = h("form", { class: "inline", id: "an-custom", hidden: true, onsubmit: (e) => { e.preventDefault(); applyRange(); } },
     h("label", {}, "From ", since), h("label", {}, "until ", until), h("button", { type: "submit", id: "an-apply" }, "Apply"));
   let query = { period: "24h" };
+  // --- the channel: every channel (calls and conversations together), or one of them
+  const channel = h("select", { id: "an-channel", "aria-label": "channel", hidden: true }, h("option", { value: "" }, "All channels"));
+  const channelLabel = h("label", { hidden: true }, "Channel ", channel);
+  channel.onchange = () => load();
+  channelsOffered().then((names) => {
+    for (const name of names) channel.append(h("option", { value: name }, CHANNEL_NAMES[name] || name));
+    channel.hidden = channelLabel.hidden = !names.length;
+  });
+  const scope = () => (channel.value ? { ...query, channel: channel.value } : query);
   range.onchange = () => {
     custom.hidden = range.value !== "custom";
     if (range.value === "custom") {
@@ -200,7 +222,7 @@ export function analyticsView() {
     "div",
     { class: "view analytics" },
     h("div", { class: "row toolbar", id: "an-toolbar" },
-      h("label", {}, "Time range ", range), custom, zoneNote,
+      h("label", {}, "Time range ", range), custom, channelLabel, zoneNote,
       h("span", { class: "grow" }),
       h("button", { type: "button", id: "an-refresh", onclick: () => load() }, "Refresh")),
     rangeStatus,
@@ -213,7 +235,7 @@ export function analyticsView() {
   async function fetchSection(key, extra) {
     if (!(await has("GET", PATHS[key]))) return { missing: true, path: PATHS[key] };
     try {
-      return { data: await get(PATHS[key], { ...query, ...extra }) };
+      return { data: await get(PATHS[key], { ...scope(), ...extra }) };
     } catch (err) {
       return { error: err };
     }
@@ -224,9 +246,9 @@ export function analyticsView() {
     const path = PATHS[key];
     if (!result.data || !(await has("GET", `${path}.csv`))) return null;
     const status = h("span", { class: "status csv-status" });
-    const name = `ivr-${key}-${stamp(result.data.since)}-${stamp(result.data.until)}.csv`;
+    const name = `ivr-${key}${channel.value ? `-${channel.value}` : ""}-${stamp(result.data.since)}-${stamp(result.data.until)}.csv`;
     return h("span", { class: "csv" },
-      h("button", { type: "button", class: "csv-export", id: `an-${key}-csv`, title: `Download the ${key} report as CSV`, onclick: () => download(path, { ...query, ...extra }, name, status) }, "Export CSV"),
+      h("button", { type: "button", class: "csv-export", id: `an-${key}-csv`, title: `Download the ${key} report as CSV`, onclick: () => download(path, { ...scope(), ...extra }, name, status) }, "Export CSV"),
       status);
   }
 
@@ -272,7 +294,7 @@ export function analyticsView() {
       const hasCounts = series && series.series.some((s) => s.values.some((v) => v > 0));
       return h("div", {},
         windowLine(d),
-        hasCounts ? barChart({ ...series, yTitle: "Calls" }, { id: "an-intents-chart" }) : h("p", { class: "empty" }, "No intents in this window."),
+        hasCounts ? barChart({ ...series, yTitle: channel.value === "voice" ? "Calls" : "Contacts" }, { id: "an-intents-chart" }) : h("p", { class: "empty" }, "No intents in this window."),
         tablesOf(d, ["series"]));
     }, bucket);
   }

@@ -1,12 +1,45 @@
 // The callback queue: filter, then claim, complete (with an outcome), reschedule or cancel.
+// A callback's detail shows the customer's contacts on every channel (calls, chats, SMS:
+// GET /v1/customers/{number}), each with its transcript.
 
-import { ApiError, bodyEnum, get, post } from "./api.js";
+import { ApiError, bodyEnum, get, has, post } from "./api.js";
 import { clear, fmtTime, fromZoneInput, h, notice, serviceZone, toZoneInput } from "./dom.js";
 
 const STATUSES = ["scheduled", "claimed", "completed", "cancelled", "expired"];
 const OPEN = new Set(["scheduled", "claimed"]);
 const FALLBACK_OUTCOMES = ["resolved", "unresolved", "wrong_number", "declined", "no_answer", "busy", "voicemail", "failed"];
 const REFRESH_MS = 15000;
+const CHANNEL_NAMES = { voice: "Call", web: "Web chat", app: "App chat", api: "API chat", sms: "SMS" };
+
+// One line of a contact's transcript: the customer's words quoted, the bot's, or what the
+// dialog noted (no input, no match) as a muted note.
+function line(x) {
+  const note = x.sender === "system";
+  const kind = note ? "diag" : x.sender === "bot" ? "prompt" : x.kind === "dtmf" ? "dtmf" : "recognized";
+  return h("li", { class: `turn ${kind}` },
+    h("span", { class: "who" }, note ? "" : x.sender === "bot" ? "bot" : "customer"),
+    h("span", { class: "what" }, note ? `(${(x.kind || "").replace("_", " ")})` : x.text || ""),
+    x.intent && !note ? h("span", { class: "tag intent" }, x.intent) : null,
+    x.kind === "no_match" && !note ? h("span", { class: "tag miss" }, "no match") : null);
+}
+
+// The customer's calls and conversations, newest first; the one this callback was booked
+// from is marked and open.
+function contactsOf(customer, cb) {
+  const from = cb.transcript && typeof cb.transcript === "object" ? cb.transcript.call_id || cb.transcript.conversation_id : null;
+  if (!customer.contacts.length) return h("p", { class: "muted" }, "No calls or chats from this number.");
+  return h("ul", { class: "contacts", id: "cb-contacts" }, customer.contacts.map((c) => {
+    const mine = c.id === from;
+    const ended = c.ended_at ? (c.end_reason || "ended") : "in progress";
+    return h("li", { class: `contact channel-${c.channel}`, dataset: { contactId: c.id, channel: c.channel } },
+      h("details", { open: mine },
+        h("summary", {},
+          h("span", { class: "tag channel" }, CHANNEL_NAMES[c.channel] || c.channel), " ",
+          fmtTime(c.started_at), ` · ${ended} · ${c.transcript.length} lines`,
+          mine ? h("span", { class: "tag booked-from" }, "this callback's") : null),
+        c.transcript.length ? h("ol", { class: "transcript" }, c.transcript.map(line)) : h("p", { class: "muted" }, "Nothing said yet.")));
+  }));
+}
 
 // <input type="datetime-local"> values are wall times in the service's zone (IVR_TIMEZONE),
 // not the browser's: the agent types the time the caller was promised.
@@ -159,6 +192,14 @@ export function callbacksView() {
     }
     try {
       const cb = await get(`/v1/callbacks/${id}`);
+      let contacts = null;
+      if (await has("GET", "/v1/customers/{number}")) {
+        try {
+          contacts = contactsOf(await get(`/v1/customers/${encodeURIComponent(cb.number)}`), cb);
+        } catch (err) {
+          contacts = h("p", { class: "notice error" }, err instanceof ApiError ? err.describe() : String(err));
+        }
+      }
       const turns = Array.isArray(cb.transcript?.turns) ? cb.transcript.turns : null;
       clear(
         detail,
@@ -177,6 +218,7 @@ export function callbacksView() {
           : turns
           ? h("ol", { class: "transcript" }, turns.map((t) => h("li", { class: `turn ${t.kind}` }, h("span", { class: "who" }, t.kind === "prompt" ? "bot" : "caller"), h("span", { class: "what" }, t.text || ""), t.intent ? h("span", { class: "tag intent" }, t.intent) : null)))
           : h("pre", { class: "json" }, JSON.stringify(cb.transcript, null, 2)),
+        contacts ? [h("h3", {}, "Contacts on every channel"), contacts] : null,
         h("h3", {}, "Attempts"),
         cb.attempt_log.length
           ? h("div", { class: "table-scroll" }, h("table", { class: "grid" }, h("tr", {}, ["#", "By", "Agent", "Started", "Ended", "Outcome"].map((t) => h("th", {}, t))),
