@@ -4,6 +4,7 @@
 
 import { ApiError, bodyEnum, get, has, post } from "./api.js";
 import { clear, fmtTime, fromZoneInput, h, notice, serviceZone, toZoneInput } from "./dom.js";
+import { complaintTag, complaintText } from "./transcript.js";
 
 const STATUSES = ["scheduled", "claimed", "completed", "cancelled", "expired"];
 const OPEN = new Set(["scheduled", "claimed"]);
@@ -173,7 +174,7 @@ export function callbacksView() {
       "tr",
       { dataset: { callbackId: cb.id, status: cb.status } },
       h("td", { title: cb.due_at }, fmtTime(cb.due_at)),
-      h("td", {}, h("a", { href: "#", onclick: (e) => (e.preventDefault(), show(cb.id)) }, cb.number)),
+      h("td", {}, h("a", { href: "#", onclick: (e) => (e.preventDefault(), show(cb.id)) }, cb.number), " ", complaintTag(cb.complaint)),
       h("td", {}, h("span", { class: `tag status-${cb.status}` }, cb.status)),
       h("td", {}, cb.reason || ""),
       h("td", {}, `${cb.attempts} / ${cb.max_attempts}`),
@@ -210,6 +211,7 @@ export function callbacksView() {
           ["Status", h("span", { class: `tag status-${cb.status}`, id: "cb-detail-status" }, cb.status)],
           ["Outcome", cb.outcome || "—"], ["Agent", cb.agent || "—"], ["Reason", cb.reason || ""],
           ["Priority", String(cb.priority)], ["Created", fmtTime(cb.created_at)],
+          ...(cb.complaint ? [["Complaint", h("span", { class: "complaint-why" }, complaintTag(cb.complaint), " ", complaintText(cb.complaint), " (priority raised by 5)")]] : []),
         ].map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
         OPEN.has(cb.status) ? [h("h3", {}, "Actions"), h("div", { class: "detail-actions", id: "cb-detail-actions" }, actions(cb))] : null,
         h("h3", {}, "What the caller said"),
