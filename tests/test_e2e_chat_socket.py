@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,6 +24,7 @@ from live_server import LiveServer, live_server
 from ivr.auth import PROTOCOL, token_entry
 from ivr.chat.identity import sign_number
 from ivr.server.chat import RATE_BURST
+from ivr.store import open_store
 from ivr.transports.chat import MAX_CHAT_MESSAGE
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -325,3 +328,23 @@ async def test_the_live_list_shows_open_and_ended_chats_with_their_last_message(
         assert listed["last_message"]["text"] == answer[-1]["text"]
     await ended_in_store(http, server, cid, "customer_left")
     assert (await live())[cid]["status"] == "ended"
+
+
+async def test_a_chat_open_at_shutdown_is_told_and_ended(tmp_path: Path) -> None:
+    """SIGTERM: the chat hears `ended` (server_shutdown), the socket closes with 1001, and
+    the conversation is ended in the store before the server exits."""
+    with live_server(tmp_path) as server:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(ws_url(server)) as ws:
+                cid, _ = await start(ws)
+                server.proc.send_signal(signal.SIGTERM)
+                assert await receive(ws) == {"type": "ended", "reason": "server_shutdown"}
+                msg = await ws.receive(timeout=30)
+                assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1001
+        assert await asyncio.to_thread(server.proc.wait, 60) == 0, server.log_text()[-3000:]
+    store = await open_store(str(tmp_path / "data" / "ivr.db"))
+    try:
+        record = await store.get_conversation(cid)
+    finally:
+        await store.close()
+    assert record.ended_at is not None and record.end_reason == "server_shutdown"
