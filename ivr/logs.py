@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import numbers
+import os
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -347,12 +348,29 @@ class JsonFormatter(_JsonFormatter):
 LogFormat = Literal["text", "json"]
 
 
+WORKER_ENV = "_IVR_WORKER_LOGGING"
+"""How `setup` hands its level and format to the worker processes the server spawns (ASR,
+TTS): their environment is the parent's at the spawn, and `setup_worker` reads it."""
+
+
 def setup(level: int, fmt: LogFormat = "text") -> None:
     """The process's logging: records at `level` and above to stderr, rendered safely, as
     text lines or (`fmt` "json") one JSON object a line. May be called again (`ivr serve`
-    does once its settings are read): the handler is replaced."""
+    does once its settings are read): the handler is replaced. Worker processes started
+    after it log the same way (`setup_worker`)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else SafeFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # Python's warnings as records too: in JSON every line of stderr is a record.
     logging.captureWarnings(fmt == "json")
+    os.environ[WORKER_ENV] = f"{level}:{fmt}"
+
+
+def setup_worker() -> bool:
+    """In a spawned worker process: the logging its parent set up (level and format), to the
+    same stderr; False (Python's defaults left) when the parent set none up."""
+    level, _, fmt = os.environ.get(WORKER_ENV, "").partition(":")
+    if not level.isdigit() or fmt not in ("text", "json"):
+        return False
+    setup(int(level), "json" if fmt == "json" else "text")
+    return True

@@ -6,6 +6,10 @@ queue never reaches end of file. After a ``kill -9`` of the server the workers (
 each) would stay, reparented to init, for good. Each pool's initializer calls
 `die_with_parent()` first.
 
+It also sets up the worker's logging as the server's (`ivr.logs.setup_worker`: the level
+and `IVR_LOG_FORMAT`, so with json a worker's lines are JSON records too) and logs that the
+worker started.
+
 The worker watches the sentinel pipe multiprocessing gives every spawned child (the parent
 holds its other end, so it closes when the parent dies, whatever kills it) and exits at
 once. PR_SET_PDEATHSIG is not used: it fires when the *thread* that started the worker ends,
@@ -15,17 +19,25 @@ its management thread.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import threading
 
+from ivr.logs import setup_worker
 
-def die_with_parent() -> None:
-    """In a spawned worker: exit as soon as the parent process is gone."""
+log = logging.getLogger(__name__)
+
+
+def die_with_parent(kind: str = "worker") -> None:
+    """In a spawned worker (`kind`: what it runs, for its log line): log as the server does,
+    and exit as soon as the parent process is gone."""
     parent = multiprocessing.parent_process()
     if parent is None:
         return  # not a multiprocessing child: nothing to watch
+    if setup_worker():
+        log.info("%s process %d started", kind, os.getpid(), extra={"event": "worker_started"})
     sentinel = parent.sentinel
 
     def watch() -> None:

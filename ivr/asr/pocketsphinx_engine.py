@@ -197,7 +197,7 @@ def _warm_worker(grammars: tuple[Grammar, ...] = ()) -> None:
     """Create a worker's decoders (0.1–0.3 s each) and add `grammars` to its grammar decoder
     before its first call: a large one (the callback-time grammar, 2,500 phrases) otherwise
     makes the first caller to reach it in each worker wait for the compilation."""
-    die_with_parent()  # a kill -9 of the server takes its workers along
+    die_with_parent("ASR worker (pocketsphinx)")  # a kill -9 of the server takes it along
     decoding = _decoding()
     with decoding.pool.decoder(True):
         pass

@@ -117,7 +117,7 @@ _worker_error: ModelError | None = None
 
 def _init_worker(model_dir: str) -> None:
     global _worker, _worker_error
-    die_with_parent()  # a kill -9 of the server takes its workers along
+    die_with_parent("ASR worker (whisper)")  # a kill -9 of the server takes it along
     try:
         _worker = WhisperDecoder(Path(model_dir))
     except ModelError as exc:  # reported by the first job, with its message

@@ -43,7 +43,7 @@ _aliases: dict[str, str] = {}  # lower-cased id / short id / name / language →
 
 def _init_worker() -> None:
     global _engine
-    die_with_parent()  # a kill -9 of the server takes its worker along
+    die_with_parent("TTS worker")  # a kill -9 of the server takes it along
     import pyttsx3
 
     _engine = pyttsx3.init("espeak")
