@@ -356,6 +356,10 @@ export function analyticsView() {
     const form = h("form", { class: "inline adopt", hidden: true, onsubmit: async (e) => {
       e.preventDefault();
       const body = { node: node.value.trim(), intent: intent.value.trim(), phrase: text.value.trim() };
+      // Adding a phrase saves the served flow: what the next call hears. Ask first.
+      if (!window.confirm(`Add “${body.phrase}” to ${body.intent} at ${body.node}? The flow is saved and new calls get it at once.`)) {
+        return notice(status, "Not added: cancelled.", "info");
+      }
       try {
         await post(PATHS.adopt, body);
         const fresh = await fetchSection("unrecognized");
