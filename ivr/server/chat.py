@@ -19,7 +19,8 @@ The widget is for customers, so the socket takes no API token. What bounds it in
 
 Anything malformed or out of bounds gets an `error` message naming it, then a close (1003
 unknown data, 1008 a policy, 1009 too big); the conversation is ended whenever its socket
-closes (customer_left, idle, protocol_error, server_shutdown), so none stays open.
+closes (customer_left, idle, protocol_error, connection_lost, server_shutdown), so none
+stays open.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
 from ivr.appkeys import CHATS, CONVERSATIONS, SERVICES, SETTINGS
 from ivr.auth import PROTOCOL, websocket_principal, websocket_token
@@ -147,10 +148,12 @@ class ChatSocket:
             elif msg.type == WSMsgType.BINARY:
                 raise _refused("bad_message", "binary messages are not part of the chat protocol",
                                WSCloseCode.UNSUPPORTED_DATA)  # fmt: skip
-            elif msg.type == WSMsgType.ERROR:  # aiohttp has closed it (1009: over its limit)
-                raise ChatClosed(None, str(msg.data), WSCloseCode.MESSAGE_TOO_BIG,
-                                 "protocol_error")  # fmt: skip
-            else:  # the client closed it, or the connection is gone
+            elif msg.type == WSMsgType.ERROR:
+                if isinstance(msg.data, WebSocketError):  # aiohttp refused a frame, closed
+                    raise ChatClosed(None, str(msg.data), msg.data.code, "protocol_error")
+                # no pong to the heartbeat, a reset: the client is gone
+                raise ChatClosed(None, "connection lost", WSCloseCode.GOING_AWAY, "connection_lost")
+            else:  # the client closed it
                 return
 
     async def _take(self, text: str) -> None:
