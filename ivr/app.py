@@ -61,6 +61,7 @@ from ivr.fulfillment import Fulfillment
 from ivr.grammar import GrammarError, warm_meaning
 from ivr.health import add_health_routes, drain_on_sigterm, mark_shutting_down
 from ivr.metrics import Metrics, StoreSampler, serve_metrics
+from ivr.nlu.complaint import default_language
 from ivr.retention import AudioRetention
 from ivr.server.chat import add_chat_routes
 from ivr.server.http import server_options
@@ -285,6 +286,7 @@ async def _load_flow_and_asr(
 
     flows.check = check
     flows.check(flows.flow)
+    await asyncio.to_thread(default_language)  # the complaint detector's examples, embedded
     warm = getattr(engine, "warm", None)
     if warm is not None:  # worker processes up, the flow's grammars compiled in each
         grammars = flows.flow.listen_grammars()

@@ -469,7 +469,6 @@ class Conversation:
             "confidence": turn.confidence,
         }
         self.transcript.append(entry)
-        self.complaints.turn(turn)  # the complaint early warning watches every turn
         if turn.kind == "prompt":
             self.prompts.recorded(entry)  # a barge-in adds how much of it was heard
         audio = b""
@@ -492,3 +491,4 @@ class Conversation:
         else:
             event.update(text=turn.text, intent=turn.intent, confidence=turn.confidence)
         self.call.publish(event)
+        self.complaints.turn(turn)  # the complaint early warning watches every turn

@@ -270,11 +270,14 @@ _lock = threading.Lock()
 
 
 def default_language() -> ComplaintLanguage:
-    """The process's one language scorer (built at the first use)."""
+    """The process's one language scorer, built and its examples embedded at the first use
+    (callers run that in a worker thread: scoring an utterance on the loop is then cheap)."""
     global _default
     with _lock:
         if _default is None:
-            _default = ComplaintLanguage()
+            language = ComplaintLanguage()
+            language.classifier.warm()
+            _default = language
         return _default
 
 
