@@ -17,13 +17,14 @@ import pytest
 
 from ivr.analytics.facts import FlowFacts
 from ivr.callbacks import CallbackPolicy, Callbacks
-from ivr.callbacks.complaints import EVENT
+from ivr.callbacks.complaints import EVENT, ComplaintDesk
 from ivr.chat import Conversations
 from ivr.dialog import load_flow
 from ivr.dialog.flow import Flow
 from ivr.fulfillment import Fulfillment
 from ivr.nlu.complaint import (
     THRESHOLD,
+    Complaint,
     ComplaintLanguage,
     ComplaintWatch,
     default_language,
@@ -231,3 +232,26 @@ async def test_a_neutral_chat_sets_off_nothing(store: Store, flow: Flow) -> None
         assert await _events(store, EVENT) == []
     finally:
         await http.close()
+
+
+async def test_the_callback_booked_in_the_contact_is_raised_with_its_update(
+    store: Store,
+) -> None:
+    """A flow that goes on after its booking: the complaint comes later in the same contact
+    and raises that callback (its callback.updated, and the webhook names it)."""
+    callbacks = Callbacks(store, CallbackPolicy(tz=ZoneInfo("UTC")))
+    await store.start_call("call-1", transport="websocket", caller="+15550001234")
+    cb, _ = await callbacks.book("+15550001234", MONDAY(), reason="agent_requested")
+    desk = ComplaintDesk(callbacks, "call", "call-1", "voice", "(555) 000-1234")
+    assert desk.number == "+15550001234"  # kept in E.164, as callbacks are
+    desk.booked(cb.id)
+    payload = await desk.detected(store, Complaint(("agent_twice",)))
+    assert payload["complaint"]["callback"]["id"] == cb.id
+    assert payload["complaint"]["callback"]["priority"] == 5
+    (updated,) = await _events(store, "callback.updated")
+    assert updated["callback"]["priority"] == 5
+    assert (await store.get_call("call-1")).complaint["reasons"] == ["agent_twice"]
+    # the same complaint again changes nothing more
+    await desk.detected(store, Complaint(("agent_twice",)))
+    assert (await store.get_callback(cb.id)).priority == 5
+    assert len(await _events(store, "callback.updated")) == 1
