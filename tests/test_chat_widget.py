@@ -4,7 +4,8 @@
 balance, asks an FAQ in their own words and books a callback with the quick replies, and
 the callback is in the queue (GET /v1/callbacks). At 420 px, /chat on its own (no number:
 the account is asked for) fits the screen, and the console's live page shows the open and
-the ended conversations beside the calls, with channel, number and last message.
+the ended conversations beside the calls, with channel, number and last message; on a
+phone the embedded widget opens full screen, and its close button ends the chat.
 Screenshots: test-artifacts/console/chat-*.png.
 """
 
@@ -241,3 +242,30 @@ async def console_live(browser: Browser, server: LiveServer, open_id: str, last:
         await expect(timeline.locator('li[data-sender="bot"]', has_text=BALANCE)).to_have_count(1)
         await screenshot(page, "chat-console-live")
         assert errors.messages == []
+
+
+async def test_the_embedded_widget_on_a_phone_opens_full_screen_and_closes(
+    browser: Browser, server: LiveServer, shop: str
+) -> None:
+    page, errors = await new_page(browser, 420, 760)
+    try:
+        await page.goto(shop)
+        await page.click("#ivr-chat-launcher")
+        chat = Chat(page.frame_locator("#ivr-chat-frame"))
+        await chat.wait_bot("Welcome to the Example Telecom hotline.")
+        frame = await page.locator("#ivr-chat-frame").bounding_box()
+        assert frame is not None and frame["width"] == 420 and frame["x"] == 0
+        assert await page.locator("#ivr-chat-launcher").is_hidden()
+        conversation = await chat.conversation_id()
+        await screenshot(page, "chat-embedded-420")
+        await chat.root.locator("#chat-close").click()  # ends the chat, closes the frame
+        await page.locator("#ivr-chat-frame").wait_for(state="detached")
+        await expect(page.locator("#ivr-chat-launcher")).to_be_visible()
+        assert errors.messages == []
+    finally:
+        await page.context.close()
+    deadline = time.monotonic() + 20
+    while (record := await api(server, f"/v1/conversations/{conversation}"))["status"] != "ended":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.2)
+    assert record["end_reason"] == "customer_left" and record["number"] == DEMO

@@ -33,8 +33,9 @@
   function place() {
     const narrow = window.innerWidth < 480;
     Object.assign(frame.style, narrow
-      ? { left: "0", right: "0", bottom: "0", width: "100%", height: "100%", borderRadius: "0" }
-      : { right: "16px", bottom: "16px", width: "380px", height: "min(600px, calc(100% - 32px))", borderRadius: "12px" });
+      ? { left: "0", right: "0", bottom: "0", width: "100%", height: "100%", borderRadius: "0", border: "none" }
+      : { left: "auto", right: "16px", bottom: "16px", width: "380px", height: "min(600px, calc(100% - 32px))",
+          borderRadius: "12px", border: "1px solid #e3e5ea" });
   }
   function openChat() {
     if (!frame) {
@@ -43,7 +44,7 @@
       frame.title = label;
       frame.src = `${base.origin}/chat#${fragment}`;
       Object.assign(frame.style, {
-        position: "fixed", zIndex: "2147483001", border: "1px solid #e3e5ea", background: "#fff",
+        position: "fixed", zIndex: "2147483001", boxSizing: "border-box", background: "#fff",
         boxShadow: "0 4px 24px rgba(0,0,0,.25)",
       });
       place();
