@@ -755,7 +755,7 @@ async def test_analytics_range_export_and_axes(browser: Browser, server: LiveSer
         chart = page.locator("#an-intents-chart")
         await chart.wait_for()
         titles = await chart.locator("text.axis-title").all_text_contents()
-        assert titles == ["Hour (UTC)", "Calls"]
+        assert titles == ["Hour (UTC)", "Contacts"]  # calls and conversations (every channel)
         intents = await api(server, "/v1/analytics/intents?period=24h&bucket=hour")
         hours = [b[11:16] for b in intents["buckets"]]
         labels = await chart.locator("text.label:not(.date)").all_text_contents()
