@@ -104,8 +104,16 @@ async def test_one_customer_across_channels(api: tuple[Client, Store]) -> None:
         ("system", "no_input"),
     ]
     assert [cb["reason"] for cb in body["callbacks"]] == ["agent_requested"]
+    # a later callback for the number (the first one completed): the newest comes first
+    [old] = (await store.list_callbacks(number=NUMBER))[0]
+    await store.claim(old.id, "kim")
+    await store.complete(old.id, "resolved")
+    await store.upsert_open_callback(NUMBER, T0 + timedelta(days=3), reason="bill")  # due later
+    status, body = await get(client, f"/v1/customers/{NUMBER}")
+    assert [cb["reason"] for cb in body["callbacks"]] == ["bill", "agent_requested"]
     status, body = await get(client, f"/v1/customers/{NUMBER}?limit=1")
     assert [c["id"] for c in body["contacts"]] == [chat, "call-old"]  # one of each kind
+    assert [cb["reason"] for cb in body["callbacks"]] == ["bill"]
     status, body = await get(client, "/v1/customers/+15550000000")
     assert status == 200 and body["contacts"] == [] and body["callbacks"] == []
 

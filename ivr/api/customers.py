@@ -136,8 +136,9 @@ async def get_customer(request: web.Request, who: Principal) -> Any:
     contacts = [call_contact(c, turns[c.id], tz) for c in calls]
     contacts += [conversation_contact(c, messages.get(c.id, []), tz) for c in conversations]
     contacts.sort(key=lambda c: c["_at"], reverse=True)
-    callbacks, _ = await store.list_callbacks(number=number, limit=q.limit)
-    callbacks.sort(key=lambda cb: cb.created_at, reverse=True)
+    # the list is by due time: take the number's (a handful: one open at a time), newest first
+    callbacks, _ = await store.list_callbacks(number=number, limit=1000)
+    callbacks = sorted(callbacks, key=lambda cb: cb.created_at, reverse=True)[: q.limit]
     return {
         "number": number,
         "contacts": [{k: v for k, v in c.items() if k != "_at"} for c in contacts],
