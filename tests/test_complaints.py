@@ -83,6 +83,21 @@ def test_ordinary_requests_do_not(language: ComplaintLanguage, text: str) -> Non
     assert not heard.complaint and heard.score < THRESHOLD, heard
 
 
+@pytest.mark.parametrize("text", ["report a fault", "pass word", "fault", "an engineer visit"])
+def test_a_menu_answer_naming_a_problem_is_not_a_complaint(
+    language: ComplaintLanguage, text: str
+) -> None:
+    """These score over the threshold by meaning alone (they name a problem); a complaint
+    without an anger or escalation word needs a sentence (MIN_WORDS_BY_MEANING)."""
+    heard = language.hear(text)
+    assert heard.score >= THRESHOLD and not heard.complaint, heard
+
+
+@pytest.mark.parametrize("text", ["this is ridiculous", "useless service", "formal complaint"])
+def test_a_short_complaint_with_its_words_still_is(language: ComplaintLanguage, text: str) -> None:
+    assert language.hear(text).complaint
+
+
 def test_cues_are_named_and_add_to_the_meaning(language: ComplaintLanguage) -> None:
     heard = language.hear("I want to speak to your manager, this is unacceptable")
     assert {"higher_up", "judgement"} <= set(heard.cues)

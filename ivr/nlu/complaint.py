@@ -41,6 +41,10 @@ NO_MATCH_LIMIT = 3  # no-matches in one contact
 AGENT_LIMIT = 2  # requests for a person in one contact
 AGENT_INTENT = "agent"
 REPEAT_WINDOW_HOURS = 24
+# Meaning alone (no anger or escalation word) flags a sentence, never a menu answer: short
+# utterances ("report a fault", "pass word", "my bill") sit near complaints in meaning only
+# because they name a problem.
+MIN_WORDS_BY_MEANING = 4
 
 REASONS = ("words", "no_matches", "agent_twice", "repeat_contact")
 """Why a contact is a complaint: what the customer said, repeated no-matches, a second
@@ -261,7 +265,8 @@ class ComplaintLanguage:
         cues = [c for c in CUES if c.pattern.search(text)]
         margin = self.margin(text) if text.strip() else 0.0
         score = MEANING_WEIGHT * margin + sum(c.weight for c in cues)
-        return Heard(text, round(score, 4), score >= THRESHOLD, tuple(c.name for c in cues),
+        complaint = score >= THRESHOLD and (bool(cues) or len(text.split()) >= MIN_WORDS_BY_MEANING)
+        return Heard(text, round(score, 4), complaint, tuple(c.name for c in cues),
                      round(margin, 4))  # fmt: skip
 
 
