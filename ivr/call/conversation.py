@@ -399,9 +399,9 @@ class Conversation:
         self._paused = on
         if recording is not None and on != was:
             recording.pause() if on else recording.resume()
-            what = "paused" if on else "resumed"
-            log.info("call %s: recording %s (sensitive question %s)", self.call.call_id, what,
-                     self.state.node, extra={"event": f"recording_{what}"})  # fmt: skip
+            named = {"event": "recording_paused"} if on else {"event": "recording_resumed"}
+            log.info("call %s: recording %s (sensitive question %s)", self.call.call_id,
+                     "paused" if on else "resumed", self.state.node, extra=named)  # fmt: skip
 
     def _listen_for(self, listen: Listen) -> None:
         self._listen = listen
