@@ -18,6 +18,7 @@ import json
 import sys
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -105,6 +106,7 @@ class Caller:
         self.call_sid = "CA" + uuid.uuid4().hex
         self.report = CallReport(call_id=self.call_sid)
         self._client = TwilioClient()
+        self._media: aiohttp.ClientWebSocketResponse | None = None
         self._speech: list[bytes] = []  # frames still to send for the current utterance
         self._spoken = asyncio.Event()  # set when the current utterance has been sent
         self._listening = asyncio.Event()
@@ -121,18 +123,16 @@ class Caller:
         async with aiohttp.ClientSession() as http:
             # The token as a subprotocol, as the console sends it: kept out of access logs.
             protocols = (PROTOCOL, BEARER_PREFIX + self.token) if self.token else ()
-            feed = await http.ws_connect(events_url(self.url, self.call_sid), protocols=protocols)
-            media = await http.ws_connect(self.url)
-            await media.send_str(self._client.connected())
-            params = {"from": self.caller} if self.caller else {}
-            await media.send_str(self._client.start(self.call_sid, "MZ" + uuid.uuid4().hex, params))
-            tasks = [
-                asyncio.create_task(self._read_feed(feed)),
-                asyncio.create_task(self._read_media(media)),
-                asyncio.create_task(self._send_audio(media)),
-                asyncio.create_task(self._converse(media)),
-            ]
+            feed = await http.ws_connect(self.feed_url(), protocols=protocols)
+            tasks: list[asyncio.Task[None]] = []
             try:
+                await self._connect(http)
+                tasks = [
+                    asyncio.create_task(self._read_feed(feed)),
+                    *(asyncio.create_task(c) for c in self._media_tasks()),
+                    asyncio.create_task(self._send_audio()),
+                    asyncio.create_task(self._converse()),
+                ]
                 await asyncio.wait_for(self._ended.wait(), self.max_seconds)
             except TimeoutError:
                 self._emit({"event": "hangup", "reason": "simulator timeout"})
@@ -143,11 +143,47 @@ class Caller:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
                 with contextlib.suppress(Exception):
-                    await media.close()
+                    await self._disconnect()
+                with contextlib.suppress(Exception):
                     await feed.close()
         if self.record is not None:
             self._write_recording(self.record)
         return self.report
+
+    def feed_url(self) -> str:
+        """The call's live feed, by the id the caller gives it (the server links the two)."""
+        return events_url(self.url, self.call_sid)
+
+    # --- the media leg: a provider's WebSocket media stream (SipCaller: SIP and RTP) -----
+
+    @property
+    def _ws(self) -> aiohttp.ClientWebSocketResponse:
+        assert self._media is not None, "the media stream is not connected"
+        return self._media
+
+    async def _connect(self, http: aiohttp.ClientSession) -> None:
+        self._media = await http.ws_connect(self.url)
+        await self._ws.send_str(self._client.connected())
+        params = {"from": self.caller} if self.caller else {}
+        await self._ws.send_str(self._client.start(self.call_sid, "MZ" + uuid.uuid4().hex, params))
+
+    def _media_tasks(self) -> list[Coroutine[Any, Any, None]]:
+        return [self._read_media(self._ws)]
+
+    async def _send_frame(self, frame: bytes) -> None:
+        for text in self._client.media(frame):
+            await self._ws.send_str(text)
+
+    async def _send_key(self, key: str) -> None:
+        await self._ws.send_str(self._client.dtmf(key))
+
+    async def _hang_up(self) -> None:
+        await self._ws.send_str(self._client.stop())
+        await self._ws.close()
+
+    async def _disconnect(self) -> None:
+        if self._media is not None:
+            await self._media.close()
 
     # --- what the server says ---------------------------------------------------------
 
@@ -178,24 +214,28 @@ class Caller:
             for item in self._client.parse_server(msg.data):
                 now = time.perf_counter()
                 if isinstance(item, PlayAudio):
-                    if self._speech_ended_at is not None:
-                        self.report.latencies.append(now - self._speech_ended_at)
-                        self._speech_ended_at = None
-                    if self._bot_quiet():  # a new prompt (media comes every 20-100 ms)
-                        self._bot_audio_since = now
-                    self._last_bot_audio = now
-                    self._answered = True
-                    self.report.bot_frames += len(item.pcm) // FRAME
-                    self._heard.append((now - self._t0, item.pcm))
+                    self._bot_audio(item.pcm, now)
                 elif isinstance(item, SetMark):
                     await media.send_str(self._client.ack_mark(item.name))
                 elif isinstance(item, ClearAudio):
                     self._bot_audio_since = None
         # The media socket closed; the call's feed still brings the hangup and its reason.
 
+    def _bot_audio(self, pcm: bytes, now: float) -> None:
+        """Bot audio (16-bit PCM at 8 kHz) that arrived at `now` (perf_counter)."""
+        if self._speech_ended_at is not None:
+            self.report.latencies.append(now - self._speech_ended_at)
+            self._speech_ended_at = None
+        if self._bot_quiet():  # a new prompt (media comes every 20-100 ms)
+            self._bot_audio_since = now
+        self._last_bot_audio = now
+        self._answered = True
+        self.report.bot_frames += len(pcm) // FRAME
+        self._heard.append((now - self._t0, pcm))
+
     # --- what the caller does ---------------------------------------------------------
 
-    async def _send_audio(self, media: aiohttp.ClientWebSocketResponse) -> None:
+    async def _send_audio(self) -> None:
         """A continuous real-time stream of 20 ms frames: speech when there is some."""
         loop = asyncio.get_running_loop()
         silence = b"\x00" * FRAME
@@ -210,15 +250,14 @@ class Caller:
             else:
                 frame = silence
             self._sent.append(frame)
-            for text in self._client.media(frame):
-                await media.send_str(text)
+            await self._send_frame(frame)
             n += 1
             await asyncio.sleep(max(0.0, start + n * FRAME_MS / 1000 - loop.time()))
 
     def _bot_quiet(self) -> bool:
         return time.perf_counter() - self._last_bot_audio > 0.3
 
-    async def _converse(self, media: aiohttp.ClientWebSocketResponse) -> None:
+    async def _converse(self) -> None:
         for turn in self.turns:
             await self._wait_for_turn()
             # Cleared before the input goes out: the server's next "listen" may come back
@@ -229,7 +268,7 @@ class Caller:
                 continue  # the next listen comes after the no-input reprompt
             if turn.dtmf:
                 for key in turn.dtmf:
-                    await media.send_str(self._client.dtmf(key))
+                    await self._send_key(key)
                     await asyncio.sleep(0.12)
                 self._speech_ended_at = time.perf_counter()
             elif turn.wav is not None:
@@ -241,8 +280,7 @@ class Caller:
                 await self._spoken.wait()
         await self._wait_for_turn()
         self._emit({"event": "caller_hangup"})
-        await media.send_str(self._client.stop())
-        await media.close()
+        await self._hang_up()
 
     async def _wait_for_turn(self) -> None:
         """Until the bot listens and has finished speaking (or, to barge in, has spoken

@@ -24,7 +24,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import numpy as np
 import pytest
 import soundfile as sf
@@ -43,7 +42,7 @@ class NoisyCaller(Caller):
     """A caller whose line is never silent: between utterances it sends low noise, so the
     recording's caller side is zero only where the server blanked it."""
 
-    async def _send_audio(self, media: aiohttp.ClientWebSocketResponse) -> None:
+    async def _send_audio(self) -> None:
         loop = asyncio.get_running_loop()
         rng = np.random.default_rng(7)
         start, n = loop.time(), 0
@@ -52,8 +51,7 @@ class NoisyCaller(Caller):
             noise *= rng.choice(np.array([-1, 1], dtype=np.int16), FRAME // 2)
             frame = noise.tobytes()
             self._sent.append(frame)
-            for text in self._client.media(frame):
-                await media.send_str(text)
+            await self._send_frame(frame)
             n += 1
             await asyncio.sleep(max(0.0, start + n * FRAME_MS / 1000 - loop.time()))
 
@@ -76,15 +74,14 @@ class TypeAheadCaller(Caller):
         super().__init__(url, [], UNKNOWN, out=None, max_seconds=90, token=FEED_TOKEN)
         self.keys, self.entries, self.limit = keys, entries, limit
 
-    async def _converse(self, media: aiohttp.ClientWebSocketResponse) -> None:
+    async def _converse(self) -> None:
         await until(lambda: self._answered, self.limit)  # the greeting is playing
         for key in self.keys:
-            await media.send_str(self._client.dtmf(key))
+            await self._send_key(key)
         await until(lambda: len(dtmf(self.report)) >= self.entries, self.limit)
         await asyncio.wait_for(self._wait_for_turn(), self.limit)
         self._emit({"event": "caller_hangup"})
-        await media.send_str(self._client.stop())
-        await media.close()
+        await self._hang_up()
 
 
 def api(server: LiveServer, path: str) -> Any:
