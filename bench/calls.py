@@ -1,9 +1,13 @@
 """Concurrent calls: N simulated callers at once against one `ivr serve`, end to end over the
-WebSocket media stream (VAD → ASR → dialog → TTS → paced playback).
+WebSocket media stream or SIP and RTP (VAD → ASR → dialog → TTS → paced playback).
 
     python bench/calls.py [--n 10 50 100] [--end-silence-ms 600] [--caller-procs 0]
-                          [--api-rps 0 100] [--repeat 3]
+                          [--api-rps 0 100] [--repeat 3] [--transport websocket sip]
                           [--url ws://HOST:PORT/v1/media-stream]
+
+`--transport websocket sip` runs every N once per transport, each on a fresh server, and
+prints their rows one under the other: SIP callers (ivr.sip.dial) INVITE the server's SIP
+port and send and receive RTP (PCMU, 20 ms) on 127.0.0.1, keys as RFC 4733 events.
 
 Each caller (the known demo numbers rotated) says "balance", "data usage", "what are your
 opening hours" (flite voices rms/slt/awb rotated, 8 kHz mono 16-bit via sox), then keys 0
@@ -68,6 +72,7 @@ from api_load import ApiLoad, LoadStats
 from common import pct
 
 from ivr.dial import Caller, CallerTurn
+from ivr.sip.dial import SipCaller
 
 ROOT = Path(__file__).resolve().parent.parent
 NUMBERS = ["+15551230001", "+15551230002", "+15551230003"]
@@ -243,15 +248,17 @@ class Server:
     hook_port: int = 0  # webhooks go to the API load process's receiver here
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
+    sip_port: int = 0
 
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 90.0) -> None:
-        self.port = free_port()
+        self.port, self.sip_port = free_port(), free_port()
         env = dict(os.environ)
         env.update(
+            IVR_SIP_PORT=str(self.sip_port),  # SIP calls' RTP: the default range, 10000-20000
             IVR_DATA_DIR=str(self.data_dir),
             IVR_END_SILENCE_MS=str(self.end_silence_ms),
             IVR_MAX_CALLS=str(self.max_calls),
@@ -304,10 +311,13 @@ def stop_server(proc: subprocess.Popen[bytes] | None, wait_s: float) -> None:
 # --- the callers -------------------------------------------------------------------------
 
 
-class TimedCaller(Caller):
+class Timed:
     """A Caller that also times each turn's stages: end of speech → `recognized` event
     (endpointer silence + ASR + queueing) → first bot audio after it (dialog, prompt render,
     playout start). Hooks the base class's attribute writes; no copied logic."""
+
+    stages: list[dict[str, float]]
+    _await_reply: bool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.stages: list[dict[str, float]] = []
@@ -339,7 +349,15 @@ class TimedCaller(Caller):
         if event.get("event") == "recognized" and self.stages and "rec" not in self.stages[-1]:
             self.stages[-1]["rec"] = time.perf_counter()
             self._await_reply = True
-        super()._emit(event)
+        super()._emit(event)  # type: ignore[misc]
+
+
+class TimedCaller(Timed, Caller):
+    """Over the WebSocket media stream."""
+
+
+class TimedSipCaller(Timed, SipCaller):
+    """Over SIP and RTP."""
 
 
 @dataclass
@@ -379,12 +397,21 @@ def failed_call(index: int, error: str, started: float) -> dict[str, Any]:
     }
 
 
+def timed_caller(url: str, spec: CallSpec, max_seconds: float) -> Timed:
+    """A WebSocket caller for ws://…; for a SIP URI (`sip:user@host:port|http://host:port`,
+    the server's HTTP base for the call's feed after the bar), a SIP caller."""
+    turns, kw = call_turns(spec), {"out": None, "max_seconds": max_seconds, "token": API_TOKEN}
+    if url.startswith("sip:"):
+        uri, http = url.split("|", 1)
+        return TimedSipCaller(uri, http, turns, spec.number, **kw)
+    return TimedCaller(url, turns, spec.number, **kw)
+
+
 async def one_call(url: str, spec: CallSpec, t0: float, max_seconds: float) -> dict[str, Any]:
     """Place one call at its offset after `t0`; its result."""
     await asyncio.sleep(max(0.0, t0 + spec.offset - time.time()))
-    caller = TimedCaller(
-        url, call_turns(spec), spec.number, out=None, max_seconds=max_seconds, token=API_TOKEN
-    )
+    caller = timed_caller(url, spec, max_seconds)
+    assert isinstance(caller, Caller)
     started = time.time()
     try:
         rep = await caller.run()
@@ -445,6 +472,7 @@ def run_callers(
 class RunResult:
     n: int
     procs: int
+    transport: str = "websocket"
     api_rps: float = 0.0
     api: LoadStats | None = None
     speech_lat: list[float] = field(default_factory=list)  # s, minus end silence
@@ -666,7 +694,7 @@ def row(r: RunResult) -> str:
     acc = r.rec_ok / r.rec_total if r.rec_total else None
     api = r.api.requests / r.api.seconds if r.api and r.api.seconds else 0.0
     return (
-        f"{r.n:>4} {api:>7.0f} {r.procs:>5} {fmt(p50, '8.0f')} {fmt(p95, '8.0f')} "
+        f"{r.transport:>9} {r.n:>4} {api:>7.0f} {r.procs:>5} {fmt(p50, '8.0f')} {fmt(p95, '8.0f')} "
         f"{fmt(r.underruns, '9')} "
         f"{fmt(srv, '10.3f')} {fmt(clr, '10.3f')} {fmt(rss, '8.2f')} {r.ok:>5} {r.failed:>6} "
         f"{fmt(acc, '8.3f')} {r.rec_ok:>4}/{r.rec_total:<4}"
@@ -674,9 +702,9 @@ def row(r: RunResult) -> str:
 
 
 HEADER = (
-    "   N api r/s procs  p50 ms   p95 ms underruns srvCPU s/  clrCPU s/  RSS MB/    ok failed "
-    "accuracy   rec\n"
-    "                                                call-min   call-min     call"
+    "transport    N api r/s procs  p50 ms   p95 ms underruns srvCPU s/  clrCPU s/  RSS MB/"
+    "    ok failed accuracy   rec\n"
+    "                                                          call-min   call-min     call"
 )
 
 
@@ -865,6 +893,14 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, nargs="+", default=[10, 50, 100])
     p.add_argument("--url", help="target a running server's media-stream URL (ws://…)")
+    p.add_argument(
+        "--transport",
+        nargs="+",
+        choices=("websocket", "sip"),
+        default=["websocket"],
+        help="how the callers connect: the WebSocket media stream, SIP and RTP (UDP), or "
+        "each in turn for every N (one row each, on its own fresh server)",
+    )
     p.add_argument("--end-silence-ms", type=int, default=600, help="IVR_END_SILENCE_MS")
     p.add_argument("--asr-workers", type=int, help="IVR_ASR_WORKERS (default: server's)")
     p.add_argument(
@@ -921,13 +957,16 @@ def main() -> None:
         wavs = synthesize(tmp)
         print_intro(args)
         for n in args.n:
-            for rps in [r for _ in range(args.repeat) for r in args.api_rps]:
-                r, more = run_one(n, rps, args, tmp, wavs, running)
-                rows.append(r)
-                notes += more
+            for transport in args.transport:
+                for rps in [r for _ in range(args.repeat) for r in args.api_rps]:
+                    r, more = run_one(n, rps, args, tmp, wavs, running, transport)
+                    rows.append(r)
+                    notes += more
         if len(args.api_rps) > 1:
             for n in args.n:
-                notes += compare_rates([r for r in rows if r.n == n and r.speech_lat], n)
+                for transport in args.transport:
+                    same = [r for r in rows if r.n == n and r.transport == transport]
+                    notes += compare_rates([r for r in same if r.speech_lat], n)
         print()
         for ln in notes:
             print(ln)
@@ -963,6 +1002,7 @@ def run_one(
     tmp: Path,
     wavs: dict[tuple[str, str], Path],
     running: list[Server],
+    transport: str = "websocket",
 ) -> tuple[RunResult, list[str]]:
     """One measured run of `n` calls with `rps` API requests a second beside them, on a
     fresh server unless --url: its row (printed) and its notes."""
@@ -991,11 +1031,15 @@ def run_one(
     load.start()  # its webhook receiver too: before the warm-up's calls
     if not args.no_warmup:
         warm_up(url, wavs)
+    if transport == "sip":
+        if server is None:
+            raise SystemExit("--transport sip needs a server of the bench's own (no --url)")
+        url = f"sip:hotline@127.0.0.1:{server.sip_port}|{base}"
     try:
         r = measure(n, url, base, pid, wavs, args)
     finally:
         stats = load.stop()
-    r.api_rps, r.api = rps, stats
+    r.api_rps, r.api, r.transport = rps, stats, transport
     print(row(r), flush=True)
     notes = details(r, args.end_silence_ms)
     if server is not None:
